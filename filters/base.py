@@ -1,0 +1,29 @@
+"""The one interface every filter implements (text, URL, image, CLIP score).
+
+A filter looks at a batch (an Arrow RecordBatch) and returns a keep mask plus any columns it
+computed (``lang``, ``lang_score`` …). Its ``name`` is the drop reason recorded for the rows it
+drops. ``setup`` loads models once per process (per Spark Python worker), never per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class FilterResult:
+    keep: np.ndarray  # bool, one per row
+    columns: dict[str, pa.Array] = field(default_factory=dict)
+
+
+class Filter:
+    name: str = "filter"
+
+    def setup(self) -> None:
+        """Load models or tables; called once per process before the first batch."""
+
+    def apply(self, batch: pa.RecordBatch) -> FilterResult:
+        raise NotImplementedError

@@ -1,0 +1,269 @@
+"""The one run config: a YAML file plus CLI overrides, validated at load with messages naming the bad key.
+
+Every stage reads its own section (``cfg.extract``, ``cfg.download`` …). Paths default to folders
+under ``output_dir`` so a whole run needs nothing but ``output_dir``; any path may be an fsspec URL.
+Defaults fit a 2-core / 24 GiB machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkConfig(Section):
+    master: str = "local[*]"
+    app_name: str = "wit-builder"
+    driver_memory: str = "4g"
+    executor_memory: str = "4g"
+    shuffle_partitions: int = Field(8, ge=1)
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
+    # Any other spark.* setting, passed through as is (e.g. spark.executor.resource.gpu.amount).
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class SampleConfig(Section):
+    n_pairs: int = Field(3000, ge=10, description="image/text pairs in the sample web")
+    seed: int = 0
+    base_url: str = "http://127.0.0.1:8765"
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+
+
+class ExtractConfig(Section):
+    inputs: list[str] = Field(default_factory=list, description="files, globs, URLs or a paths file")
+    input_format: Literal["auto", "wat", "warc", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    path_prefix: str = ""
+    url_col: str = "url"
+    caption_col: str = "caption"
+    max_text_length: int = Field(1000, ge=1)
+    lenient: bool = True
+    strict: bool = False
+
+
+class FilterConfig(Section):
+    chain: list[str] = Field(default_factory=lambda: ["url_safety", "text_rules", "language", "dedup"])
+    language_backend: Literal["fasttext", "langdetect", "cascade"] = "fasttext"
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    min_language_score: float = Field(0.5, ge=0.0, le=1.0)
+    min_chars: int = Field(5, ge=0)
+    min_words: int = Field(2, ge=0)
+    max_chars: int = Field(1000, ge=1)
+    junk_patterns: bool = True
+    max_url_length: int = Field(2048, ge=16)
+
+
+class QueriesConfig(Section):
+    sources: list[Literal["wordnet", "unigrams", "bigrams", "titles", "wordfreq"]] = Field(
+        default_factory=lambda: ["wordnet", "unigrams", "bigrams", "titles"]
+    )
+    budget: int = Field(500_000, ge=1)
+    wordnet_dir: str = "/usr/share/wordnet"
+    wikipedia: str | None = None
+    pageviews: list[str] = Field(default_factory=list)
+    min_unigram_count: int = Field(100, ge=1)
+    min_bigram_pmi: float = 30.0
+    min_bigram_count: int = Field(1, ge=1)
+    min_title_views: int = Field(70, ge=0)
+    wordfreq_min_zipf: float = 3.0
+    path: str | None = Field(None, description="an existing query list (parquet, metadata.json or .txt)")
+
+
+class MatchConfig(Section):
+    pass
+
+
+class BalanceConfig(Section):
+    t: int = Field(20_000, ge=1)
+    tail_share: float | None = Field(None, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class DownloadConfig(Section):
+    shard_size: int = Field(10_000, ge=1)
+    threads: int = Field(32, ge=1)
+    output_format: Literal["webdataset", "parquet"] = "webdataset"
+    image_size: int = Field(256, ge=8)
+    resize_mode: Literal["no", "keep_ratio", "center_crop", "border"] = "border"
+    resize_only_if_bigger: bool = False
+    min_image_size: int = Field(0, ge=0)
+    max_aspect_ratio: float | None = Field(None, gt=0, description="None = no limit")
+    encode_format: Literal["jpg", "webp", "png"] = "jpg"
+    encode_quality: int = Field(95, ge=1, le=100)
+    timeout_s: float = Field(10.0, gt=0, description="total deadline per request, connect + reads")
+    max_bytes: int = Field(20_000_000, ge=1)
+    max_pixels: int = Field(89_478_485, ge=1, description="Pillow's default bomb limit")
+    max_redirects: int = Field(5, ge=0)
+    retries: int = Field(2, ge=0)
+    user_agent: str = "wit-builder/0.1 (+https://github.com/wit-builder/wit-builder)"
+    contact_url: str | None = None
+    respect_robots_txt: bool = False
+    disallowed_header_directives: list[str] = Field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"]
+    )
+    allow_hosts: list[str] = Field(default_factory=list, description="host or host:port allowed despite private IP")
+    retry_failed: bool = False
+
+
+class ScoreConfig(Section):
+    model: str = "ViT-B-32"
+    pretrained: str | None = Field(None, description="open_clip tag or a checkpoint path; None = random init")
+    batch_size: int = Field(256, ge=1)
+    device: str = "auto"
+    num_workers: int = Field(2, ge=0)
+    save_embeddings: bool = False
+    mode: Literal["local", "spark"] = "local"
+
+
+class SelectConfig(Section):
+    threshold: float | None = None
+    top_fraction: float | None = Field(0.3, gt=0.0, le=1.0)
+    min_side: int = Field(0, ge=0)
+    max_aspect_ratio: float = Field(3.0, gt=0)
+    dedup_images: bool = True
+    shard_size: int = Field(10_000, ge=1)
+    seed: int = 0
+
+
+class TrainConfig(Section):
+    model: str = "wit-tiny"
+    pretrained: str | None = None
+    batch_size: int = Field(64, ge=2)
+    steps: int = Field(300, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    weight_decay: float = Field(0.2, ge=0)
+    warmup_steps: int = Field(30, ge=0)
+    grad_clip: float | None = None
+    num_workers: int = Field(1, ge=0)
+    shuffle_buffer: int = Field(1000, ge=0)
+    online_balancing: bool = False
+    checkpoint_every: int = Field(100, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 0
+
+
+class ReportConfig(Section):
+    sample_grid: int = Field(24, ge=0)
+
+
+class RunConfig(Section):
+    output_dir: str = "wit_out"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    def path(self, name: str) -> str:
+        """Default location of a stage's dataset: ``<output_dir>/<name>``."""
+        return join_path(self.output_dir, name)
+
+
+def join_path(base: str, *parts: str) -> str:
+    """Join path parts for local paths and URLs alike (``s3://b/x`` + ``y`` → ``s3://b/x/y``)."""
+    out = base.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = e.get("input")
+        got_s = "" if e["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{key}: {msg}{got_s}")
+    return "; ".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"config error: {dotted}: {k} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``stage.key=value`` → (key, YAML-parsed value); ``download.threads=8`` gives an int."""
+    if "=" not in item:
+        raise ConfigError(f"config error: --set {item!r}: expected KEY=VALUE, e.g. download.threads=8")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"config error: --set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
+    """Load and validate a run config; raise ConfigError naming the bad key on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config error: config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config error: {p} is not valid YAML: {e}".splitlines()[0]) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config error: {p} must hold a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in (overrides or [])]
+    for key, value in items:
+        _set_dotted(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"config error: {_format_validation_error(e)}") from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The config as YAML (written beside every run's outputs, shown in the report)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
