@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import UserError
@@ -18,6 +19,12 @@ from pipeline.errors import UserError
 # Modules that add subcommands, in the order `wit --help` lists them (the data flow's order).
 COMMAND_MODULES = [
     "pipeline.sample_web",  # sample, serve
+    "pipeline.extract",  # extract
+    "pipeline.score",  # score
+    "pipeline.train",  # train
+    "pipeline.evaluate",  # eval
+    "pipeline.report",  # report
+    "pipeline.run",  # run, demo
 ]
 
 DESCRIPTION = """\
@@ -99,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wit: interrupted", file=sys.stderr)
         return 130
+
+
+def run_job(job_main: Callable[[], int | None]) -> int:
+    """Run a jobs/*.py entry point with the CLI's error handling (one line, exit 2, no traceback)."""
+    try:
+        return int(job_main() or 0)
+    except UserError as e:
+        print(f"wit job: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -52,8 +52,11 @@ class ExtractConfig(Section):
     url_col: str = "url"
     caption_col: str = "caption"
     max_text_length: int = Field(1000, ge=1)
-    lenient: bool = True
-    strict: bool = False
+    max_url_length: int = Field(8192, ge=16, description="longer image URLs are dropped (url_too_long)")
+    lenient: bool = Field(True, description="read WAT JSON lines even when Content-Length is wrong")
+    strict: bool = Field(False, description="any input error (truncated record, bad JSON …) fails the run")
+    sample_source: Literal["warc", "wat"] = Field("warc", description="which sample crawl file is the default input")
+    html_parser: Literal["selectolax", "resiliparse", "html.parser"] = "selectolax"
 
 
 class FilterConfig(Section):
@@ -128,6 +131,7 @@ class ScoreConfig(Section):
     num_workers: int = Field(2, ge=0)
     save_embeddings: bool = False
     mode: Literal["local", "spark"] = "local"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU")
 
 
 class SelectConfig(Section):
@@ -141,21 +145,26 @@ class SelectConfig(Section):
 
 
 class TrainConfig(Section):
-    model: str = "wit-tiny"
-    pretrained: str | None = None
+    model: str = Field("wit-tiny", description="open_clip architecture (wit-tiny, ViT-B-32, RN50 ...)")
+    pretrained: str | None = Field(None, description="open_clip tag or checkpoint path to start from; None = random init")
+    data: str | None = Field(None, description="webdataset shards: folder, brace pattern or list file; None = output_dir/final")
+    eval_dir: str | None = Field(None, description="labelled folder <class>/*.jpg (+classes.json); None = output_dir/sample/eval")
+    eval_pairs: str | None = Field(None, description="held-out (image, caption) parquet or shards; None = eval_dir/pairs.parquet")
+    templates: str | list[str] = Field("simple", description="zero-shot prompts: simple, openai, or a list like ['a photo of a {}.']")
     batch_size: int = Field(64, ge=2)
     steps: int = Field(300, ge=1)
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
     weight_decay: float = Field(0.2, ge=0)
     warmup_steps: int = Field(30, ge=0)
-    grad_clip: float | None = None
+    grad_clip: float | None = Field(None, gt=0)
     num_workers: int = Field(1, ge=0)
     shuffle_buffer: int = Field(1000, ge=0)
-    online_balancing: bool = False
+    online_balancing: bool = Field(False, description="keep each sample with its json keep_prob (MetaCLIP online balancing)")
     checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     device: str = "auto"
@@ -164,6 +173,15 @@ class TrainConfig(Section):
 
 class ReportConfig(Section):
     sample_grid: int = Field(24, ge=0)
+
+
+class StorageConfig(Section):
+    """Object store access (s3:// paths); unset fields fall back to the usual AWS_* environment variables."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://minio:9000 (AWS_ENDPOINT_URL)")
+    key: str | None = Field(None, description="access key id (AWS_ACCESS_KEY_ID)")
+    secret: str | None = Field(None, description="secret access key (AWS_SECRET_ACCESS_KEY)")
+    region: str | None = Field(None, description="region (AWS_REGION / AWS_DEFAULT_REGION)")
 
 
 class RunConfig(Section):
@@ -181,6 +199,7 @@ class RunConfig(Section):
     select: SelectConfig = Field(default_factory=SelectConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @field_validator("output_dir")
     @classmethod

@@ -10,7 +10,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import storage
@@ -21,7 +21,7 @@ STATS_FILE = "stats.json"
 @dataclass
 class StageStats:
     stage: str
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     input_rows: int | None = None
     output_rows: int | None = None
     drops: Counter = field(default_factory=Counter)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 
@@ -25,12 +26,75 @@ def fs_for(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, paths[0]
 
 
+# The run config's `storage` section ↔ the AWS environment variables every S3 client reads.
+_ENV = {
+    "endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "key": ("AWS_ACCESS_KEY_ID",),
+    "secret": ("AWS_SECRET_ACCESS_KEY",),
+    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+}
+
+
+def configure(storage: Any) -> None:
+    """Apply a run config's ``storage`` section (pipeline.config.StorageConfig) to this process.
+
+    Set fields are exported as the usual AWS_* variables, so the same settings reach everything
+    this process starts: s3fs here, Spark's JVM and its local Python workers. Call it once, right
+    after loading the config and before starting Spark; on a cluster, executors get them from
+    ``spark_conf(storage)``.
+    """
+    for field, names in _ENV.items():
+        value = getattr(storage, field, None)
+        if value:
+            for name in names:
+                os.environ[name] = value
+
+
+def _setting(field: str) -> str | None:
+    return next((os.environ[n] for n in _ENV[field] if os.environ.get(n)), None)
+
+
 def storage_options(path: str) -> dict[str, Any]:
-    """Options for object stores from the usual environment (AWS_ENDPOINT_URL and friends)."""
-    if path.startswith(("s3://", "s3a://")):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
-    return {}
+    """fsspec options for a path: for s3:// the endpoint, credentials and region from config/environment."""
+    if not path.startswith(("s3://", "s3a://")):
+        return {}
+    opts: dict[str, Any] = {}
+    client_kwargs = {}
+    if endpoint := _setting("endpoint_url"):
+        client_kwargs["endpoint_url"] = endpoint
+    if region := _setting("region"):
+        client_kwargs["region_name"] = region
+    if client_kwargs:
+        opts["client_kwargs"] = client_kwargs
+    key, secret = _setting("key"), _setting("secret")
+    if key and secret:
+        opts.update(key=key, secret=secret)
+    return opts
+
+
+def spark_conf(storage: Any = None) -> dict[str, str]:
+    """spark.* settings that give Spark the same object store: s3a:// for Spark's own reads and
+    writes (needs the hadoop-aws jar, see README "Run on a cluster") and AWS_* on executors for
+    the stages that write through fsspec. Values from ``storage`` (StorageConfig), else the environment.
+    """
+    def get(field: str) -> str | None:
+        return getattr(storage, field, None) or _setting(field)
+
+    conf: dict[str, str] = {}
+    if endpoint := get("endpoint_url"):
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"  # MinIO/moto: bucket in the path, not the host name
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https://")).lower()
+    if region := get("region"):
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+    if (key := get("key")) and (secret := get("secret")):
+        conf["spark.hadoop.fs.s3a.access.key"] = key
+        conf["spark.hadoop.fs.s3a.secret.key"] = secret
+    for field, names in _ENV.items():
+        if value := get(field):
+            for name in names:
+                conf[f"spark.executorEnv.{name}"] = value
+    return conf
 
 
 def to_spark_path(path: str) -> str:
@@ -88,10 +152,21 @@ def atomic_path(path: str) -> Iterator[str]:
         fs_t, tp = fs_for(tmp)
         if fs.exists(p):
             fs.rm(p, recursive=True)
-        fs_t.mv(tp, p, recursive=True)
+        _move(fs_t, tp, p)
     except BaseException:
         remove(tmp)
         raise
+
+
+def _move(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst``. Object stores have no folders to rename (and fsspec's recursive
+    mv trips over the folder's own pseudo-key on S3), so there a folder's files move one by one."""
+    if "file" not in fs.protocol and fs.isdir(src):
+        files = fs.find(src)
+        fs.copy(files, [dst + f[len(src):] for f in files])
+        fs.rm(src, recursive=True)
+    else:
+        fs.mv(src, dst, recursive=True)
 
 
 def clean_temporaries(folder: str) -> int:

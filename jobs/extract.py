@@ -1,0 +1,25 @@
+"""spark-submit entry point of `wit extract`: spark-submit jobs/extract.py -c run.yaml [inputs…]."""
+
+import sys
+
+from pipeline.cli import common_parser, config_from_args
+from pipeline.extract import run_extract
+from pipeline.spark import get_spark
+from pipeline.stats import summary_line
+
+
+def main(argv=None) -> int:
+    p = common_parser()
+    p.add_argument("inputs", nargs="*", help="input files/globs/URLs (default: config extract.inputs)")
+    p.add_argument("--output", help="output folder (default: <output_dir>/candidates)")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    cfg = config_from_args(args)
+    spark = get_spark(cfg.spark, submitted=True)
+    stats = run_extract(cfg, spark, inputs=args.inputs or None, output=args.output, overwrite=args.overwrite)
+    print(summary_line(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

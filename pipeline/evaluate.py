@@ -1,0 +1,313 @@
+"""Judge a CLIP model the way the CLIP paper judged its data: zero-shot classification and retrieval.
+
+Zero-shot: every class name is put into prompt templates (open_clip's lists), the text embeddings
+are averaged per class, and an image is classified by its nearest class embedding (top-1/top-5).
+The labelled set is a folder with one sub-folder per class (``eval/<class>/*.jpg``, ImageFolder
+layout) and an optional ``classes.json`` (list of class names, index = label).
+
+Retrieval: held-out (image, caption) pairs, from a parquet (image path + caption columns) or from
+webdataset shards; recall@1/5/10 in both directions. An image with several captions (COCO) counts
+as found by image→text when any of its captions is in the top k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import os
+from typing import Any, Sequence
+
+from pipeline import storage
+from pipeline.cli import flag
+from pipeline.config import RunConfig, join_path
+from pipeline.errors import UserError
+from pipeline.log import info, warn
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_COLUMNS = ("image", "image_path", "filepath", "path", "file_name")
+CAPTION_COLUMNS = ("caption", "true_caption", "text", "title")
+RECALL_AT = (1, 5, 10)
+
+
+def resolve_templates(templates: str | Sequence[str]) -> list:
+    """``simple`` / ``openai`` → open_clip's ImageNet template lists; a list of ``{}`` strings as given."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    if isinstance(templates, str):
+        sets = {"simple": SIMPLE_IMAGENET_TEMPLATES, "openai": OPENAI_IMAGENET_TEMPLATES}
+        if templates not in sets:
+            raise UserError(f"train.templates: unknown template set {templates!r}; use simple, openai or a list of '{{}}' strings")
+        return list(sets[templates])
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise UserError(f"train.templates: each template needs a '{{}}' for the class name, got {bad or templates!r}")
+    return list(templates)
+
+
+def load_labelled_folder(folder: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names and (image path, label) pairs of an ImageFolder-style folder."""
+    if not os.path.isdir(folder):
+        raise UserError(f"labelled eval folder not found: {folder} (one sub-folder of images per class)")
+    subdirs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    classes_file = os.path.join(folder, "classes.json")
+    classes = json.load(open(classes_file)) if os.path.isfile(classes_file) else subdirs
+    items = []
+    for label, name in enumerate(classes):
+        sub = next((d for d in (name, str(label)) if d in subdirs), None)
+        if sub is None:
+            continue
+        for f in sorted(os.listdir(os.path.join(folder, sub))):
+            if f.lower().endswith(IMAGE_EXTS):
+                items.append((os.path.join(folder, sub, f), label))
+    if not items:
+        raise UserError(f"no images under {folder}/<class>/ (expected {', '.join(IMAGE_EXTS)} files)")
+    return list(classes), items
+
+
+def _open_rgb(src: str | bytes):
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+    return img.convert("RGB")
+
+
+def encode_images(model, preprocess, sources: Sequence[str | bytes], device, batch_size: int = 128):
+    """L2-normalised image embeddings of image files or bytes; unreadable ones are skipped.
+
+    Returns (features [n_ok, d], indices of the sources that were encoded).
+    """
+    import torch
+
+    feats, kept, batch, batch_idx = [], [], [], []
+
+    def flush():
+        with torch.no_grad():
+            x = torch.stack(batch).to(device)
+            feats.append(model.encode_image(x, normalize=True).float().cpu())
+        kept.extend(batch_idx)
+        batch.clear()
+        batch_idx.clear()
+
+    for i, src in enumerate(sources):
+        try:
+            batch.append(preprocess(_open_rgb(src)))
+        except Exception as e:  # noqa: BLE001 - a bad eval image is reported and skipped
+            warn(f"eval: skipping unreadable image #{i}: {e}")
+            continue
+        batch_idx.append(i)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    if not feats:
+        raise UserError("eval: no readable images")
+    return torch.cat(feats), kept
+
+
+def encode_texts(model, tokenizer, texts: Sequence[str], device, batch_size: int = 256):
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            tok = tokenizer(list(texts[i : i + batch_size])).to(device)
+            out.append(model.encode_text(tok, normalize=True).float().cpu())
+    return torch.cat(out)
+
+
+def zero_shot(model, preprocess, tokenizer, folder: str, device="cpu", templates: str | Sequence[str] = "simple",
+              batch_size: int = 128) -> dict[str, Any]:
+    """Top-1/top-5 zero-shot accuracy on a labelled folder (class names × templates → classifier)."""
+    import torch
+    from open_clip import build_zero_shot_classifier
+
+    classes, items = load_labelled_folder(folder)
+    was_training = model.training
+    model.eval()
+    classifier = build_zero_shot_classifier(
+        model, tokenizer, classes, resolve_templates(templates), num_classes_per_batch=10, device=device
+    ).float().cpu()
+    feats, kept = encode_images(model, preprocess, [p for p, _ in items], device, batch_size)
+    model.train(was_training)
+    labels = torch.tensor([items[i][1] for i in kept])
+    logits = feats @ classifier
+    k = min(5, len(classes))
+    topk = logits.topk(k, dim=1).indices
+    return {
+        "top1": float((topk[:, 0] == labels).float().mean()),
+        "top5": float((topk == labels[:, None]).any(dim=1).float().mean()),
+        "n_images": len(kept),
+        "n_classes": len(classes),
+        "chance_top1": 1.0 / len(classes),
+    }
+
+
+def load_pairs(path: str, max_pairs: int = 5000) -> tuple[list[str | bytes], list[str], list[int]]:
+    """Held-out pairs → (images, captions, image index of each caption).
+
+    ``path``: a parquet with an image-path column (relative to the parquet's folder) and a caption
+    column, or webdataset shards (folder, .tar file or brace pattern). Captions of the same image
+    are grouped under one image.
+    """
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        if not os.path.isfile(path):
+            raise UserError(f"eval pairs not found: {path}")
+        table = pq.read_table(path)
+        img_col = next((c for c in IMAGE_COLUMNS if c in table.column_names), None)
+        cap_col = next((c for c in CAPTION_COLUMNS if c in table.column_names), None)
+        if img_col is None or cap_col is None:
+            raise UserError(f"{path}: needs an image column ({'/'.join(IMAGE_COLUMNS)}) and a caption column ({'/'.join(CAPTION_COLUMNS)})")
+        base = os.path.dirname(os.path.abspath(path))
+        rows = [(p, c) for p, c in zip(table[img_col].to_pylist(), table[cap_col].to_pylist()) if p and c]
+        rows = [(p if os.path.isabs(p) else os.path.join(base, p), c) for p, c in rows]
+    else:
+        rows = [(img, cap) for img, cap in _shard_pairs(path)]
+    images: list[str | bytes] = []
+    index: dict[Any, int] = {}
+    captions, owner = [], []
+    for img, cap in rows:
+        key = img if isinstance(img, str) else hash(img)
+        if key not in index:
+            if len(images) >= max_pairs:
+                continue
+            index[key] = len(images)
+            images.append(img)
+        captions.append(cap)
+        owner.append(index[key])
+    if not images:
+        raise UserError(f"no (image, caption) pairs in {path}")
+    return images, captions, owner
+
+
+def _shard_pairs(path: str):
+    import webdataset as wds
+
+    urls = shard_urls(path)
+    ds = wds.WebDataset(urls, shardshuffle=False, handler=wds.warn_and_continue, empty_check=False)
+    for s in ds:
+        img = next((s[k] for k in ("jpg", "jpeg", "png", "webp") if k in s), None)
+        if img is not None and "txt" in s:
+            yield img, s["txt"].decode("utf-8", "replace")
+
+
+def shard_urls(path: str) -> list[str]:
+    """Webdataset shard list from a folder (its *.tar), one .tar, a glob or a brace pattern."""
+    import braceexpand
+
+    if os.path.isdir(path):
+        urls = sorted(glob.glob(os.path.join(path, "*.tar")))
+    elif any(ch in path for ch in "*?["):
+        urls = sorted(glob.glob(path))
+    else:
+        urls = list(braceexpand.braceexpand(path))
+        if "://" not in path:
+            urls = [u for u in urls if os.path.isfile(u)]
+    if not urls:
+        raise UserError(f"no webdataset shards (*.tar) at {path}")
+    return urls
+
+
+def retrieval(model, preprocess, tokenizer, pairs_path: str, device="cpu", batch_size: int = 128,
+              max_pairs: int = 5000) -> dict[str, Any]:
+    """Image→text and text→image recall@1/5/10 on held-out pairs."""
+    import torch
+
+    images, captions, owner = load_pairs(pairs_path, max_pairs)
+    was_training = model.training
+    model.eval()
+    img_feats, kept = encode_images(model, preprocess, images, device, batch_size)
+    txt_feats = encode_texts(model, tokenizer, captions, device)
+    model.train(was_training)
+    # Keep the captions whose image could be read; renumber images to rows of img_feats.
+    row_of = {img_i: r for r, img_i in enumerate(kept)}
+    cap_keep = [j for j, o in enumerate(owner) if o in row_of]
+    txt_feats = txt_feats[cap_keep]
+    cap_img = torch.tensor([row_of[owner[j]] for j in cap_keep])
+    sim = img_feats @ txt_feats.T  # [images, texts]
+    out: dict[str, Any] = {"n_images": len(kept), "n_texts": len(cap_keep)}
+    for k in RECALL_AT:
+        kt = min(k, sim.shape[1])
+        top_txt = sim.topk(kt, dim=1).indices  # texts per image
+        out[f"image_to_text_R@{k}"] = float((cap_img[top_txt] == torch.arange(len(kept))[:, None]).any(1).float().mean())
+        ki = min(k, sim.shape[0])
+        top_img = sim.T.topk(ki, dim=1).indices  # images per text
+        out[f"text_to_image_R@{k}"] = float((top_img == cap_img[:, None]).any(1).float().mean())
+    out["chance_text_to_image_R@1"] = 1.0 / len(kept)
+    return out
+
+
+def default_pairs(eval_dir: str | None) -> str | None:
+    if eval_dir is None:
+        return None
+    p = os.path.join(eval_dir, "pairs.parquet")
+    return p if os.path.isfile(p) else None
+
+
+def evaluate(model, preprocess, tokenizer, eval_dir: str | None, pairs: str | None, device="cpu",
+             templates: str | Sequence[str] = "simple") -> dict[str, Any]:
+    """Zero-shot on ``eval_dir`` and retrieval on ``pairs`` (each skipped with a warning when absent)."""
+    out: dict[str, Any] = {"zeroshot": None, "retrieval": None}
+    if eval_dir and os.path.isdir(eval_dir):
+        out["zeroshot"] = zero_shot(model, preprocess, tokenizer, eval_dir, device, templates)
+        z = out["zeroshot"]
+        info(f"eval: zero-shot top1 {z['top1']:.3f} top5 {z['top5']:.3f} on {z['n_images']} images, {z['n_classes']} classes (chance {z['chance_top1']:.3f})")
+    else:
+        warn(f"eval: no labelled folder at {eval_dir}; zero-shot skipped")
+    pairs = pairs or default_pairs(eval_dir)
+    if pairs and (os.path.exists(pairs) or "{" in pairs or "*" in pairs):
+        out["retrieval"] = r = retrieval(model, preprocess, tokenizer, pairs, device)
+        info(f"eval: retrieval i→t R@1/5/10 {r['image_to_text_R@1']:.3f}/{r['image_to_text_R@5']:.3f}/{r['image_to_text_R@10']:.3f}, "
+             f"t→i {r['text_to_image_R@1']:.3f}/{r['text_to_image_R@5']:.3f}/{r['text_to_image_R@10']:.3f} on {r['n_images']} images")
+    else:
+        warn(f"eval: no held-out pairs at {pairs}; retrieval skipped")
+    return out
+
+
+def latest_checkpoint(cfg: RunConfig) -> str | None:
+    p = join_path(cfg.path("train"), "checkpoints", "epoch_latest.pt")
+    return p if os.path.isfile(p) else None
+
+
+def run_eval(cfg: RunConfig, checkpoint: str | None = None, eval_dir: str | None = None, pairs: str | None = None,
+             out: str | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint (default: this run's latest training checkpoint, else train.pretrained)."""
+    from pipeline.models import load_clip, resolve_device
+
+    t = cfg.train
+    ckpt = checkpoint or latest_checkpoint(cfg) or t.pretrained
+    eval_dir = eval_dir or t.eval_dir or join_path(cfg.path("sample"), "eval")
+    pairs = pairs or t.eval_pairs
+    device = resolve_device(t.device)
+    info(f"eval: {t.model} from {ckpt or 'random init'} on {device}")
+    model, preprocess, tokenizer = load_clip(t.model, ckpt, device)
+    result = {"model": t.model, "checkpoint": ckpt, "eval_dir": eval_dir, "pairs": pairs or default_pairs(eval_dir)}
+    result.update(evaluate(model, preprocess, tokenizer, eval_dir, pairs, device, t.templates))
+    if out:
+        storage.write_json(out, result)
+    return result
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser(
+        "eval", parents=[common], help="zero-shot accuracy and retrieval recall of a CLIP checkpoint",
+        description="Zero-shot top-1/top-5 on a labelled folder (<class>/*.jpg + optional classes.json; default "
+        "output_dir/sample/eval) and image<->text recall@1/5/10 on held-out pairs (parquet of image path + caption, "
+        "or webdataset shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint path or open_clip pretrained tag (default: this run's latest)")
+    flag(p, "--model", key="train.model", help="open_clip architecture of the checkpoint (config train.model)")
+    flag(p, "--eval-dir", key="train.eval_dir", help="labelled folder (config train.eval_dir)")
+    flag(p, "--pairs", key="train.eval_pairs", help="held-out pairs: parquet or shards (config train.eval_pairs)")
+    flag(p, "--device", key="train.device")
+    p.add_argument("--out", help="also write the result as JSON to this file")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace, cfg: RunConfig) -> int:
+    result = run_eval(cfg, checkpoint=args.checkpoint, out=args.out)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,530 @@
+"""Generate the sample web: images, HTML pages, a Common-Crawl-style WARC + WAT, the ground truth.
+
+Everything comes from one seeded ``random.Random`` and fixed encoder settings, so the same
+arguments give the same bytes in every file. Pages are produced one at a time and written at
+once (images, HTML, WARC and WAT records, ground-truth rows in batches), so memory stays flat
+whatever ``n_pairs`` is.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import html
+import io
+import json
+import os
+import random
+import shutil
+import struct
+import time
+import uuid
+import zlib
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from pipeline.errors import UserError
+from pipeline.log import Progress, info
+from pipeline.sample_web import scenes
+from pipeline.sample_web.server import BOMB_FILE, FAULT_STATUS, FAULTS, FAULTS_WITHOUT_FILE
+
+GROUND_TRUTH = pa.schema([
+    pa.field("pair_id", pa.int64(), nullable=False),
+    pa.field("page_url", pa.string(), nullable=False),
+    pa.field("url", pa.string(), nullable=False),
+    pa.field("wat_url", pa.string()),
+    pa.field("raw_text", pa.string()),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("text_source", pa.string(), nullable=False),
+    pa.field("true_caption", pa.string(), nullable=False),
+    pa.field("matches_image", pa.bool_(), nullable=False),
+    pa.field("lang", pa.string()),
+    pa.field("junk_kind", pa.string()),
+    pa.field("fault", pa.string()),
+    pa.field("expected_status", pa.string(), nullable=False),
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("image_path", pa.string()),
+])
+EVAL_PAIRS = pa.schema([("image", pa.string()), ("caption", pa.string()), ("label", pa.int64())])
+
+JUNK_KINDS = ["filename", "click_here", "empty", "whitespace", "long", "duplicate", "entities",
+              "url_as_text", "repeated_char", "single_word"]
+MAX_TEXT = 1000
+LONG_ALT = 5000
+EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+DATA_PLACEHOLDER = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+PLACEHOLDER_PATH = "img/placeholder.gif"
+BATCH_ROWS = 10_000
+
+
+def clean_text(raw: str | None) -> str:
+    """The text the extractor must produce from an attribute value (see the contract)."""
+    return " ".join(html.unescape(raw or "").split())[:MAX_TEXT]
+
+
+def _record_id(seed: int, *parts: object) -> str:
+    digest = hashlib.sha1(":".join(map(str, (seed, *parts))).encode()).digest()
+    return f"<urn:uuid:{uuid.UUID(bytes=digest[:16], version=4)}>"
+
+
+def _date(page: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(seconds=page)
+
+
+def _bomb_png(side: int = 12_000) -> bytes:
+    """A valid 1-bit PNG of side×side pixels (> 100 MP) that is only a few KB compressed."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = (b"\x00" + bytes((side + 7) // 8)) * side
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+class _Writer:
+    """Writes one page at a time to site/, the WARC, the WAT and the ground truth."""
+
+    def __init__(self, root: Path, seed: int, base_url: str):
+        self.root, self.seed, self.base = root, seed, base_url.rstrip("/")
+        self.site = root / "site"
+        (self.site / "pages").mkdir(parents=True)
+        (self.site / "img").mkdir()
+        self._dirs: set[Path] = set()
+        self.warc_f = open(root / "crawl.warc.gz", "wb")
+        self.wat_f = open(root / "crawl.warc.wat.gz", "wb")
+        self.warc = WARCWriter(self.warc_f, gzip=True, warc_version="1.0")
+        self.wat = WARCWriter(self.wat_f, gzip=True, warc_version="1.0")
+        self.gt = pq.ParquetWriter(root / "ground_truth.parquet", GROUND_TRUTH, compression="zstd")
+        self.rows: list[dict] = []
+        self.counts: dict[str, Counter] = {k: Counter() for k in ("lang", "junk_kind", "fault", "text_source", "format")}
+        self.n_images = self.n_pages = self.n_rows = self.image_bytes = 0
+        self.faults: dict[str, str] = {}
+        self.warcinfo_id = _record_id(seed, "warcinfo")
+        info_body = (
+            "software: wit-builder sample web\r\nformat: WARC File Format 1.0\r\n"
+            f"isPartOf: wit-sample-seed-{seed}\r\noperator: wit-builder\r\n"
+        ).encode()
+        for w, name in ((self.warc, "crawl.warc.gz"), (self.wat, "crawl.warc.wat.gz")):
+            w.write_record(w.create_warc_record(
+                "", "warcinfo", payload=io.BytesIO(info_body), length=len(info_body),
+                warc_content_type="application/warc-fields",
+                warc_headers_dict={"WARC-Record-ID": self.warcinfo_id, "WARC-Date": EPOCH.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                   "WARC-Filename": name}))
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        path = self.site / rel
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        path.write_bytes(data)
+
+    def image(self, rel: str, scene: scenes.Scene, w: int, h: int, fmt: str) -> None:
+        data = scenes.encode(scenes.render(scene, w, h), fmt)
+        self.write_file(rel, data)
+        self.n_images += 1
+        self.image_bytes += len(data)
+
+    def row(self, r: dict) -> None:
+        self.rows.append(r)
+        self.n_rows += 1
+        self.counts["lang"][r["lang"] or "none"] += 1
+        self.counts["junk_kind"][r["junk_kind"] or "none"] += 1
+        self.counts["fault"][r["fault"] or "none"] += 1
+        self.counts["text_source"][r["text_source"]] += 1
+        if len(self.rows) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.gt.write_table(pa.Table.from_pylist(self.rows, schema=GROUND_TRUTH))
+            self.rows = []
+
+    def page(self, p: int, url: str, body: bytes, ctype: str, langs: dict[str, int], charset: str, wat_html: dict) -> None:
+        """The HTML file, and its request/response/metadata WARC records and WAT record."""
+        self.write_file(f"pages/{p:07d}.html", body)
+        self.n_pages += 1
+        date = _date(p).strftime("%Y-%m-%dT%H:%M:%SZ")
+        http_date = _date(p).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        resp_id = _record_id(self.seed, p, "response")
+        path = url.split("/", 3)[3] if url.count("/") >= 3 else ""
+        host = url.split("/")[2]
+        req_headers = StatusAndHeaders(f"GET /{path} HTTP/1.1", [
+            ("Host", host), ("User-Agent", "CCBot/2.0 (https://commoncrawl.org/faq/)"),
+            ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+            ("Accept-Encoding", "identity")], is_http_request=True)
+        common = {"WARC-Date": date, "WARC-IP-Address": "127.0.0.1", "WARC-Warcinfo-ID": self.warcinfo_id}
+        w = self.warc
+        w.write_record(w.create_warc_record(url, "request", http_headers=req_headers, warc_headers_dict={
+            **common, "WARC-Record-ID": _record_id(self.seed, p, "request"), "WARC-Concurrent-To": resp_id}))
+        resp_headers = [("Date", http_date), ("Server", "wit-sample"), ("Content-Type", ctype),
+                        ("Content-Length", str(len(body)))]
+        offset = self.warc_f.tell()
+        w.write_record(w.create_warc_record(
+            url, "response", payload=io.BytesIO(body), length=len(body),
+            http_headers=StatusAndHeaders("200 OK", resp_headers, protocol="HTTP/1.1"),
+            warc_headers_dict={**common, "WARC-Record-ID": resp_id}))
+        total = sum(langs.values()) or 1
+        cld2 = {"reliable": True, "languages": [
+            {"code": lang, "code-iso-639-3": scenes.ISO3[lang], "text-bytes": n, "percent": round(100 * n / total)}
+            for lang, n in sorted(langs.items(), key=lambda kv: -kv[1])]}
+        meta = (f"fetchTimeMs: {50 + p % 200}\r\ncharset-detected: {charset.upper()}\r\n"
+                f"languages-cld2: {json.dumps(cld2, separators=(',', ':'))}\r\n").encode()
+        w.write_record(w.create_warc_record(
+            url, "metadata", payload=io.BytesIO(meta), length=len(meta), warc_content_type="application/warc-fields",
+            warc_headers_dict={**common, "WARC-Record-ID": _record_id(self.seed, p, "metadata"),
+                               "WARC-Concurrent-To": resp_id}))
+        wat = {
+            "Container": {"Filename": "crawl.warc.gz", "Compressed": True, "Offset": str(offset)},
+            "Envelope": {
+                "Format": "WARC",
+                "WARC-Header-Metadata": {"WARC-Type": "response", "WARC-Date": date, "WARC-Record-ID": resp_id,
+                                         "WARC-Target-URI": url, "WARC-IP-Address": "127.0.0.1",
+                                         "Content-Type": "application/http; msgtype=response"},
+                "Payload-Metadata": {
+                    "Actual-Content-Type": "application/http; msgtype=response",
+                    "HTTP-Response-Metadata": {
+                        "Response-Message": {"Version": "HTTP/1.1", "Status": "200", "Reason": "OK"},
+                        "Headers": dict(resp_headers),
+                        "Entity-Length": str(len(body)),
+                        "HTML-Metadata": wat_html,
+                    },
+                },
+            },
+        }
+        wat_body = json.dumps(wat, ensure_ascii=False, separators=(",", ":")).encode()
+        self.wat.write_record(self.wat.create_warc_record(
+            url, "metadata", payload=io.BytesIO(wat_body), length=len(wat_body), warc_content_type="application/json",
+            warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": _record_id(self.seed, p, "wat"),
+                               "WARC-Refers-To": resp_id, "WARC-Warcinfo-ID": self.warcinfo_id}))
+
+    def close(self) -> None:
+        self.flush()
+        self.gt.close()
+        self.warc_f.close()
+        self.wat_f.close()
+
+
+def _junk(kind: str, scene: scenes.Scene, url: str, rng: random.Random) -> tuple[str, str | None, bool]:
+    """(raw attribute value, language, matches_image) for one kind of real-web junk."""
+    n = rng.randint(1, 9999)
+    if kind == "filename":
+        return rng.choice([f"IMG_{n:04d}.JPG", f"DSC{n:05d}.jpg", f"image{n}.png", f"photo-{n}.jpeg",
+                           f"Screenshot_{n}.png", f"P{n:07d}.JPG"]), None, False
+    if kind == "click_here":
+        return rng.choice(["click here", "Click here", "click here to enlarge", "Click to enlarge",
+                           "read more", "more info", "view larger image"]), "en", False
+    if kind == "empty":
+        return "", None, False
+    if kind == "whitespace":
+        return rng.choice([" ", "   ", "\n  \t", "\t", "  \n"]), None, False
+    if kind == "long":
+        words = ["shapes", "colours", "circle", "square", "star", "best", "free", "cheap", "buy", "online",
+                 "gallery", "pictures", "download", "wallpaper", "hd"]
+        out: list[str] = []
+        while sum(len(w) + 1 for w in out) < LONG_ALT + 20:
+            out.append(rng.choice(words))
+        return " ".join(out)[:LONG_ALT], "en", False
+    if kind == "entities":
+        c = scenes.english(scene)
+        c = c[0].upper() + c[1:]
+        return rng.choice([f"&quot;{c}&quot;", f"{c} &amp; more shapes", c.replace(" ", "&nbsp;"),
+                           f"{c} &mdash; caf&eacute; gallery", f"{c} &#8211; &lt;new&gt;"]), "en", True
+    if kind == "url_as_text":
+        return url, None, False
+    if kind == "repeated_char":
+        return rng.choice("!.-*=a_") * rng.randint(5, 40), None, False
+    if kind == "single_word":
+        return rng.choice(["image", "photo", "picture", "banner", "logo", "thumbnail", "untitled", "img"]), "en", False
+    raise ValueError(kind)  # pragma: no cover
+
+
+class _Page:
+    """Builds one page's <img> tags, ground-truth rows and WAT links."""
+
+    def __init__(self, gen: _Generator, p: int, n_imgs: int):
+        self.g, self.p = gen, p
+        rng = gen.rng
+        self.url = f"{gen.base}/pages/{p:07d}.html"
+        self.base_href = f"{gen.base}/img/" if rng.random() < 0.15 else None
+        self.tags: list[str] = []
+        self.links: list[dict] = []
+        self.rows: list[dict] = []
+        self.langs: Counter = Counter()
+        for _ in range(n_imgs):
+            self.add_img()
+
+    def spell(self, rel: str) -> str:
+        """How the HTML writes the URL of site-relative path ``rel`` (absolute, relative, …)."""
+        rng, base = self.g.rng, self.g.base
+        if self.base_href:
+            choice = rng.random()
+            if choice < 0.7:
+                return rel[len("img/"):]
+            return f"{base}/{rel}"
+        choice = rng.random()
+        if choice < 0.4:
+            return f"{base}/{rel}"
+        if choice < 0.7:
+            return f"/{rel}"
+        if choice < 0.9:
+            return f"../{rel}"
+        return f"//{base.split('://', 1)[1]}/{rel}"
+
+    def resolve(self, attr: str) -> str:
+        return urldefrag(urljoin(self.base_href or self.url, attr))[0]
+
+    def add_img(self) -> None:
+        g, rng = self.g, self.g.rng
+        i = g.next_id
+        g.next_id += 1
+        fault = g.fault_for(i)
+        if not fault and rng.random() < 0.1 and self.rows and JUNK_KINDS[5] in g.junk_pool:
+            orig = [k for k, r in enumerate(self.rows) if r["junk_kind"] is None and r["fault"] is None]
+            if orig and rng.random() < 0.5:
+                k = rng.choice(orig)
+                self.tags.append(self.tags[k])
+                self.links.append(self.links[k])
+                self.rows.append({**self.rows[k], "pair_id": i, "junk_kind": "duplicate"})
+                return
+        scene = scenes.random_scene(rng)
+        true_caption = scenes.english(scene)
+        fmt = "png" if fault == "bomb" else ("jpg" if fault else rng.choices(["jpg", "png", "webp"], [0.7, 0.15, 0.15])[0])
+        g.counts_format[fmt] += 1
+        w = rng.choice([128, 160, 192, 256]) if fault == "truncated" else rng.choice([64, 96, 128, 160, 192])
+        h = w if rng.random() < 0.7 else w * 3 // 4
+        rel = f"img/{i // 1000:04d}/{i:07d}.{fmt}"
+        mode = "plain" if fault else rng.choices(["plain", "srcset", "data-src"], [0.75, 0.15, 0.10])[0]
+        attrs: list[tuple[str, str]] = []
+        if mode == "srcset":
+            sizes = [w, min(2 * w, 384)]
+            rels = [f"img/{i // 1000:04d}/{i:07d}_{s}.{fmt}" for s in sizes]
+            for s, r in zip(sizes, rels, strict=True):
+                g.w.image(r, scene, s, s * h // w, fmt)
+            spelled = [self.spell(r) for r in rels]
+            src = spelled[0]
+            if rng.random() < 0.5:
+                cands = [f"{u} {s}w" for s, u in zip(sizes, spelled, strict=True)]
+            else:
+                cands = [f"{u} {k + 1}x" for k, u in enumerate(spelled)]
+            if rng.random() < 0.3:
+                cands.reverse()
+            attrs += [("src", src), ("srcset", ", ".join(cands))]
+            url, image_path = self.resolve(spelled[-1]), rels[-1]  # the largest candidate
+            wat_url = self.resolve(src)
+        elif mode == "data-src":
+            g.w.image(rel, scene, w, h, fmt)
+            real = self.spell(rel)
+            src = DATA_PLACEHOLDER if rng.random() < 0.5 else self.spell(PLACEHOLDER_PATH)
+            attrs += [("src", src), ("data-src", real)]
+            url, image_path = self.resolve(real), rel
+            wat_url = None if src.startswith("data:") else self.resolve(src)
+        else:
+            if not fault or fault not in FAULTS_WITHOUT_FILE:
+                g.w.image(rel, scene, w, h, fmt)
+            src = self.spell(rel)
+            if not fault and rng.random() < 0.05:
+                src += rng.choice(["#zoom", "?v=2", f"?w={w}#main"])
+            attrs.append(("src", src))
+            url = wat_url = self.resolve(src)
+            image_path = None if fault in FAULTS_WITHOUT_FILE else rel
+        if fault:
+            g.w.faults["/" + rel] = fault
+
+        # The text: mostly a true English description, then other languages, mismatches, junk.
+        lang, matches, junk, title = "en", True, None, None
+        text_source = "alt"
+        u = rng.random()
+        if fault or u >= 0.33:
+            raw = scenes.english_variant(scene, rng)
+            v = rng.random()
+            if not fault and v < 0.10:  # no usable alt: the title carries the text
+                title, raw = raw, None
+                text_source = "title"
+            elif v < 0.25:
+                title = rng.choice(["Click to enlarge", f"{i:07d}.{fmt}", "Shapes gallery", "zoom"])
+        elif u < 0.10:
+            lang = rng.choice(scenes.OTHER_LANGS)
+            raw = scenes.CAPTIONERS[lang](scene)
+        elif u < 0.20:
+            other = scenes.random_scene(rng)
+            while other.shape == scene.shape:
+                other = scenes.random_scene(rng)
+            raw, matches = scenes.english_variant(other, rng), False
+        else:
+            junk = rng.choice([k for k in JUNK_KINDS if k != "duplicate"])
+            raw, lang, matches = _junk(junk, scene, url, rng)
+        if text_source == "title":
+            if rng.random() < 0.5:
+                attrs.append(("alt", ""))
+            attrs.append(("title", title))
+            raw_text = title
+        else:
+            attrs.append(("alt", raw))
+            if title:
+                attrs.append(("title", title))
+            raw_text = raw
+        attrs += [("width", str(w)), ("height", str(h))]
+        if mode == "data-src":
+            attrs.append(("loading", "lazy"))
+        self.tags.append("<img " + " ".join(f'{k}="{v}"' for k, v in attrs) + ">")
+        link = {"path": "IMG@/src", "url": src}
+        for k, v in attrs:
+            if k in ("alt", "title"):
+                link[k] = v
+        self.links.append(link)
+        if lang and lang != "en":
+            self.langs[lang] += 1
+        self.rows.append({
+            "pair_id": i, "page_url": self.url, "url": url, "wat_url": wat_url, "raw_text": raw_text,
+            "text": clean_text(raw_text), "text_source": text_source, "true_caption": true_caption,
+            "matches_image": matches, "lang": lang, "junk_kind": junk, "fault": fault,
+            "expected_status": FAULT_STATUS[fault] if fault else "success", "label": scene.label,
+            "image_path": image_path,
+        })
+
+    def render(self) -> None:
+        g, rng, p = self.g, self.g.rng, self.p
+        others = sorted(self.langs)
+        charset = "utf-8"
+        if others == ["ru"] and rng.random() < 0.5:
+            charset = "windows-1251"
+        elif others == ["ja"] and rng.random() < 0.6:
+            charset = rng.choice(["shift_jis", "euc-jp"])
+        elif others and set(others) <= {"fr", "de", "es"} and rng.random() < 0.4:
+            charset = rng.choice(["iso-8859-1", "windows-1252"])
+        title = f"Shapes gallery {p}"
+        paragraphs = ["en", *others]
+        meta = (f'<meta charset="{charset}">' if charset == "utf-8" or rng.random() < 0.5
+                else f'<meta http-equiv="Content-Type" content="text/html; charset={charset}">')
+        head = [meta, f"<title>{title}</title>", '<meta name="viewport" content="width=device-width">']
+        if self.base_href:
+            head.append(f'<base href="{self.base_href}">')
+        nav = [f"/pages/{max(p - 1, 0):07d}.html", f"/pages/{p + 1:07d}.html", "https://example.com/about"]
+        parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", *head, "</head>", "<body>", f"<h1>{title}</h1>"]
+        parts += [f"<p>{scenes.PAGE_TEXT[lang]}</p>" for lang in paragraphs]
+        parts += ['<div class="gallery">', *(f"<figure>{t}</figure>" for t in self.tags), "</div>"]
+        parts += ["<p>" + " ".join(f'<a href="{h}">{t}</a>' for h, t in zip(nav, ["previous", "next", "about"], strict=True)) + "</p>"]
+        parts += ["</body>", "</html>", ""]
+        text = "\n".join(parts)
+        try:
+            body = text.encode(charset)
+        except UnicodeEncodeError:
+            charset, body = "utf-8", text.replace(meta, '<meta charset="utf-8">').encode("utf-8")
+        langs = {lang: len(scenes.PAGE_TEXT[lang].encode()) + (len(title) if lang == "en" else 0) for lang in paragraphs}
+        head_meta: dict = {"Title": title, "Metas": [{"name": "viewport", "content": "width=device-width"}]}
+        if self.base_href:
+            head_meta["Base"] = self.base_href
+        links = self.links + [{"path": "A@/href", "url": h, "text": t} for h, t in zip(nav, ["previous", "next", "about"], strict=True)]
+        ctype = f"text/html; charset={charset}"
+        g.w.page(p, self.url, body, ctype, langs, charset, {"Head": head_meta, "Links": links})
+        for r in self.rows:
+            g.w.row(r)
+
+
+class _Generator:
+    def __init__(self, root: Path, n_pairs: int, seed: int, base_url: str):
+        self.rng = random.Random(seed)
+        self.n_pairs, self.seed, self.base = n_pairs, seed, base_url.rstrip("/")
+        self.w = _Writer(root, seed, base_url)
+        self.next_id = 0
+        self.counts_format: Counter = Counter()
+        # Every 10th pair serves a fault, cycling through all of them in a seeded order first.
+        self.fault_order = FAULTS[:]
+        self.rng.shuffle(self.fault_order)
+        self.fault_offset = self.rng.randrange(10)
+        self.junk_pool = set(JUNK_KINDS)
+
+    def fault_for(self, i: int) -> str | None:
+        if i % 10 != self.fault_offset:
+            return None
+        k = i // 10
+        return self.fault_order[k % len(self.fault_order)]
+
+    def run(self) -> None:
+        prog = Progress("sample web", total=self.n_pairs, unit="pairs")
+        p = 0
+        while self.next_id < self.n_pairs:
+            k = min(self.rng.randint(3, 8), self.n_pairs - self.next_id)
+            page = _Page(self, p, k)
+            page.render()
+            prog.update(k)
+            p += 1
+        prog.done()
+
+
+def _write_eval(root: Path, seed: int, per_class: int) -> int:
+    """A labelled split rendered from its own seed, in ImageFolder layout (classes sorted)."""
+    rng = random.Random(f"{seed}-eval")
+    classes = sorted(scenes.SHAPES)
+    out = root / "eval"
+    rows = []
+    for label, name in enumerate(classes):
+        (out / name).mkdir(parents=True)
+        for n in range(per_class):
+            scene = scenes.random_scene(rng)
+            while scene.shape != name:
+                scene = scenes.random_scene(rng)
+            rel = f"{name}/{n}.jpg"
+            (out / rel).write_bytes(scenes.encode(scenes.render(scene, 96, 96), "jpg"))
+            rows.append({"image": rel, "caption": scenes.english(scene), "label": label})
+    (out / "classes.json").write_text(json.dumps(classes) + "\n")
+    pq.write_table(pa.Table.from_pylist(rows, schema=EVAL_PAIRS), out / "pairs.parquet", compression="zstd")
+    return len(rows)
+
+
+def generate_sample_web(out_dir: str, n_pairs: int = 3000, seed: int = 0,
+                        base_url: str = "http://127.0.0.1:8765", *, eval_per_class: int = 25) -> dict:
+    """Write the sample web under ``out_dir`` (replacing it) and return the summary (sample.json).
+
+    Written into a temporary sibling folder and renamed when complete, so a crash never leaves
+    a half sample behind; ``_SUCCESS`` marks completion.
+    """
+    if "://" in out_dir:
+        raise UserError(f"the sample web is written to a local folder, got {out_dir}")
+    if n_pairs < 1:
+        raise UserError(f"n_pairs must be >= 1, got {n_pairs}")
+    if not base_url.startswith(("http://", "https://")):
+        raise UserError(f"base_url must be an http(s) URL, got {base_url!r}")
+    t0 = time.perf_counter()
+    final = Path(out_dir)
+    tmp = final.parent / f"{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        gen = _Generator(tmp, n_pairs, seed, base_url)
+        try:
+            gen.w.write_file(PLACEHOLDER_PATH, base64.b64decode(DATA_PLACEHOLDER.split(",", 1)[1]))
+            gen.w.write_file(BOMB_FILE, _bomb_png())
+            gen.run()
+        finally:
+            gen.w.close()
+        (tmp / "site" / "faults.json").write_text(json.dumps(gen.w.faults, indent=0, sort_keys=True) + "\n")
+        n_eval = _write_eval(tmp, seed, eval_per_class)
+        w = gen.w
+        summary = {
+            "args": {"n_pairs": n_pairs, "seed": seed, "base_url": base_url.rstrip("/")},
+            "pages": w.n_pages, "pairs": w.n_rows, "images": w.n_images, "image_bytes": w.image_bytes,
+            "eval_images": n_eval, "faulty_urls": len(w.faults),
+            "counts": {**{k: dict(sorted(v.items())) for k, v in w.counts.items() if k != "format"},
+                       "format": dict(sorted(gen.counts_format.items()))},
+            "files": {"site": "site/", "warc": "crawl.warc.gz", "wat": "crawl.warc.wat.gz",
+                      "ground_truth": "ground_truth.parquet", "eval": "eval/"},
+        }
+        (tmp / "sample.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (tmp / "_SUCCESS").write_bytes(b"")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    secs = time.perf_counter() - t0
+    info(f"sample web: {summary['pairs']} pairs on {summary['pages']} pages, {summary['images']} images "
+         f"in {secs:.1f}s -> {final}")
+    return {**summary, "out_dir": str(final), "seconds": round(secs, 2)}

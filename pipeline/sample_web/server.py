@@ -1,0 +1,277 @@
+"""The sample web's HTTP server: static files from ``site/`` plus the faults a real crawl meets.
+
+Faults are keyed by URL path in ``site/faults.json`` (written by the generator). Handlers that
+stall (slow_first_byte, slow_drip, huge_body) stop as soon as the client disconnects or the
+server stops, so tests can start and stop servers many times without leaking threads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from pipeline.errors import UserError
+
+# Every fault, and the download failure reason it must end in with the default download config.
+FAULT_STATUS = {
+    "http_404": "http_404",
+    "http_500_once": "success",
+    "slow_first_byte": "success",
+    "slow_drip": "timeout",
+    "truncated": "decode_error",
+    "html_not_image": "not_image",
+    "wrong_content_type": "success",
+    "redirect_chain": "success",
+    "redirect_loop": "too_many_redirects",
+    "redirect_other_port": "blocked_address",
+    "redirect_private": "blocked_address",
+    "redirect_file": "blocked_scheme",
+    "noai": "opted_out",
+    "bomb": "decompression_bomb",
+    "huge_body": "too_large",
+}
+FAULTS = list(FAULT_STATUS)
+# Faults whose URL has no image file of its own behind it.
+FAULTS_WITHOUT_FILE = {
+    "http_404", "html_not_image", "redirect_loop", "redirect_other_port", "redirect_private",
+    "redirect_file", "bomb", "huge_body",
+}
+
+SLOW_FIRST_BYTE_S = 1.5
+DRIP_EVERY_S = 0.5
+DRIP_FOR_S = 120.0
+HUGE_BODY_BYTES = 150 * 1024 * 1024
+REDIRECT_HOPS = 3
+PRIVATE_TARGET = "http://10.0.0.1"
+FILE_TARGET = "file:///etc/passwd"
+BOMB_FILE = "bomb.png"
+HTML_BODY = b"<!DOCTYPE html><html><head><title>Not found</title></head><body><p>Sorry, this is a page, not an image.</p></body></html>\n"
+
+_CHARSET_RE = re.compile(rb"""<meta[^>]*charset=["']?([A-Za-z0-9_\-]+)""", re.IGNORECASE)
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet logs
+        pass
+
+    def guess_type(self, path):
+        ctype = super().guess_type(path)
+        if str(path).endswith(".html"):
+            try:
+                with open(path, "rb") as f:
+                    m = _CHARSET_RE.search(f.read(1024))
+            except OSError:
+                m = None
+            return f"text/html; charset={m.group(1).decode().lower() if m else 'utf-8'}"
+        return ctype
+
+    def do_GET(self):
+        self._dispatch(head=False)
+
+    def do_HEAD(self):
+        self._dispatch(head=True)
+
+    def _dispatch(self, head: bool) -> None:
+        parts = urlsplit(self.path)
+        fault = self.server.faults.get(parts.path)
+        if fault is None:
+            return super().do_HEAD() if head else super().do_GET()
+        try:
+            getattr(self, "_fault_" + fault)(parts.path, parse_qs(parts.query), head)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+            self.close_connection = True
+
+    # --- helpers --------------------------------------------------------------------------
+    def _file(self, path: str) -> bytes:
+        return (Path(self.directory) / path.lstrip("/")).read_bytes()
+
+    def _send(self, status: int, body: bytes, ctype: str, head: bool, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _image(self, path: str, head: bool, extra: dict | None = None, ctype: str | None = None) -> None:
+        self._send(200, self._file(path), ctype or self.guess_type(path), head, extra)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _host(self) -> str:
+        return (self.headers.get("Host") or self.server.server_address[0]).rsplit(":", 1)[0]
+
+    # --- faults ---------------------------------------------------------------------------
+    def _fault_http_404(self, path, q, head):
+        self.send_error(404)
+
+    def _fault_http_500_once(self, path, q, head):
+        with self.server.lock:
+            first = path not in self.server.failed_once
+            self.server.failed_once.add(path)
+        if first:
+            self._send(500, b"Internal Server Error\n", "text/plain", head)
+        else:
+            self._image(path, head)
+
+    def _fault_slow_first_byte(self, path, q, head):
+        if not self.server.stopping.wait(SLOW_FIRST_BYTE_S):
+            self._image(path, head)
+
+    def _fault_slow_drip(self, path, q, head):
+        body = self._file(path)
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if head:
+            return
+        self.wfile.flush()
+        for i in range(min(len(body), int(DRIP_FOR_S / DRIP_EVERY_S))):
+            self.wfile.write(body[i:i + 1])
+            self.wfile.flush()
+            if self.server.stopping.wait(DRIP_EVERY_S):
+                break
+        self.close_connection = True
+
+    def _fault_truncated(self, path, q, head):
+        body = self._file(path)
+        self._send(200, body[: len(body) // 2], self.guess_type(path), head)
+
+    def _fault_html_not_image(self, path, q, head):
+        self._send(200, HTML_BODY, "image/jpeg", head)
+
+    def _fault_wrong_content_type(self, path, q, head):
+        self._image(path, head, ctype="text/plain")
+
+    def _fault_redirect_chain(self, path, q, head):
+        hop = int((q.get("hop") or ["0"])[0])
+        if hop < REDIRECT_HOPS:
+            self._redirect(f"{path}?hop={hop + 1}")
+        else:
+            self._image(path, head)
+
+    def _fault_redirect_loop(self, path, q, head):
+        self._redirect(path if q.get("loop") else f"{path}?loop=1")
+
+    def _fault_redirect_other_port(self, path, q, head):
+        self._redirect(f"http://{self._host()}:{self.server.server_address[1] + 1}{path}")
+
+    def _fault_redirect_private(self, path, q, head):
+        self._redirect(PRIVATE_TARGET + path)
+
+    def _fault_redirect_file(self, path, q, head):
+        self._redirect(FILE_TARGET)
+
+    def _fault_noai(self, path, q, head):
+        self._image(path, head, extra={"X-Robots-Tag": "noai"})
+
+    def _fault_bomb(self, path, q, head):
+        self._send(200, self._file(BOMB_FILE), "image/png", head)
+
+    def _fault_huge_body(self, path, q, head):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        declare = sum(map(ord, path)) % 2 == 0  # half declare their length, half just stream
+        if declare:
+            self.send_header("Content-Length", str(HUGE_BODY_BYTES))
+        self.end_headers()
+        self.close_connection = True
+        if head:
+            return
+        chunk = bytes(64 * 1024)
+        self.wfile.write(b"\xff\xd8\xff\xe0")  # looks like a JPEG, then never ends
+        sent = 4
+        while sent < HUGE_BODY_BYTES and not self.server.stopping.is_set():
+            self.wfile.write(chunk)
+            sent += len(chunk)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many download threads connect at once
+
+    def __init__(self, addr, handler, faults: dict[str, str]):
+        self.faults = faults
+        self.failed_once: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        super().__init__(addr, handler)
+
+
+class SampleWebServer:
+    """Serve a sample web's ``site/`` folder (threaded); a context manager.
+
+    >>> with SampleWebServer("wit_out/sample/site", port=0) as srv:
+    ...     requests.get(srv.url + "/pages/0000000.html")
+    """
+
+    def __init__(self, site_dir: str | Path, host: str = "127.0.0.1", port: int = 0):
+        site = Path(site_dir)
+        if (site / "site").is_dir():  # the sample folder itself was given
+            site = site / "site"
+        if not site.is_dir():
+            raise UserError(f"sample site folder not found: {site_dir} (run `wit sample` first)")
+        faults_file = site / "faults.json"
+        faults = json.loads(faults_file.read_text()) if faults_file.exists() else {}
+        self.site_dir = site
+        self.host = host
+        try:
+            self._server = _Server((host, port), partial(_Handler, directory=str(site)), faults)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def faults(self) -> dict[str, str]:
+        return dict(self._server.faults)
+
+    def start(self) -> SampleWebServer:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"sample-web-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until Ctrl-C (``wit serve``)."""
+        try:
+            self._server.serve_forever(poll_interval=0.2)
+        finally:
+            self._server.stopping.set()
+            self._server.server_close()
+
+    def stop(self) -> None:
+        self._server.stopping.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> SampleWebServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

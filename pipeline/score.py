@@ -1,0 +1,273 @@
+"""`wit score`: the CLIP score of every downloaded pair, with any open_clip model (GPU or CPU).
+
+Reads the download shards (``shards/NNNNN.tar`` with ``key.jpg|png|webp``, ``key.txt``,
+``key.json``), preprocesses each image with the model's *own* open_clip eval transform and each
+caption with its tokenizer, and writes per shard ``scores/NNNNN.parquet`` (schemas.SCORES):
+``clip_score`` = cosine of the L2-normalised embeddings (no x100), ``score_error`` for images
+that cannot be decoded, and optionally the fp16 embeddings. One output file per shard, written
+under a temporary name and renamed, so a rerun skips finished shards.
+
+Speed (the GPU should be the limit): DataLoader worker processes read the tars and run the PIL
+part of the transform (decode, resize, crop) and the tokenizer, and build whole batches of uint8
+images; the main process pins them, copies them asynchronously and runs ToTensor's ``/255`` and
+Normalize on the device, then both encoders under bf16 autocast. Results of batch i are copied
+back while batch i+1 runs. Workers split every shard by sample index, so a few big shards still
+use all workers.
+
+Modes: ``local`` (this process) or ``spark`` (one task per shard; the model is loaded once per
+Python worker through a module-level cache; on a GPU cluster set
+``spark.executor.resource.gpu.amount=1``, ``spark.task.resource.gpu.amount=1`` and
+``spark.executor.resource.gpu.discoveryScript`` — each task then uses the GPU Spark assigned it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import schemas
+from pipeline import log, storage
+from pipeline.cli import flag
+from pipeline.config import RunConfig, ScoreConfig
+from pipeline.errors import UserError
+from pipeline.shards import list_shards, shard_name
+from pipeline.stats import StageStats, read_stats
+
+# --- the model ------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """A loaded open_clip model + its preprocessing, scoring batches on one device."""
+
+    def __init__(self, model: str, pretrained: str | None, device: str = "auto", precision: str = "auto"):
+        import torch
+
+        from pipeline.models import load_clip, resolve_device
+
+        self.device = resolve_device(device)
+        self.model, self.preprocess, self.tokenizer = load_clip(model, pretrained, self.device)
+        from pipeline.score_data import split_preprocess
+
+        self.pil_part, self.tensor_part = split_preprocess(self.preprocess)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def embed(self, images, tokens):
+        """Normalised (image, text) embeddings (float32) of a batch already on the host or device."""
+        import torch
+
+        images = images.to(self.device, non_blocking=True)
+        tokens = tokens.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        if self.tensor_part is not None:
+            images = self.tensor_part(images)
+        amp = self.precision == "bf16"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            img = self.model.encode_image(images)
+            txt = self.model.encode_text(tokens)
+        img = torch.nn.functional.normalize(img.float(), dim=-1)
+        txt = torch.nn.functional.normalize(txt.float(), dim=-1)
+        return img, txt
+
+
+_SCORERS: dict[tuple, Scorer] = {}
+
+
+def get_scorer(sc: ScoreConfig, device: str | None = None) -> Scorer:
+    """One Scorer per (model, weights, device) per process: Spark tasks reuse the worker's model."""
+    key = (sc.model, sc.pretrained, device or sc.device, sc.precision)
+    if key not in _SCORERS:
+        _SCORERS[key] = Scorer(sc.model, sc.pretrained, device or sc.device, sc.precision)
+    return _SCORERS[key]
+
+
+# --- scoring shards -------------------------------------------------------------------------------
+
+
+def score_shards(
+    scorer: Scorer, shards: list[tuple[int, str]], out_dir: str, batch_size: int = 256,
+    num_workers: int = 2, save_embeddings: bool = False,
+) -> dict[str, int]:
+    """Score the given shards into ``out_dir/NNNNN.parquet`` (each written atomically); counts."""
+    import torch
+
+    if not shards:
+        return {"scored": 0, "errors": 0, "shards": 0}
+    from pipeline.score_data import ShardBatches
+
+    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size)
+    on_gpu = scorer.device.type == "cuda"
+    nw = num_workers
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=nw, pin_memory=on_gpu,
+        prefetch_factor=4 if nw else None, persistent_workers=False,
+    )
+    n_workers = max(nw, 1)
+    results: dict[int, list[tuple]] = {s: [] for s, _ in shards}
+    done_count: dict[int, int] = {s: 0 for s, _ in shards}
+    counts = {"scored": 0, "errors": 0, "shards": 0}
+    progress = log.Progress("score", unit="pairs", every_s=10.0)
+    pending = None  # (rows, img, txt) on the device, fetched after the next batch is launched
+
+    def collect(p):
+        rows, img, txt = p
+        scores = (img * txt).sum(-1).cpu().numpy()
+        ie = img.half().cpu().numpy() if save_embeddings else None
+        te = txt.half().cpu().numpy() if save_embeddings else None
+        for i, (shard, key, uid) in enumerate(rows):
+            emb = (ie[i].astype("<f2").tobytes(), te[i].astype("<f2").tobytes()) if save_embeddings else (None, None)
+            results[shard].append((uid, key, shard, float(scores[i]), None, *emb))
+        counts["scored"] += len(rows)
+        progress.update(len(rows))
+
+    def finish(shard):
+        rows = sorted(results.pop(shard), key=lambda r: r[1])
+        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(7)]
+        arrays = [pa.array(list(c), f.type) for f, c in zip(schemas.SCORES, cols, strict=True)]
+        table = pa.Table.from_arrays(arrays, schema=schemas.SCORES)
+        schemas.validate(table, schemas.SCORES)
+        path = f"{out_dir.rstrip('/')}/{shard_name(shard)}.parquet"
+        with storage.atomic_path(path) as tmp:
+            fs, p = storage.fs_for(tmp)
+            with fs.open(p, "wb") as f:
+                pq.write_table(table, f)
+        counts["shards"] += 1
+
+    for b in loader:
+        if b["images"] is not None:
+            img, txt = scorer.embed(b["images"], b["tokens"])
+            if pending is not None:
+                collect(pending)
+            pending = (b["rows"], img, txt)
+        for shard, key, uid, reason in b["errors"]:
+            results[shard].append((uid, key, shard, None, reason, None, None))
+            counts["errors"] += 1
+        if b["done"]:
+            if pending is not None:
+                collect(pending)
+                pending = None
+            for s in b["done"]:
+                done_count[s] += 1
+                if done_count[s] == n_workers:
+                    finish(s)
+    if pending is not None:
+        collect(pending)
+    for s in list(results):  # workers that had no sample of a shard still mark it done; safety net
+        finish(s)
+    progress.done()
+    return counts
+
+
+def _spark_task(sc_json: str, out_dir: str, items: Iterator[tuple[int, str]]) -> Iterator[dict]:
+    """Spark: score the shards of one partition with this worker's cached model."""
+    from pyspark import TaskContext
+
+    sc = ScoreConfig.model_validate_json(sc_json)
+    device = None
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx is not None else None
+    if gpus is not None and gpus.addresses:
+        device = f"cuda:{gpus.addresses[0]}"  # the GPU Spark assigned this task
+    scorer = get_scorer(sc, device)
+    yield score_shards(scorer, list(items), out_dir, sc.batch_size, sc.num_workers, sc.save_embeddings)
+
+
+def run_score(
+    cfg: RunConfig, spark=None, shards_dir: str | None = None, out_dir: str | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """Score every shard of ``shards_dir`` (default cfg.path("shards")) into ``out_dir``; returns stats."""
+    sc = cfg.score
+    shards_dir = shards_dir or cfg.path("shards")
+    out_dir = out_dir or cfg.path("scores")
+    if overwrite:
+        storage.remove(out_dir)
+    elif storage.is_complete(out_dir):
+        log.info(f"score: {out_dir} is complete; skipping (use --overwrite to redo)")
+        return read_stats(out_dir) or {}
+    shards = list_shards(shards_dir)
+    if not shards:
+        raise UserError(f"no NNNNN.tar shards in {shards_dir}")
+    fs, p = storage.fs_for(out_dir)
+    fs.makedirs(p, exist_ok=True)
+    storage.clean_temporaries(out_dir)
+    todo = [(s, t) for s, t in shards if not fs.exists(f"{p}/{shard_name(s)}.parquet")]
+    stats = StageStats("score")
+    log.info(f"score: {len(shards)} shards, {len(shards) - len(todo)} already done; model {sc.model} ({sc.pretrained or 'random init'})")
+    t0 = time.perf_counter()
+    if sc.mode == "spark" and todo:
+        if spark is None:
+            from pipeline.spark import get_spark
+
+            spark = get_spark(cfg.spark)
+        rdd = spark.sparkContext.parallelize(todo, len(todo))
+        sc_json = sc.model_dump_json()
+        parts = rdd.mapPartitions(lambda it: _spark_task(sc_json, out_dir, it)).collect()
+    elif todo:
+        scorer = get_scorer(sc)
+        parts = [score_shards(scorer, todo, out_dir, sc.batch_size, sc.num_workers, sc.save_embeddings)]
+    else:
+        parts = []
+    elapsed = time.perf_counter() - t0
+    # Stats over all shards (also the ones an earlier run finished).
+    table = pq.read_table(
+        [f"{p}/{shard_name(s)}.parquet" for s, _ in shards], filesystem=fs, columns=["clip_score", "score_error"]
+    )
+    errors = table.column("score_error").drop_null().to_pylist()
+    for e in errors:
+        stats.drop(e)
+    scored = table.num_rows - len(errors)
+    stats.input_rows, stats.output_rows = table.num_rows, scored
+    new = sum(x["scored"] for x in parts)
+    stats.extra = {
+        "model": sc.model, "pretrained": sc.pretrained, "shards": len(shards), "shards_scored_now": len(todo),
+        "pairs_per_s_this_run": round(new / elapsed, 1) if new and elapsed > 0 else None,
+        "mean_clip_score": float(np.nanmean(table.column("clip_score").to_numpy(zero_copy_only=False).astype(float))) if scored else None,
+    }
+    d = stats.write(out_dir)
+    storage.mark_complete(out_dir)
+    return d
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser(
+        "score", parents=[common], help="CLIP-score every downloaded pair (GPU or CPU)",
+        description="Read shards/NNNNN.tar, score each image-text pair with an open_clip model "
+        "(cosine of normalised embeddings) and write scores/NNNNN.parquet + stats.json + _SUCCESS. "
+        "Resumable per shard.",
+    )
+    flag(p, "--model", key="score.model", help="open_clip model name, e.g. ViT-B-32, wit-tiny, hf-hub:org/repo")
+    flag(p, "--pretrained", key="score.pretrained", help="open_clip pretrained tag or checkpoint path (none = random init)")
+    flag(p, "--batch-size", key="score.batch_size", type=int)
+    flag(p, "--device", key="score.device", help="auto | cpu | cuda | cuda:N")
+    flag(p, "--num-workers", key="score.num_workers", type=int, help="decoding worker processes")
+    flag(p, "--mode", key="score.mode", choices=["local", "spark"])
+    flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
+    p.add_argument("--input", help="shards folder (default <output_dir>/shards)")
+    p.add_argument("--output", help="scores folder (default <output_dir>/scores)")
+    p.add_argument("--overwrite", action="store_true", help="redo a complete output")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args, cfg: RunConfig) -> int:
+    from pipeline.stats import summary_line
+
+    d = run_score(cfg, shards_dir=args.input, out_dir=args.output, overwrite=args.overwrite)
+    print(summary_line(d))
+    return 0
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

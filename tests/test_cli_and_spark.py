@@ -1,0 +1,83 @@
+"""The `wit` command as a user meets it, and the Spark session's Java check."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.spark import check_java, java_version
+
+WIT = [sys.executable, "-m", "pipeline.cli"]
+
+
+def wit(*args, **kw):
+    return subprocess.run(WIT + list(args), capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_help_lists_every_stage():
+    out = wit("--help")
+    assert out.returncode == 0
+    for stage in ["sample", "serve", "extract", "filter", "queries", "match", "balance", "download",
+                  "score", "select", "train", "eval", "report", "run", "demo"]:
+        assert f"\n    {stage}" in out.stdout, f"`wit --help` does not list {stage}"
+
+
+def test_every_subcommand_has_help():
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert len(sub.choices) >= 10
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "--config" in text and "--set" in text, name
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["sample", "--set", "sample.n_pairs=lots"], "sample.n_pairs"),
+        (["sample", "--set", "sample.nope=1"], "sample.nope: unknown key"),
+        (["sample", "--config", "/no/such/run.yaml"], "config file not found"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(args, needle):
+    out = wit(*args)
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0, out.stderr
+
+
+def _fake_java(tmp_path, version_line):
+    bindir = tmp_path / "jdk" / "bin"
+    bindir.mkdir(parents=True)
+    java = bindir / "java"
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(0o755)
+    return tmp_path / "jdk"
+
+
+def test_java_version_checks(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAVA_HOME", str(_fake_java(tmp_path / "a", 'openjdk version "11.0.2" 2019-01-15')))
+    assert java_version() == 11
+    with pytest.raises(UserError, match="Java 11 found, but Spark 4 needs Java 17"):
+        check_java()
+    monkeypatch.setenv("JAVA_HOME", str(_fake_java(tmp_path / "b", 'java version "1.8.0_392"')))
+    assert java_version() == 8
+    monkeypatch.setenv("JAVA_HOME", str(_fake_java(tmp_path / "c", 'openjdk version "17.0.15" 2025-04-15')))
+    check_java()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="Java not found"):
+        check_java()
+
+
+def test_missing_java_is_one_line_from_the_cli(tmp_path):
+    env = dict(os.environ, JAVA_HOME=str(tmp_path / "nowhere"), PATH="/usr/bin/nonexistent")
+    # any Spark stage: extract on the (absent) default input must first fail on Java
+    out = subprocess.run(WIT + ["extract", "-o", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    assert "Java not found" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,172 @@
+"""Object storage: our atomic, resumable writes and the stages' own I/O on s3:// against a real
+S3-protocol server (moto's standalone server on 127.0.0.1), configured the two ways users do it:
+the usual AWS_* environment variables, or the run config's ``storage`` section."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+from pipeline import storage  # noqa: E402
+from pipeline.config import StorageConfig, load_config  # noqa: E402
+from tests.cluster import free_port  # noqa: E402
+
+AWS_VARS = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A real S3 endpoint (moto's HTTP server) on a free loopback port, for this module's tests."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def clean_env():
+    """Restore the AWS_* environment after the test (``storage.configure`` exports to it)."""
+    saved = {k: os.environ.get(k) for k in AWS_VARS}
+    for k in AWS_VARS:
+        os.environ.pop(k, None)
+    os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull  # no ~/.aws
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _new_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"wit-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def bucket(s3_server, clean_env):
+    """A fresh bucket, reached through the usual environment variables."""
+    os.environ.update(AWS_ENDPOINT_URL=s3_server, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    return f"s3://{_new_bucket(s3_server)}"
+
+
+def _keys(url: str) -> list[str]:
+    fs, p = storage.fs_for(url)
+    fs.invalidate_cache()
+    return sorted(k[len(p):].lstrip("/") for k in fs.find(p))
+
+
+def test_storage_options_from_env(bucket, s3_server):
+    opts = storage.storage_options(f"{bucket}/x")
+    assert opts["client_kwargs"] == {"endpoint_url": s3_server, "region_name": "us-east-1"}
+    assert opts["key"] == "testing" and opts["secret"] == "testing"
+    assert storage.storage_options("/tmp/x") == {}
+
+
+def test_write_json_and_success_marker(bucket):
+    out = f"{bucket}/run/candidates"
+    assert not storage.is_complete(out)
+    storage.write_json(f"{out}/stats.json", {"stage": "extract", "output_rows": 3})
+    assert storage.read_json(f"{out}/stats.json") == {"stage": "extract", "output_rows": 3}
+    assert not storage.is_complete(out)
+    storage.mark_complete(out)
+    assert storage.is_complete(out)
+    assert _keys(out) == ["_SUCCESS", "stats.json"]  # no temporaries left behind
+
+
+def test_atomic_folder_appears_only_when_complete(bucket):
+    out = f"{bucket}/run/shards"
+    with storage.atomic_path(out) as tmp:
+        fs, p = storage.fs_for(tmp)
+        for name in ["00000.tar", "00000.parquet"]:
+            with fs.open(f"{p}/{name}", "wb") as f:
+                f.write(name.encode())
+        assert not storage.exists(out)
+    fs, p = storage.fs_for(out)
+    assert _keys(out) == ["00000.parquet", "00000.tar"]
+    assert fs.cat(f"{p}/00000.tar") == b"00000.tar"
+    assert _keys(f"{bucket}/run") == ["shards/00000.parquet", "shards/00000.tar"]
+
+
+def test_failed_write_leaves_nothing_and_rerun_replaces(bucket):
+    out = f"{bucket}/run/report.html"
+    with pytest.raises(RuntimeError), storage.atomic_path(out) as tmp:
+        fs, p = storage.fs_for(tmp)
+        with fs.open(p, "w") as f:
+            f.write("half")
+        raise RuntimeError("killed")
+    assert _keys(f"{bucket}/run") == []
+    for text in ["first", "second"]:  # a rerun overwrites the complete output, never appends
+        with storage.atomic_path(out) as tmp:
+            fs, p = storage.fs_for(tmp)
+            with fs.open(p, "w") as f:
+                f.write(text)
+    fs, p = storage.fs_for(out)
+    assert fs.cat(p) == b"second"
+    assert _keys(f"{bucket}/run") == ["report.html"]
+
+
+def test_clean_temporaries_removes_killed_attempts(bucket):
+    folder = f"{bucket}/run/shards"
+    fs, p = storage.fs_for(folder)
+    for key in ["00000.tar", "00001.tar.tmp-1a2b3c4d", "00002.tmp-deadbeef/part-0.parquet"]:
+        with fs.open(f"{p}/{key}", "wb") as f:
+            f.write(b"x")
+    assert storage.clean_temporaries(folder) == 2
+    assert _keys(folder) == ["00000.tar"]
+    assert storage.clean_temporaries(f"{bucket}/absent") == 0
+
+
+def test_endpoint_and_credentials_from_run_config(s3_server, clean_env):
+    """Nothing in the environment: the config's storage section alone reaches the server."""
+    name = _new_bucket(s3_server)
+    cfg = load_config(overrides={"output_dir": f"s3://{name}/run", "storage.endpoint_url": s3_server,
+                                 "storage.key": "testing", "storage.secret": "testing", "storage.region": "us-east-1"})
+    assert isinstance(cfg.storage, StorageConfig)
+    storage.configure(cfg.storage)
+    storage.write_json(cfg.path("stats.json"), {"ok": True})
+    assert storage.read_json(cfg.path("stats.json")) == {"ok": True}
+    assert os.environ["AWS_ENDPOINT_URL"] == s3_server  # child processes (Spark) see the same store
+
+
+def test_spark_conf_for_s3a(clean_env):
+    conf = storage.spark_conf(StorageConfig(endpoint_url="http://minio:9000", key="k", secret="s", region="us-east-1"))
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio:9000"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert conf["spark.hadoop.fs.s3a.access.key"] == "k" and conf["spark.hadoop.fs.s3a.secret.key"] == "s"
+    assert conf["spark.executorEnv.AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert conf["spark.executorEnv.AWS_SECRET_ACCESS_KEY"] == "s"
+    assert storage.spark_conf(None) == {}
+    assert storage.to_spark_path("s3://wit/run") == "s3a://wit/run"
+
+
+def test_stats_and_report_on_s3(bucket):
+    """A stage that does its own I/O (the report) reads stats from and writes its page to s3://."""
+    report = pytest.importorskip("pipeline.report")
+    from pipeline.stats import StageStats, read_stats
+
+    cfg = load_config(overrides={"output_dir": f"{bucket}/run"})
+    st = StageStats("extract", input_rows=10, output_rows=7)
+    st.drop("empty_text", 3)
+    st.write(cfg.path("candidates"))
+    storage.mark_complete(cfg.path("candidates"))
+    assert read_stats(cfg.path("candidates"))["drops"] == {"empty_text": 3}
+    out = report.run_report(cfg)
+    assert out["path"] == f"{bucket}/run/report.html"
+    fs, p = storage.fs_for(out["path"])
+    page = fs.cat(p).decode()
+    assert page.startswith("<!doctype html>") and "empty_text" in page
+    assert not [k for k in _keys(f"{bucket}/run") if ".tmp-" in k]

@@ -1,0 +1,189 @@
+"""`wit score`: our batched scores equal open_clip's own encode_image/encode_text cosine; bad
+images become score_error rows; finished shards are skipped on a rerun; Spark mode agrees."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from shardkit import jpeg, write_shards
+
+import schemas
+from pipeline.config import load_config
+from pipeline.score import Scorer, list_shards, run_score
+
+
+def reference_scores(scorer: Scorer, images: list[bytes], texts: list[str]) -> np.ndarray:
+    """open_clip's own path: PIL → preprocess → encode_image; tokenizer → encode_text; cosine."""
+    model = scorer.model
+    x = torch.stack([scorer.preprocess(Image.open(io.BytesIO(b))) for b in images])
+    with torch.no_grad():
+        img = model.encode_image(x, normalize=True)
+        txt = model.encode_text(scorer.tokenizer(texts), normalize=True)
+    return (img * txt).sum(-1).numpy()
+
+
+def read_scores(folder) -> dict[str, dict]:
+    t = pq.read_table([str(p) for p in sorted(folder.glob("*.parquet"))])
+    schemas.validate(t, schemas.SCORES)
+    return {r["key"]: r for r in t.to_pylist()}
+
+
+def cfg_for(tmp_path, **score):
+    base = {"model": "wit-tiny", "device": "cpu", "batch_size": 4, "num_workers": 0}
+    base.update(score)
+    return load_config(overrides={"output_dir": str(tmp_path), **{f"score.{k}": v for k, v in base.items()}})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return Scorer("wit-tiny", None, "cpu")
+
+
+def synthetic_samples():
+    good = jpeg(80, 60, 1)
+    samples = [{"text": f"a picture number {i} of noise", "image": jpeg(40 + 7 * i, 50 + 3 * i, i)} for i in range(14)]
+    samples[3] = {"text": "a png image", "image": jpeg(64, 64, 99, fmt="PNG"), "ext": "png"}
+    samples[5] = {"text": "corrupt bytes", "image": b"\xff\xd8\xff\xe0 this is not a jpeg at all"}
+    samples[8] = {"text": "truncated jpeg", "image": good[: len(good) // 2]}
+    samples[11] = {"text": "failed download", "image": None}
+    samples[12] = {"text": "grey image", "image": jpeg(30, 90, 5, fmt="PNG")}
+    return samples
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_parity_and_bad_images(tmp_path, tiny, workers):
+    samples = synthetic_samples()
+    rows = write_shards(tmp_path / "shards", samples, shard_size=5)
+    cfg = cfg_for(tmp_path, num_workers=workers)
+    from pipeline import score as score_mod
+
+    score_mod._SCORERS.clear()
+    score_mod._SCORERS[(cfg.score.model, None, "cpu", "auto")] = tiny
+    stats = run_score(cfg)
+    got = read_scores(tmp_path / "scores")
+    assert (tmp_path / "scores" / "_SUCCESS").exists()
+    downloaded = [(r, s) for r, s in zip(rows, samples, strict=True) if s["image"] is not None]
+    assert set(got) == {r["key"] for r, _ in downloaded}  # one row per sample in the tars
+    bad = {"corrupt bytes", "truncated jpeg"}
+    for r, s in downloaded:
+        g = got[r["key"]]
+        assert g["uid"] == r["uid"] and g["shard"] == r["shard"]
+        if s["text"] in bad:
+            assert g["clip_score"] is None and g["score_error"] == "decode_error"
+        else:
+            assert g["score_error"] is None
+    ok = [(r, s) for r, s in downloaded if s["text"] not in bad]
+    ref = reference_scores(tiny, [s["image"] for _, s in ok], [s["text"] for _, s in ok])
+    ours = np.array([got[r["key"]]["clip_score"] for r, _ in ok])
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert stats["drops"] == {"decode_error": 2} and stats["output_rows"] == len(ok)
+
+
+def test_truncated_tar_and_embeddings(tmp_path, tiny):
+    samples = [{"text": f"caption {i}", "image": jpeg(50, 50, i)} for i in range(8)]
+    write_shards(tmp_path / "shards", samples, shard_size=8)
+    tar = tmp_path / "shards" / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: int(len(data) * 0.6)])  # a download killed mid-write
+    out = tmp_path / "scores"
+    from pipeline.score import score_shards
+
+    counts = score_shards(tiny, list_shards(str(tmp_path / "shards")), str(out), batch_size=3, num_workers=0, save_embeddings=True)
+    got = read_scores(out)
+    assert 0 < counts["scored"] < 8 and len(got) == counts["scored"] + counts["errors"]
+    r = next(iter(got.values()))
+    ie, te = np.frombuffer(r["image_embedding"], "<f2"), np.frombuffer(r["text_embedding"], "<f2")
+    assert ie.shape == (128,) and abs(np.linalg.norm(ie.astype(float)) - 1) < 1e-2
+    assert abs(float(ie.astype(float) @ te.astype(float)) - r["clip_score"]) < 5e-3
+
+
+def test_resume_skips_finished_shards(tmp_path, tiny):
+    samples = [{"text": f"caption {i}", "image": jpeg(48, 48, i)} for i in range(12)]
+    write_shards(tmp_path / "shards", samples, shard_size=4)
+    cfg = cfg_for(tmp_path)
+    from pipeline import score as score_mod
+
+    score_mod._SCORERS[(cfg.score.model, None, "cpu", "auto")] = tiny
+    run_score(cfg)
+    out = tmp_path / "scores"
+    first = read_scores(out)
+    # Simulate a killed run: shard 1 never finished, a temporary was left behind, no _SUCCESS.
+    (out / "00001.parquet").unlink()
+    (out / "_SUCCESS").unlink()
+    (out / "00002.parquet.tmp-deadbeef").write_bytes(b"partial")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("0000[02].parquet")}
+    stats = run_score(cfg)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("0000[02].parquet")} == mtimes
+    assert stats["extra"]["shards_scored_now"] == 1 and not list(out.glob("*.tmp-*"))
+    again = read_scores(out)
+    assert again.keys() == first.keys()
+    assert all(abs(again[k]["clip_score"] - first[k]["clip_score"]) < 1e-6 for k in first)
+    assert run_score(cfg)["output_rows"] == 12  # complete: skipped
+
+
+def coco_samples(shared_data, n=16):
+    root = shared_data / "coco_mini"
+    d = json.loads((root / "captions_val2017.json").read_text())
+    caps = {}
+    for a in d["annotations"]:
+        caps.setdefault(a["image_id"], a["caption"])
+    out = []
+    for im in d["images"][:n]:
+        p = root / "val2017" / im["file_name"]
+        if p.exists() and im["id"] in caps:
+            out.append({"text": caps[im["id"]], "image": p.read_bytes(), "width": im["width"], "height": im["height"]})
+    return out
+
+
+@pytest.mark.shared_data
+def test_parity_coco_vit_b32(tmp_path, shared_data):
+    """A real 224-px transform (bicubic resize of non-square photos, center crop) on COCO photos."""
+    samples = coco_samples(shared_data)
+    assert len(samples) >= 10
+    write_shards(tmp_path / "shards", samples, shard_size=6)
+    torch.manual_seed(0)
+    scorer = Scorer("ViT-B-32", None, "cpu")
+    from pipeline.score import score_shards
+
+    score_shards(scorer, list_shards(str(tmp_path / "shards")), str(tmp_path / "scores"), batch_size=8, num_workers=0)
+    got = read_scores(tmp_path / "scores")
+    keys = sorted(got)
+    ref = reference_scores(scorer, [s["image"] for s in samples], [s["text"] for s in samples])
+    np.testing.assert_allclose([got[k]["clip_score"] for k in keys], ref, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_spark_mode_matches_local(tmp_path, spark, tiny):
+    samples = [{"text": f"caption {i}", "image": jpeg(48, 40, i)} for i in range(9)]
+    rows = write_shards(tmp_path / "shards", samples, shard_size=3)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"state_dict": tiny.model.state_dict()}, ckpt)  # workers load the same weights
+    cfg = cfg_for(tmp_path, mode="spark", pretrained=str(ckpt))
+    stats = run_score(cfg, spark=spark)
+    assert stats["extra"]["shards"] == 3
+    got = read_scores(tmp_path / "scores")
+    ref = reference_scores(tiny, [s["image"] for s in samples], [s["text"] for s in samples])
+    np.testing.assert_allclose([got[r["key"]]["clip_score"] for r in rows], ref, atol=1e-4)
+
+
+def test_cli_errors_and_run(tmp_path, capsys, monkeypatch):
+    from pipeline import cli
+    from pipeline.cli import main
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["pipeline.score"])  # only this stage's subcommand
+
+    assert main(["score", "-o", str(tmp_path), "--device", "cpu"]) == 2
+    assert "shards folder not found" in capsys.readouterr().err
+    write_shards(tmp_path / "shards", [{"text": "hello", "image": jpeg(32, 32, 0)}], shard_size=4)
+    assert main(["score", "-o", str(tmp_path), "--model", "no-such-model", "--device", "cpu"]) == 2
+    assert "unknown open_clip model" in capsys.readouterr().err
+    rc = main(["score", "-o", str(tmp_path), "--model", "wit-tiny", "--device", "cpu", "--num-workers", "0"])
+    assert rc == 0 and "[score] 1 → 1" in capsys.readouterr().out
