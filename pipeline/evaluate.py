@@ -17,7 +17,8 @@ import glob
 import io
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline import storage
 from pipeline.cli import flag

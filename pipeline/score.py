@@ -45,22 +45,96 @@ from pipeline.stats import StageStats, read_stats
 class Scorer:
     """A loaded open_clip model + its preprocessing, scoring batches on one device."""
 
-    def __init__(self, model: str, pretrained: str | None, device: str = "auto", precision: str = "auto"):
+    def __init__(
+        self, model: str, pretrained: str | None, device: str = "auto", precision: str = "auto", gpu_preprocess: str = "auto"
+    ):
         import torch
 
         from pipeline.models import load_clip, resolve_device
+        from pipeline.score_data import split_preprocess
 
         self.device = resolve_device(device)
         self.model, self.preprocess, self.tokenizer = load_clip(model, pretrained, self.device)
-        from pipeline.score_data import split_preprocess
-
         self.pil_part, self.tensor_part = split_preprocess(self.preprocess)
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
+        self.gpu_preprocess = "none"
+        self.set_gpu_preprocess(gpu_preprocess)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+
+    def set_gpu_preprocess(self, where: str) -> None:
+        """How much image work moves to the device: none (exact PIL), resize, or decode (nvjpeg).
+
+        Resizing on the device (torch's antialiased bicubic instead of PIL's) changes scores by
+        ~1e-4, far below bf16's own error, so "auto" = resize on a GPU and none on a CPU.
+        """
+        if where == "auto":
+            where = "resize" if self.device.type == "cuda" else "none"
+        if self.tensor_part is None:  # a transform we can't split: workers run all of it
+            where = "none"
+        self.gpu_preprocess = where
+
+    def _device_images(self, kind: str, data, n: int) -> tuple[object, list[int]]:
+        """One batch group → (uint8/float images on the device at model size, indices that failed)."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        from pipeline.score_data import decode
+
+        if kind == "ready":
+            return data.to(self.device, non_blocking=True), []
+        if kind == "raw":  # same-size decoded images: the transform's Resize/CenterCrop, batched
+            return self.pil_part(data.to(self.device, non_blocking=True)), []
+        raw, offsets = data
+        blobs = [raw[offsets[i]:offsets[i + 1]] for i in range(n)]
+        try:
+            dec = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:
+            dec = []
+            for b in blobs:
+                try:
+                    dec.append(decode_jpeg(b, mode=ImageReadMode.RGB, device=self.device))
+                except RuntimeError:
+                    dec.append(None)
+        out: list = [None] * n
+        groups: dict[tuple, list[int]] = {}
+        for i, d in enumerate(dec):
+            if d is None:  # nvjpeg refused it: PIL decides
+                try:
+                    out[i] = torch.from_numpy(decode(blobs[i].numpy().tobytes(), self.pil_part)).to(self.device)
+                except Exception:  # noqa: BLE001 - bad image
+                    pass
+            else:
+                groups.setdefault(tuple(d.shape), []).append(i)
+        for idx in groups.values():
+            y = self.pil_part(torch.stack([dec[i] for i in idx]))
+            for j, i in enumerate(idx):
+                out[i] = y[j]
+        bad = [i for i, o in enumerate(out) if o is None]
+        good = [o for o in out if o is not None]
+        return (torch.stack(good) if good else None), bad
+
+    def embed_batch(self, b: dict):
+        """Embed one ShardBatches batch → (rows, image emb, text emb, [(row, reason)] errors)."""
+        import torch
+
+        rows, parts, keep, errors, start = b["rows"], [], [], [], 0
+        for kind, data, n in b["groups"]:
+            images, bad = self._device_images(kind, data, n)
+            if images is not None:
+                parts.append(images)
+            bad_set = set(bad)
+            keep += [start + i for i in range(n) if i not in bad_set]
+            errors += [(rows[start + i], "decode_error") for i in bad]
+            start += n
+        if not parts:
+            return [], None, None, errors
+        images = parts[0] if len(parts) == 1 else torch.cat(parts)
+        tokens = b["tokens"] if len(keep) == len(rows) else b["tokens"][keep]
+        return [rows[i] for i in keep], *self.embed(images, tokens), errors
 
     def embed(self, images, tokens):
         """Normalised (image, text) embeddings (float32) of a batch already on the host or device."""
@@ -89,6 +163,7 @@ def get_scorer(sc: ScoreConfig, device: str | None = None) -> Scorer:
     key = (sc.model, sc.pretrained, device or sc.device, sc.precision)
     if key not in _SCORERS:
         _SCORERS[key] = Scorer(sc.model, sc.pretrained, device or sc.device, sc.precision)
+    _SCORERS[key].set_gpu_preprocess(sc.gpu_preprocess)
     return _SCORERS[key]
 
 
@@ -104,16 +179,16 @@ def score_shards(
 
     if not shards:
         return {"scored": 0, "errors": 0, "shards": 0}
-    from pipeline.score_data import ShardBatches
+    from pipeline.score_data import ShardBatches, parts_per_shard
 
-    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size)
+    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, gpu_preprocess=scorer.gpu_preprocess)
     on_gpu = scorer.device.type == "cuda"
     nw = num_workers
     loader = torch.utils.data.DataLoader(
         ds, batch_size=None, num_workers=nw, pin_memory=on_gpu,
         prefetch_factor=4 if nw else None, persistent_workers=False,
     )
-    n_workers = max(nw, 1)
+    parts = parts_per_shard(len(shards), nw)
     results: dict[int, list[tuple]] = {s: [] for s, _ in shards}
     done_count: dict[int, int] = {s: 0 for s, _ in shards}
     counts = {"scored": 0, "errors": 0, "shards": 0}
@@ -145,12 +220,12 @@ def score_shards(
         counts["shards"] += 1
 
     for b in loader:
-        if b["images"] is not None:
-            img, txt = scorer.embed(b["images"], b["tokens"])
+        rows, img, txt, bad = scorer.embed_batch(b)
+        if rows:
             if pending is not None:
                 collect(pending)
-            pending = (b["rows"], img, txt)
-        for shard, key, uid, reason in b["errors"]:
+            pending = (rows, img, txt)
+        for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
             results[shard].append((uid, key, shard, None, reason, None, None))
             counts["errors"] += 1
         if b["done"]:
@@ -159,7 +234,7 @@ def score_shards(
                 pending = None
             for s in b["done"]:
                 done_count[s] += 1
-                if done_count[s] == n_workers:
+                if done_count[s] == parts:
                     finish(s)
     if pending is not None:
         collect(pending)
@@ -255,6 +330,8 @@ def register(sub, common) -> None:
     flag(p, "--device", key="score.device", help="auto | cpu | cuda | cuda:N")
     flag(p, "--num-workers", key="score.num_workers", type=int, help="decoding worker processes")
     flag(p, "--mode", key="score.mode", choices=["local", "spark"])
+    flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
+         help="image work moved to the GPU: none (exact PIL), resize, decode (nvjpeg); auto = resize on GPU")
     flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
     p.add_argument("--input", help="shards folder (default <output_dir>/shards)")
     p.add_argument("--output", help="scores folder (default <output_dir>/scores)")

@@ -32,13 +32,16 @@ def split_preprocess(preprocess):
     return Compose(steps[:cut]), Compose(steps[cut + 1:])
 
 
-def decode(data: bytes, pil_part):
-    """Decode + PIL transforms → uint8 CHW array; raises on any bad image."""
+def decode(data: bytes, pil_part=None):
+    """Decode (+ the PIL transforms, when given) → uint8 CHW array; raises on any bad image.
+
+    Without ``pil_part`` the image is only decoded to RGB at full size (resized later on the GPU).
+    """
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        out = pil_part(im)
+        out = pil_part(im) if pil_part is not None else im.convert("RGB")
     if hasattr(out, "convert"):
         arr = np.asarray(out.convert("RGB"), dtype=np.uint8)
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
@@ -51,48 +54,61 @@ def is_complete_jpeg(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
+def parts_per_shard(n_shards: int, n_workers: int) -> int:
+    """Split each shard into this many interleaved parts so that all workers get about the same
+    work (≥ 2 parts per worker) while each worker reads as few tars as possible."""
+    return max(1, -(-2 * n_workers // max(n_shards, 1))) if n_workers > 1 else 1
+
+
 class ShardBatches(IterableDataset):
     """Iterable of ready batches from a list of shards; run inside DataLoader workers.
 
-    Each batch: ``images`` (uint8 [n,3,H,W] decoded + PIL-transformed here, or float when the
-    transform can't be split), ``jpeg_data``/``jpeg_offsets`` (the raw bytes of the batch's other
-    m images, concatenated, for GPU decoding when ``gpu_decode``), ``tokens`` [n+m, L], ``rows``
-    [(shard, key, uid)] (the n images first), ``errors`` [(shard, key, uid, reason)] and ``done``
-    (shards this worker finished: all its samples of them are in this or an earlier batch).
+    ``where`` says how much of the image work happens here: "none" = decode + the PIL part of the
+    transform (resize, crop: exact open_clip), "resize" = decode only (resize/crop on the GPU),
+    "decode" = nothing (complete JPEGs go to the GPU decoder; other formats are decoded here).
+    Each batch: ``groups`` [(kind, data, n)] with kind "ready" (uint8 [n,3,S,S] or float),
+    "raw" (uint8 [n,3,H,W], one size per group) or "jpeg" ((bytes, offsets)); ``tokens``;
+    ``rows`` [(shard, key, uid)] in group order; ``errors`` [(shard, key, uid, reason)]; ``done``
+    (one entry per finished part of a shard: that part's samples are in this or an earlier
+    batch; a shard is complete after ``parts_per_shard`` entries).
     """
 
-    def __init__(self, shards: list[tuple[int, str]], pil_part, tokenizer, batch_size: int, gpu_decode: bool = False):
+    def __init__(self, shards: list[tuple[int, str]], pil_part, tokenizer, batch_size: int, gpu_preprocess: str = "none"):
         self.shards, self.pil_part, self.tokenizer = shards, pil_part, tokenizer
-        self.batch_size, self.gpu_decode = batch_size, gpu_decode
+        self.batch_size, self.where = batch_size, gpu_preprocess
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        imgs, texts, rows, errors, done = [], [], [], [], []
-        raw, raw_texts, raw_rows = [], [], []
+        # group name -> (items, texts, rows); "ready", "jpeg", or a (h, w) size of raw images
+        pending: dict = {}
+        errors, done = [], []
+        count = 0
 
         def batch():
-            images = None
-            if imgs:
-                images = torch.from_numpy(np.stack(imgs)) if isinstance(imgs[0], np.ndarray) else torch.stack(imgs)
-            data = offsets = None
-            if raw:
-                offsets = torch.tensor(np.cumsum([0] + [len(r) for r in raw]), dtype=torch.int64)
-                data = torch.frombuffer(bytearray(b"".join(raw)), dtype=torch.uint8)
-            all_texts = texts + raw_texts
-            out = {
-                "images": images, "jpeg_data": data, "jpeg_offsets": offsets,
-                "tokens": self.tokenizer(all_texts) if all_texts else None,
-                "rows": rows + raw_rows, "errors": list(errors), "done": list(done),
-            }
-            for x in (imgs, texts, rows, errors, done, raw, raw_texts, raw_rows):
-                x.clear()
+            groups, texts, rows = [], [], []
+            for name, (items, gtexts, grows) in pending.items():
+                if name == "jpeg":
+                    offsets = torch.tensor(np.cumsum([0] + [len(r) for r in items]), dtype=torch.int64)
+                    data = (torch.frombuffer(bytearray(b"".join(items)), dtype=torch.uint8), offsets)
+                elif isinstance(items[0], np.ndarray):
+                    data = torch.from_numpy(np.stack(items))
+                else:
+                    data = torch.stack(items)
+                groups.append(("jpeg" if name == "jpeg" else "ready" if name == "ready" else "raw", data, len(items)))
+                texts += gtexts
+                rows += grows
+            out = {"groups": groups, "tokens": self.tokenizer(texts) if texts else None, "rows": rows,
+                   "errors": list(errors), "done": list(done)}
+            pending.clear(), errors.clear(), done.clear()
             return out
 
-        for shard, path in self.shards:
+        parts = parts_per_shard(len(self.shards), nw)
+        units = [(s, path, part) for s, path in self.shards for part in range(parts)]
+        for shard, path, part in units[wid::nw]:
             fs, p = storage.fs_for(path)
             with fs.open(p, "rb") as f:
-                for _, key, sample in iter_tar(f, keep=lambda i: i % nw == wid):
+                for _, key, sample in iter_tar(f, keep=lambda i, part=part: i % parts == part):
                     meta = {}
                     if "json" in sample:
                         try:
@@ -108,19 +124,25 @@ class ShardBatches(IterableDataset):
                     if text is None:
                         errors.append((shard, key, uid, "missing_text"))
                         continue
-                    if self.gpu_decode and is_complete_jpeg(sample[ext]):
-                        raw.append(sample[ext])
-                        raw_texts.append(text)
-                        raw_rows.append((shard, key, uid))
+                    if self.where == "decode" and is_complete_jpeg(sample[ext]):
+                        name, item = "jpeg", sample[ext]
                     else:
                         try:
-                            imgs.append(decode(sample[ext], self.pil_part))
+                            if self.where == "none":
+                                name, item = "ready", decode(sample[ext], self.pil_part)
+                            else:
+                                item = decode(sample[ext])
+                                name = item.shape[1:]
                         except Exception:  # noqa: BLE001 - any bad image is one dropped sample
                             errors.append((shard, key, uid, "decode_error"))
                             continue
-                        texts.append(text)
-                        rows.append((shard, key, uid))
-                    if len(imgs) + len(raw) >= self.batch_size:
+                    items, texts, rows = pending.setdefault(name, ([], [], []))
+                    items.append(item)
+                    texts.append(text)
+                    rows.append((shard, key, uid))
+                    count += 1
+                    if count >= self.batch_size:
+                        count = 0
                         yield batch()
             done.append(shard)
         yield batch()

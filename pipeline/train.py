@@ -233,7 +233,6 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
     requires one, False starts over. ``stop_after`` stops (as if interrupted) after that step,
     leaving a resumable checkpoint. ``spark`` is unused (training runs on the driver / torchrun).
     """
-    import open_clip
     import torch
     import torch.distributed as dist
     from open_clip.loss import ClipLoss

@@ -174,7 +174,7 @@ class SparkCluster:
 
     def worker_python_started(self, i: int) -> bool:
         """True once worker ``i``'s executor runs Python tasks (it forked pyspark's daemon/worker)."""
-        return any("pyspark" in cmd for cmd in _group_cmdlines(self.workers[i].pid))
+        return any(m in cmd for cmd in _group_cmdlines(self.workers[i].pid) for m in ("pyspark.daemon", "pyspark.worker"))
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, job: str | os.PathLike, args: list[str] = (), conf: dict[str, str] | None = None,

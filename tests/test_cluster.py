@@ -39,9 +39,10 @@ def job_args(inputs: list[str], out_dir: Path) -> list[str]:
 
 def job_output(out_dir: Path):
     """The job's result as a comparable table (rows sorted by uid)."""
-    import pandas as pd
+    import pyarrow.parquet as pq
 
-    df = pd.read_parquet(out_dir / "candidates")
+    files = sorted((out_dir / "candidates").glob("*.parquet"))
+    df = pq.ParquetDataset(files).read().to_pandas()
     return df.sort_values("uid").reset_index(drop=True)
 # ---------------------------------------------------------------------------------------------
 

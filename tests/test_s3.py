@@ -170,3 +170,48 @@ def test_stats_and_report_on_s3(bucket):
     page = fs.cat(p).decode()
     assert page.startswith("<!doctype html>") and "empty_text" in page
     assert not [k for k in _keys(f"{bucket}/run") if ".tmp-" in k]
+
+
+@pytest.mark.slow
+def test_download_job_writes_shards_to_s3(bucket, tmp_path):
+    """spark-submit jobs/download.py with input and output on s3://: the executors write the shards
+    through fsspec with the endpoint and credentials from the environment."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.ids import make_uid
+    from pipeline.sample_web import SampleWebServer, generate_sample_web
+    from tests.cluster import REPO, spark_submit
+
+    port = free_port()
+    generate_sample_web(str(tmp_path), n_pairs=30, seed=0, base_url=f"http://127.0.0.1:{port}")
+    gt = pq.read_table(tmp_path / "ground_truth.parquet").to_pylist()
+    rows = [{"uid": make_uid(r["url"], r["true_caption"]), "url": r["url"], "text": r["true_caption"]}
+            for r in gt if r["expected_status"] == "success" and not r["fault"]][:12]
+    run = f"{bucket}/run"
+    fs, p = storage.fs_for(f"{run}/balanced/part-00000.parquet")
+    with fs.open(p, "wb") as f:
+        pq.write_table(pa.Table.from_pylist(rows), f)
+    with SampleWebServer(tmp_path / "site", port=port):
+        spark_submit(REPO / "jobs" / "download.py",
+                     ["--output-dir", run, "--set", "spark.executor_memory=512m", "--set", "spark.driver_memory=512m",
+                      "--set", f"download.allow_hosts=[127.0.0.1:{port}]", "--set", "download.shard_size=5"],
+                     master="local[2]", timeout=300)
+    shards = f"{run}/shards"
+    assert storage.is_complete(shards)
+    keys = _keys(shards)
+    assert {"00000.tar", "00000.parquet", "00002.tar", "stats.json", "_SUCCESS"} <= set(keys)
+    assert not [k for k in keys if ".tmp" in k]
+    fs, p = storage.fs_for(shards)
+    meta = pa.concat_tables(pq.read_table(io.BytesIO(fs.cat(f"{p}/{k}"))) for k in keys if k.endswith(".parquet"))
+    assert sorted(meta.column("uid").to_pylist()) == sorted(r["uid"] for r in rows)
+    assert set(meta.column("status").to_pylist()) == {"success"}
+    members = []
+    for k in (k for k in keys if k.endswith(".tar")):
+        with tarfile.open(fileobj=io.BytesIO(fs.cat(f"{p}/{k}"))) as tar:
+            members += tar.getnames()
+    assert len([m for m in members if m.endswith(".jpg")]) == len(rows)
+    assert storage.read_json(f"{shards}/stats.json")["output_rows"] == len(rows)

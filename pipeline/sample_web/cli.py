@@ -20,9 +20,9 @@ def register(sub, common) -> None:
         "and sample.json. Same seed -> same bytes.",
     )
     p.add_argument("out", nargs="?", default=None, help="output folder (default <output_dir>/sample)")
-    p.add_argument("--out", dest="out_opt", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--out", dest="out_opt", metavar="DIR", help="same as OUT")
     flag(p, "--n-pairs", key="sample.n_pairs", type=int, metavar="N", help="image/text pairs (config sample.n_pairs)")
-    flag(p, "--seed", key="sample.seed", type=int, help="random seed (config sample.seed)")
+    flag(p, "--seed", key="sample.seed", type=int, metavar="S", help="random seed (config sample.seed)")
     flag(p, "--base-url", key="sample.base_url", metavar="URL",
          help="URL the pages and images live at, i.e. where `wit serve` will listen (config sample.base_url)")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if a complete sample with the same args exists")
@@ -34,8 +34,8 @@ def register(sub, common) -> None:
         "listed in site/faults.json (404, 500 once, slow, truncated, redirects, noai, bomb, huge body …).",
     )
     s.add_argument("folder", nargs="?", default=None, help="sample folder (default <output_dir>/sample)")
-    flag(s, "--port", key="serve.port", type=int, help="port (config serve.port; 0 = any free port)")
-    flag(s, "--host", key="serve.host", help="interface (config serve.host)")
+    flag(s, "--port", key="serve.port", type=int, metavar="P", help="port (config serve.port; 0 = any free port)")
+    flag(s, "--host", key="serve.host", metavar="H", help="interface (config serve.host)")
     s.set_defaults(func=_cli_serve)
 
 

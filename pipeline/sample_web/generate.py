@@ -23,7 +23,7 @@ import uuid
 import zlib
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -103,7 +103,7 @@ class _Writer:
         self.wat = WARCWriter(self.wat_f, gzip=True, warc_version="1.0")
         self.gt = pq.ParquetWriter(root / "ground_truth.parquet", GROUND_TRUTH, compression="zstd")
         self.rows: list[dict] = []
-        self.counts: dict[str, Counter] = {k: Counter() for k in ("lang", "junk_kind", "fault", "text_source", "format")}
+        self.counts: dict[str, Counter] = {k: Counter() for k in ("lang", "junk_kind", "fault", "text_source", "matches_image")}
         self.n_images = self.n_pages = self.n_rows = self.image_bytes = 0
         self.faults: dict[str, str] = {}
         self.warcinfo_id = _record_id(seed, "warcinfo")
@@ -138,6 +138,7 @@ class _Writer:
         self.counts["junk_kind"][r["junk_kind"] or "none"] += 1
         self.counts["fault"][r["fault"] or "none"] += 1
         self.counts["text_source"][r["text_source"]] += 1
+        self.counts["matches_image"][str(r["matches_image"]).lower()] += 1
         if len(self.rows) >= BATCH_ROWS:
             self.flush()
 
@@ -285,7 +286,7 @@ class _Page:
         i = g.next_id
         g.next_id += 1
         fault = g.fault_for(i)
-        if not fault and rng.random() < 0.1 and self.rows and JUNK_KINDS[5] in g.junk_pool:
+        if not fault and self.rows and rng.random() < 0.1:  # the same <img> again (junk "duplicate")
             orig = [k for k, r in enumerate(self.rows) if r["junk_kind"] is None and r["fault"] is None]
             if orig and rng.random() < 0.5:
                 k = rng.choice(orig)
@@ -439,7 +440,6 @@ class _Generator:
         self.fault_order = FAULTS[:]
         self.rng.shuffle(self.fault_order)
         self.fault_offset = self.rng.randrange(10)
-        self.junk_pool = set(JUNK_KINDS)
 
     def fault_for(self, i: int) -> str | None:
         if i % 10 != self.fault_offset:
@@ -490,8 +490,9 @@ def generate_sample_web(out_dir: str, n_pairs: int = 3000, seed: int = 0,
         raise UserError(f"the sample web is written to a local folder, got {out_dir}")
     if n_pairs < 1:
         raise UserError(f"n_pairs must be >= 1, got {n_pairs}")
-    if not base_url.startswith(("http://", "https://")):
-        raise UserError(f"base_url must be an http(s) URL, got {base_url!r}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise UserError(f"base_url must look like http://host:port (no path), got {base_url!r}")
     t0 = time.perf_counter()
     final = Path(out_dir)
     tmp = final.parent / f"{final.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -511,7 +512,7 @@ def generate_sample_web(out_dir: str, n_pairs: int = 3000, seed: int = 0,
             "args": {"n_pairs": n_pairs, "seed": seed, "base_url": base_url.rstrip("/")},
             "pages": w.n_pages, "pairs": w.n_rows, "images": w.n_images, "image_bytes": w.image_bytes,
             "eval_images": n_eval, "faulty_urls": len(w.faults),
-            "counts": {**{k: dict(sorted(v.items())) for k, v in w.counts.items() if k != "format"},
+            "counts": {**{k: dict(sorted(v.items())) for k, v in w.counts.items()},
                        "format": dict(sorted(gen.counts_format.items()))},
             "files": {"site": "site/", "warc": "crawl.warc.gz", "wat": "crawl.warc.wat.gz",
                       "ground_truth": "ground_truth.parquet", "eval": "eval/"},

@@ -192,12 +192,12 @@ class _Handler(SimpleHTTPRequestHandler):
         self.close_connection = True
         if head:
             return
+        self.wfile.write(b"\xff\xd8\xff\xe0")  # looks like a JPEG, then goes on and on
         chunk = bytes(64 * 1024)
-        self.wfile.write(b"\xff\xd8\xff\xe0")  # looks like a JPEG, then never ends
-        sent = 4
-        while sent < HUGE_BODY_BYTES and not self.server.stopping.is_set():
-            self.wfile.write(chunk)
-            sent += len(chunk)
+        left = HUGE_BODY_BYTES - 4
+        while left > 0 and not self.server.stopping.is_set():
+            self.wfile.write(chunk[: min(left, len(chunk))])
+            left -= len(chunk)
 
 
 class _Server(ThreadingHTTPServer):

