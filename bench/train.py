@@ -51,6 +51,12 @@ def _write_shard(args) -> str:
     return path
 
 
+def _env() -> dict:
+    """Child processes import this checkout's pipeline/ (also where it is not pip-installed)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def make_shards(folder: str, n_shards: int, per_shard: int) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     with Pool(min(n_shards, os.cpu_count() or 1)) as pool:
@@ -104,7 +110,7 @@ def ours(shards: str, out: str, model: str, batch: int, steps: int, warm: int, w
            "--set", f"train.checkpoint_every={steps}", "--set", f"train.eval_dir={out}/no-eval", "--set", "train.lr=5e-4",
            "--set", "train.warmup_steps=10"]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(cmd, check=True, cwd=ROOT, env=_env())
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in open(f"{out}/train/metrics.jsonl")]
     steady = [r for r in rows if r["step"] > warm]
@@ -126,11 +132,13 @@ def open_clip_baseline(shards_pattern: str, logs: str, model: str, batch: int, s
             "--save-frequency", "0", "--report-to", "", "--local-loss", "--gather-with-grad", "--seed", "0"]
     if device != "cuda":
         args += ["--device", "cpu"]
-    code = ("import sys; from pipeline.models import register_models; register_models(); "
+    # open_clip_train 3.3's tar grouping predates webdataset's end-of-shard marker ({}): turn it off.
+    code = ("import sys, functools; from pipeline.models import register_models; register_models(); "
+            "import open_clip_train.data as d; d.tar_file_expander = functools.partial(d.tar_file_expander, eof_value=None); "
             "from open_clip_train.main import main; main(sys.argv[1:])")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env=_env())
     wall = time.perf_counter() - t0
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:

@@ -3,6 +3,7 @@
 import sys
 
 from pipeline.cli import common_parser, config_from_args
+from pipeline.errors import UserError
 from pipeline.extract import run_extract
 from pipeline.spark import get_spark
 from pipeline.stats import summary_line
@@ -10,13 +11,17 @@ from pipeline.stats import summary_line
 
 def main(argv=None) -> int:
     p = common_parser()
-    p.add_argument("inputs", nargs="*", help="input files/globs/URLs (default: config extract.inputs)")
+    p.add_argument("inputs", nargs="*", help="input files/globs/URLs/paths files (default: config extract.inputs)")
     p.add_argument("--output", help="output folder (default: <output_dir>/candidates)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="redo a complete output")
     args = p.parse_args(argv)
-    cfg = config_from_args(args)
-    spark = get_spark(cfg.spark, submitted=True)
-    stats = run_extract(cfg, spark, inputs=args.inputs or None, output=args.output, overwrite=args.overwrite)
+    try:
+        cfg = config_from_args(args)
+        spark = get_spark(cfg.spark, submitted=True)
+        stats = run_extract(cfg, spark, inputs=args.inputs or None, output=args.output, overwrite=args.overwrite)
+    except UserError as e:
+        print(f"extract: error: {e}", file=sys.stderr)
+        return 2
     print(summary_line(stats))
     return 0
 

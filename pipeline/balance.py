@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -55,17 +56,23 @@ class Matcher:
         return cls(load_query_list(path))
 
     def match(self, text: str) -> list[int]:
-        if not text or not len(self._automaton):
-            return []
-        ids = {v for _, v in self._automaton.iter(spacing(text))}
-        if self._dups:
-            ids = {j for i in ids for j in self._dups.get(i, (i,))}
-        return sorted(ids)
+        return self.match_many([text])[0] or []
 
     def match_many(self, texts: list[str | None]) -> list[list[int] | None]:
-        """``match`` for each text; ``None`` for a missing text."""
-        m = self.match
-        return [None if t is None else m(t) for t in texts]
+        """``match`` for each text; ``None`` for a missing text. The hot loop of `wit match`."""
+        if not len(self._automaton):
+            return [None if t is None else [] for t in texts]
+        find, second, dups = self._automaton.iter, itemgetter(1), self._dups
+        out: list[list[int] | None] = []
+        for t in texts:
+            if not t:
+                out.append(None if t is None else [])
+                continue
+            ids = set(map(second, find(spacing(t))))
+            if dups:
+                ids = {j for i in ids for j in dups.get(i, (i,))}
+            out.append(sorted(ids))
+        return out
 
 
 def list_digest(entries: list[str]) -> str:
@@ -114,7 +121,7 @@ def _match_task(digest: str, broadcast, schema):
 
 
 def read_parquet(spark, path: str):
-    """A Parquet dataset folder or file; stats.json and other non-Parquet files beside the data are skipped."""
+    """A Parquet dataset folder or file; _stats.json and other non-Parquet files beside the data are skipped."""
     return spark.read.option("pathGlobFilter", "*.parquet").parquet(storage.to_spark_path(path))
 
 
@@ -271,6 +278,13 @@ def _drop(stats, reason: str, n: int) -> None:
         stats.drop(reason, n)
 
 
+def _top(by: np.ndarray, counts: np.ndarray, kept: np.ndarray, entries: list[str] | None, k: int = 20) -> list[dict]:
+    """The k entries with the largest ``by`` (ties: lower id first), with their counts before and after."""
+    order = np.lexsort((np.arange(by.size), -by))[:k]
+    return [{"entry_id": int(i), "entry": entries[i] if entries else None, "count": int(counts[i]),
+             "kept": int(kept[i])} for i in order if by[i] > 0]
+
+
 def _summary(counts: np.ndarray, top: list[dict]) -> dict[str, Any]:
     c = counts[counts > 0]
     if c.size == 0:
@@ -305,12 +319,9 @@ def run_balance(cfg, spark=None, input: str | None = None, output: str | None = 
     spark = spark or get_spark(cfg.spark)
     stats = StageStats("balance")
     df = read_dataset(spark, inp, MATCHED, "balance input")
-    if df.where(F.col("uid").isNull()).limit(1).count():
-        raise UserError(f"balance input {inp} has rows without uid; run `wit match` first")
 
     # 1. texts per entry over the whole pool (a Spark aggregation; only the ≤ list-size table comes back)
-    counted = (df.select(F.explode("entry_ids").alias("entry_id")).groupBy("entry_id").count()
-               .orderBy("entry_id").toArrow())
+    counted = df.select(F.explode("entry_ids").alias("entry_id")).groupBy("entry_id").count().toArrow()
     ids = counted.column("entry_id").to_numpy().astype(np.int64)
     cnt = counted.column("count").to_numpy().astype(np.int64)
     n_entries = _list_size(cfg, inp, ids)
@@ -330,7 +341,8 @@ def run_balance(cfg, spark=None, input: str | None = None, output: str | None = 
     decided.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         tot = decided.agg(F.count(F.lit(1)).alias("n"), F.sum("keep_prob").alias("expected"),
-                          F.sum(F.col("keep").cast("long")).alias("kept")).first()
+                          F.sum(F.col("keep").cast("long")).alias("kept"),
+                          F.sum((F.coalesce(F.size("entry_ids"), F.lit(0)) <= 0).cast("long")).alias("empty")).first()
         kept_counts = np.zeros(n_entries, dtype=np.int64)
         kc = (decided.where("keep").select(F.explode("entry_ids").alias("entry_id")).groupBy("entry_id").count()
               .toArrow())
@@ -339,7 +351,7 @@ def run_balance(cfg, spark=None, input: str | None = None, output: str | None = 
         validate_spark(result_df, BALANCED)
         with storage.atomic_path(out) as tmp:
             result_df.write.parquet(storage.to_spark_path(tmp))
-            n_out = read_parquet(spark, tmp).count()
+            n_out = int(tot["kept"] or 0)
             entries = _entries_or_none(cfg, n_entries)
             table = pa.table({
                 "entry_id": pa.array(np.arange(n_entries), pa.int32()),
@@ -352,19 +364,17 @@ def run_balance(cfg, spark=None, input: str | None = None, output: str | None = 
                 pq.write_table(table, f)
             stats.input_rows = int(tot["n"])
             stats.output_rows = n_out
-            no_entries = df.where(F.size("entry_ids") == 0).count()
+            no_entries = int(tot["empty"] or 0)
             _drop(stats, "no_query_match", no_entries)
             _drop(stats, "balanced_out", stats.input_rows - n_out - no_entries)
-            order = np.lexsort((np.arange(n_entries), -counts))[:20]
-            top = [{"entry_id": int(i), "entry": entries[i] if entries else None, "count": int(counts[i]),
-                    "kept": int(kept_counts[i])} for i in order if counts[i] > 0]
             stats.extra = {
                 "t": int(t), "t_rule": t_rule, "seed": bc_cfg.seed, "entries": n_entries,
                 "entries_matched": int((counts > 0).sum()), "entries_never_matched": int((counts == 0).sum()),
                 "entries_capped": int((counts > t).sum()),
                 "tail_share": round(float(counts[counts < t].sum() / max(counts.sum(), 1)), 6),
                 "expected_size": round(float(tot["expected"] or 0.0), 3), "actual_size": n_out,
-                "before": _summary(counts, top), "after": _summary(kept_counts, []),
+                "before": _summary(counts, _top(counts, counts, kept_counts, entries)),
+                "after": _summary(kept_counts, _top(kept_counts, counts, kept_counts, entries)),
                 "entry_counts": f"{out}/{ENTRY_COUNTS}",
             }
             result = stats.write(tmp)
@@ -410,7 +420,7 @@ def register(sub, common) -> None:
         description="Substring-match every caption against the query list (MetaCLIP semantics: whole tokens, "
         "case-sensitive, punctuation space-wrapped, overlapping entries all reported). Input: "
         "<output_dir>/filtered (or any candidates-like parquet); list: queries.path or <output_dir>/queries. "
-        "Output: <output_dir>/matched (filtered columns + entry_ids) with stats.json; unmatched texts are "
+        "Output: <output_dir>/matched (filtered columns + entry_ids) with _stats.json; unmatched texts are "
         "counted as no_query_match.",
     )
     m.add_argument("--input", help="input dataset (default: <output_dir>/filtered)")
@@ -423,7 +433,7 @@ def register(sub, common) -> None:
         "balance", parents=[common], help="cap each query at about t texts (MetaCLIP balancing)",
         description="Count the texts matching each entry over the whole matched pool; keep a text when any of "
         "its entries fires with p = t / max(count, t) (draws: hash of uid, entry id, seed). Input: "
-        "<output_dir>/matched. Output: <output_dir>/balanced (+ keep_prob), stats.json, _entry_counts.parquet.",
+        "<output_dir>/matched. Output: <output_dir>/balanced (+ keep_prob), _stats.json, _entry_counts.parquet.",
     )
     b.add_argument("--input", help="input dataset (default: <output_dir>/matched)")
     b.add_argument("--output", help="output folder (default: <output_dir>/balanced)")

@@ -3,7 +3,7 @@
 Input: a candidates dataset (schemas.CANDIDATES; only uid, url and text are required, other
 columns may be absent). Output: ``filtered/`` (schemas.FILTERED: kept rows with ``lang`` and
 ``lang_score``), ``dropped/filter/`` (schemas.DROPPED: the dropped rows and the filter that
-dropped them) and ``filtered/stats.json`` with drops per filter name.
+dropped them) and ``filtered/_stats.json`` with drops per filter name.
 
 The Arrow filters run in one ``mapInArrow`` pass (their models load once per Python worker);
 ``dedup`` is a Spark window over uid, so it is global across partitions, at its place in the chain.
@@ -127,7 +127,8 @@ def run_filter(cfg, spark=None, input_path: str | None = None, output: str | Non
     if storage.is_complete(out) and storage.is_complete(dropped_out) and not overwrite:
         log.info(f"filter: {out} is complete, skipping (use --overwrite to redo)")
         return read_stats(out) or {}
-    names = expand_names(cfg.filter.chain)  # checks names before Spark starts
+    storage.require_exists(src, "filter input")  # user mistakes fail before Spark starts
+    names = expand_names(cfg.filter.chain)
     if "language" in names:  # a missing model is a one-line error here, not a worker traceback
         from filters.language import LanguageDetector
 
@@ -183,7 +184,7 @@ def register(sub, common) -> None:
         description="Apply the caption filter chain (config filter.chain, in order: url_safety, text_rules = "
         "min_length/max_length/junk, language, dedup) to a candidates dataset (default <output_dir>/candidates). "
         "Kept rows with their detected language go to <output_dir>/filtered (Parquet), dropped rows with the "
-        "filter that dropped them to <output_dir>/dropped/filter; filtered/stats.json counts drops per filter.",
+        "filter that dropped them to <output_dir>/dropped/filter; filtered/_stats.json counts drops per filter.",
     )
     p.add_argument("input", nargs="?", help="input dataset (default: <output_dir>/candidates)")
     p.add_argument("--output", help="output folder (default: <output_dir>/filtered)")

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "pipeline.balance",  # match, balance
     "pipeline.download",  # download
     "pipeline.score",  # score
+    "pipeline.select",  # select
     "pipeline.train",  # train
     "pipeline.evaluate",  # eval
     "pipeline.report",  # report

@@ -81,12 +81,14 @@ class FilterConfig(Section):
 
 class QueriesConfig(Section):
     sources: list[Literal["wordnet", "unigrams", "bigrams", "titles", "wordfreq"]] = Field(
-        default_factory=lambda: ["wordnet", "unigrams", "bigrams", "titles"]
+        default_factory=lambda: ["wordnet", "unigrams", "bigrams", "titles"],
+        description="in order; wordnet also adds \"0\"..\"99\"; without Wikipedia input the Wikipedia sources "
+        "fall back to wordfreq",
     )
     budget: int = Field(500_000, ge=1)
     wordnet_dir: str = "/usr/share/wordnet"
-    wikipedia: str | None = None
-    pageviews: list[str] = Field(default_factory=list)
+    wikipedia: str | None = Field(None, description="pages-articles XML dump, or Parquet/JSONL of (title, text)")
+    pageviews: list[str] = Field(default_factory=list, description="hourly pageview files (titles source)")
     min_unigram_count: int = Field(100, ge=1)
     min_bigram_pmi: float = 30.0
     min_bigram_count: int = Field(1, ge=1)
@@ -100,8 +102,8 @@ class MatchConfig(Section):
 
 
 class BalanceConfig(Section):
-    t: int = Field(20_000, ge=1)
-    tail_share: float | None = Field(None, gt=0.0, lt=1.0)
+    t: int = Field(20_000, ge=1, description="texts kept per entry on average (CLIP: 20,000)")
+    tail_share: float | None = Field(None, gt=0.0, lt=1.0, description="derive t instead (MetaCLIP: 0.06); wins over t")
     seed: int = 0
 
 
@@ -141,7 +143,7 @@ class ScoreConfig(Section):
     mode: Literal["local", "spark"] = "local"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU")
     gpu_preprocess: Literal["auto", "none", "resize", "decode"] = Field(
-        "auto", description="image work on the GPU: none (exact PIL), resize, decode (nvjpeg); auto = resize on GPU, none on CPU"
+        "auto", description="image work on the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU, none on CPU"
     )
 
 

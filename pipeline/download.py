@@ -12,7 +12,7 @@ with img2dataset's Resizer and writes with img2dataset's sample writers:
     shards/NNNNN.parquet       one row per input sample, schemas.SHARD_METADATA (+ the image
                                column when output_format=parquet)
     shards/NNNNN_stats.json    counts, failures by reason, bytes, images/s
-    shards/stats.json, _SUCCESS
+    shards/_stats.json, _SUCCESS
 
 A shard is written in shards/_tmp/ and moved into place when complete, the .parquet last: it is
 the shard's completion marker, so a killed run rerun skips complete shards and redoes the others,
@@ -101,9 +101,20 @@ def is_complete(fmt: str, data: bytes) -> bool:
 
 
 def make_resizer(dl):
-    """img2dataset's Resizer from a DownloadConfig (png: encode_quality is the 0–9 compression)."""
+    """img2dataset's Resizer from a DownloadConfig (png: encode_quality is the 0–9 compression).
+
+    The Resizer silences libjpeg warnings by dup2-ing file descriptors 1 and 2 around every image
+    (SuppressStdoutStderr): process-wide, so not thread-safe, and an open() of /dev/null per image.
+    We resize in the fetch threads (OpenCV releases the GIL), so that silencing is turned off in
+    the processes that run shards; img2dataset itself is otherwise used as is.
+    """
     _quiet_imports()
+    import contextlib
+
+    import img2dataset.resizer
     from img2dataset.resizer import Resizer
+
+    img2dataset.resizer.SuppressStdoutStderr = contextlib.nullcontext
 
     quality = min(dl.encode_quality, 9) if dl.encode_format == "png" else dl.encode_quality
     return Resizer(
@@ -267,7 +278,7 @@ def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
 
 
 class ShardJob:
-    """Download one shard: fetch in threads, check headers, resize + write in this thread (like img2dataset)."""
+    """Download one shard: threads fetch, check headers, resize and hash; this thread writes."""
 
     def __init__(self, dl, out: str, spec: ShardSpec, oom_shard_count: int):
         from PIL import Image
@@ -315,7 +326,8 @@ class ShardJob:
             "success_rate": round(ok / n, 4) if n else 0.0, "failures": dict(sorted(counts.items())),
             "bytes_downloaded": totals["downloaded"], "bytes_written": totals["written"],
             "fetched": totals["fetched"], "duration_s": round(duration, 3),
-            "images_per_s": round(totals["fetched_ok"] / duration, 2) if duration else 0.0,
+            "new_successes": totals["new_ok"],
+            "images_per_s": round(totals["new_ok"] / duration, 2) if duration else 0.0,
             "start_time": started, "end_time": time.time(), "retried": retried,
         }
         storage.write_json(self.path("_stats.json", tmp), stats)
@@ -327,7 +339,7 @@ class ShardJob:
 
         fetcher = Fetcher.from_config(self.dl)
         resizer = make_resizer(self.dl)
-        sem = Semaphore(self.dl.threads * 2)  # at most 2x threads fetched images wait for the resizer
+        sem = Semaphore(self.dl.threads * 2)  # bounded memory: at most 2x threads results wait for the writer
 
         def feed():
             for item in todo:
@@ -335,35 +347,39 @@ class ShardJob:
                 yield item
 
         def work(item):
+            """Fetch, check the header, resize and hash (in a fetch thread)."""
             _, meta = item
             r = fetcher.fetch(meta["url"])
             if not r.ok:
                 return item, None, r.reason, 0
-            w, h, reason = inspect_image(r.data, self.dl.max_pixels)
-            return item, (None if reason else r.data), reason, len(r.data)
+            _, _, reason = inspect_image(r.data, self.dl.max_pixels)
+            if reason:
+                return item, None, reason, len(r.data)
+            img, width, height, ow, oh, err = resizer(io.BytesIO(r.data))
+            if err is not None or img is None:
+                return item, None, _RESIZER_REASONS.get(err, "decode_error"), len(r.data)
+            meta.update(status="success", width=width, height=height, original_width=ow, original_height=oh,
+                        bytes=len(img), sha256=hashlib.sha256(img).hexdigest())
+            return item, img, None, len(r.data)
 
-        with ThreadPool(self.dl.threads) as pool:
-            for (_, meta), data, reason, size in pool.imap_unordered(work, feed()):
-                try:
-                    totals["fetched"] += 1
-                    totals["downloaded"] += size
-                    img = None
-                    if data is not None:
-                        totals["fetched_ok"] += 1
-                        img, width, height, ow, oh, err = resizer(io.BytesIO(data))
-                        if err is not None or img is None:
-                            reason = _RESIZER_REASONS.get(err, "decode_error")
-                            img = None
+        try:
+            with ThreadPool(self.dl.threads) as pool:
+                for (_, meta), img, reason, size in pool.imap_unordered(work, feed()):
+                    try:
+                        totals["fetched"] += 1
+                        totals["downloaded"] += size
+                        if img is None:
+                            meta["error_message"] = reason or "decode_error"
+                            counts[meta["error_message"]] += 1
                         else:
-                            meta.update(status="success", width=width, height=height, original_width=ow,
-                                        original_height=oh, bytes=len(img), sha256=hashlib.sha256(img).hexdigest())
+                            counts["success"] += 1
+                            totals["new_ok"] += 1
                             totals["written"] += len(img)
-                    if img is None:
-                        meta["error_message"] = reason or "decode_error"
-                    counts[meta["status"] if img is not None else meta["error_message"]] += 1
-                    writer.write(img, meta["key"], meta["text"], meta)
-                finally:
-                    sem.release()
+                        writer.write(img, meta["key"], meta["text"], meta)
+                    finally:
+                        sem.release()
+        finally:
+            fetcher.close()
 
     def _carry_over(self, writer, counts: Counter, totals: Counter) -> list | None:
         """Rewrite a complete shard's kept samples into ``writer``; return its transient failures (None: none)."""
@@ -511,7 +527,7 @@ def _aggregate(stats, results: list[dict[str, Any]], wall: float, n_rows: int, d
         failures.update(r.get("failures", {}))
     ok = sum(r.get("successes", 0) for r in results)
     fresh = [r for r in results if not r.get("skipped")]
-    fetched_ok = sum(r.get("successes", 0) for r in fresh)
+    fetched_ok = sum(r.get("new_successes", 0) for r in fresh)
     stats.input_rows, stats.output_rows = n_rows, ok
     stats.drops.update(failures)
     stats.extra = {
@@ -541,7 +557,7 @@ def register(sub, common) -> None:
         "text) through the safe fetcher (http/https only, no private addresses unless allowed, deadline, size "
         "cap, X-Robots-Tag opt-outs), resize with img2dataset's resizer and write img2dataset-layout shards to "
         "<output_dir>/shards: NNNNN.tar (key.jpg/.txt/.json) or Parquet, NNNNN.parquet metadata (status and "
-        "failure reason per sample), NNNNN_stats.json, stats.json. Resumable: a rerun skips complete shards.",
+        "failure reason per sample), NNNNN_stats.json, _stats.json. Resumable: a rerun skips complete shards.",
     )
     p.add_argument("--input", help="input dataset (default: <output_dir>/balanced)")
     p.add_argument("--output", help="output folder (default: <output_dir>/shards)")

@@ -3,7 +3,7 @@
 One Spark task per input file. A task streams its file (memory flat in file size), turns every
 ``<img>`` (WARC), ``IMG@/src`` link (WAT) or row (URL list) into a candidate or a drop reason, and
 yields Arrow batches. Per-file figures (records, pages, pairs, drops and input errors by reason)
-are written by the task itself as small JSON files that the driver sums into ``stats.json`` — the
+are written by the task itself as small JSON files that the driver sums into ``_stats.json`` — the
 pairs never travel to the driver. Exact duplicates of (url, text) across files are removed with
 one Spark aggregation on ``uid``.
 
@@ -247,15 +247,16 @@ class PairSink:
         for i, (raw_url, alt, title) in enumerate(images):
             if ids is not None:
                 record_id = ids[i]
-            url, reason = resolve_url(raw_url, base, max_url)
-            if url is None:
-                drops[reason] += 1
-                continue
+            # text first: most <img> have no alt (real CC), and checking that is cheaper than the URL
             text, source = clean_text(alt, max_text, unescape), caption_source
             if not text and title:
                 text, source = clean_text(title, max_text, unescape), "title"
             if not text:
                 drops["empty_text"] += 1
+                continue
+            url, reason = resolve_url(raw_url, base, max_url)
+            if url is None:
+                drops[reason] += 1
                 continue
             rows.append((make_uid(url, text), url, text, source, page_url, src_file, record_id, lang))
         st.pairs += len(rows) - n0
@@ -282,18 +283,14 @@ def open_binary(path: str):
     return fs.open(p, "rb")
 
 
-def _maybe_gunzip(f) -> io.BufferedIOBase:
-    head = f.peek(2)[:2] if hasattr(f, "peek") else b""
-    if not hasattr(f, "peek"):
-        f = io.BufferedReader(f) if isinstance(f, io.RawIOBase) else f
-        head = f.read(2)
-        f.seek(0)
-    if head == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    return f
+def _maybe_gunzip(f):
+    """``f`` itself, or a gzip reader over it when it starts with the gzip magic (URL lists, paths files)."""
+    head = f.read(2)
+    f.seek(0)
+    return gzip.GzipFile(fileobj=f, mode="rb") if head == b"\x1f\x8b" else f
 
 
-def read_lines(f, st: FileStats, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+def read_lines(f, st: FileStats, chunk_size: int = 1 << 16) -> Iterator[bytes]:
     """Lines (with their ends) of a plain or gzip (multi-member) stream, keeping all data before a cut.
 
     Unlike GzipFile, a gzip stream cut short or corrupted part-way yields everything that could be
@@ -365,7 +362,7 @@ def detect_format(path: str, wanted: str = "auto") -> str:
             return fmt
     try:
         with open_binary(path) as raw:
-            head = _maybe_gunzip(io.BufferedReader(raw) if not hasattr(raw, "peek") else raw).read(65536)
+            head = _maybe_gunzip(raw).read(65536)
     except (OSError, EOFError, zlib.error):
         return "unknown"
     if head.startswith(b"PAR1"):
@@ -782,7 +779,7 @@ def _url_list_batches(path: str, fmt: str, columns: list[str]) -> Iterator[pa.Re
             yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=have)
         return
     with open_binary(path) as raw:
-        f = _maybe_gunzip(raw if hasattr(raw, "peek") else io.BufferedReader(raw))
+        f = _maybe_gunzip(raw)
         if fmt in ("csv", "tsv"):
             import pyarrow.csv as pcsv
 
@@ -870,7 +867,7 @@ def extract_file(path: str, fmt: str, opts: Options, stats: FileStats | None = N
 # --------------------------------------------------------------------------- inputs
 def _read_paths_file(path: str, prefix: str) -> list[str]:
     with open_binary(path) as raw:
-        f = _maybe_gunzip(raw if hasattr(raw, "peek") else io.BufferedReader(raw))
+        f = _maybe_gunzip(raw)
         lines = [ln.decode("utf-8").strip() for ln in f]
     folder = path.rsplit("/", 1)[0] if "/" in path else "."
     out = []
@@ -949,6 +946,17 @@ def aggregate(per_file: list[dict[str, Any]]) -> tuple[Counter, Counter, dict[st
     return drops, errors, dict(totals)
 
 
+def _clean_own_temporaries(out: str) -> None:
+    """Remove what killed earlier attempts of this output left (``<out>.tmp-*``, ``<out>.filestats-*``)."""
+    fs, p = storage.fs_for(out)
+    parent, name = p.rsplit("/", 1) if "/" in p else (".", p)
+    if not fs.exists(parent):
+        return
+    for entry in fs.ls(parent, detail=False):
+        if entry.rsplit("/", 1)[-1].startswith((f"{name}.tmp-", f"{name}.filestats-")):
+            fs.rm(entry, recursive=True)
+
+
 def run_extract(cfg, spark=None, inputs: list[str] | None = None, output: str | None = None,
                 overwrite: bool = False) -> dict[str, Any]:
     """Extract candidates from the configured inputs into ``output`` (default candidates/); returns stats."""
@@ -965,7 +973,12 @@ def run_extract(cfg, spark=None, inputs: list[str] | None = None, output: str | 
     if storage.is_complete(out) and not overwrite:
         log.info(f"extract: {out} is complete, skipping (use --overwrite to redo)")
         return read_stats(out) or {}
-    files = resolve_inputs(inputs or ec.inputs or default_inputs(cfg), ec.path_prefix)
+    if not (inputs or ec.inputs):
+        inputs = default_inputs(cfg)
+        if not storage.exists(inputs[0]):
+            raise UserError(f"extract: no inputs given and no sample crawl at {inputs[0]}: "
+                            "run `wit sample` first, or pass WARC/WAT files or URL lists")
+    files = resolve_inputs(inputs or ec.inputs, ec.path_prefix)
     if not files:
         raise UserError("extract: no input files")
     stats = StageStats("extract")
@@ -973,7 +986,7 @@ def run_extract(cfg, spark=None, inputs: list[str] | None = None, output: str | 
     log.info(f"extract: {len(files)} input file(s) → {out}")
     opts = Options.from_config(ec)
     stats_dir = f"{out}.filestats-{uuid.uuid4().hex[:8]}"
-    storage.clean_temporaries(out.rsplit("/", 1)[0] if "/" in out else ".")
+    _clean_own_temporaries(out)
     try:
         with storage.atomic_path(out) as tmp:
             rdd = spark.sparkContext.parallelize(list(enumerate(files)), len(files))
@@ -1014,7 +1027,7 @@ def register(sub, common) -> None:
         "extract", parents=[common], help="WARC/WAT files and URL lists -> candidate (image URL, text) pairs",
         description="Read Common Crawl WARC/WAT files (or URL lists: parquet/csv/tsv/jsonl) and write every "
         "(absolute image URL, alt or title text) pair as the candidates dataset (output_dir/candidates, "
-        "Parquet) with stats.json (records, pages, pairs, drops and input errors by reason, per file). "
+        "Parquet) with _stats.json (records, pages, pairs, drops and input errors by reason, per file). "
         "Inputs: files, globs, folders, fsspec URLs, or a paths file such as CC's wat.paths.gz. "
         "Default input: the sample web's crawl (wit sample).",
     )

@@ -324,6 +324,8 @@ class Fetcher:
     respect_robots_txt: bool = False
     max_url_length: int = 4096
     _local: threading.local = field(default_factory=threading.local, repr=False)
+    _sessions: list = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
         self.allow_hosts = tuple(self.allow_hosts)
@@ -345,6 +347,8 @@ class Fetcher:
         s = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
+            with self._lock:
+                self._sessions.append(s)
             s.trust_env = False  # no proxies or .netrc from the environment
             adapter = GuardedAdapter(pool_connections=32, pool_maxsize=2, max_retries=0)
             s.mount("http://", adapter)
@@ -352,6 +356,13 @@ class Fetcher:
             s.headers.update({"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.5", "Accept-Encoding": "identity"})
             self._local.session = s
         return s
+
+    def close(self) -> None:
+        """Close every thread's session (their pooled connections)."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for s in sessions:
+            s.close()
 
     def fetch(self, url: str) -> FetchResult:
         """Fetch ``url`` with retries (5xx and timeouts only, exponential backoff)."""

@@ -448,7 +448,8 @@ def run_queries(cfg, spark=None, output: str | None = None, overwrite: bool = Fa
     stats.output_rows = len(ql.entries)
     for f in ql.per_source.values():
         for reason in ("duplicate", "invalid", "over_budget"):
-            stats.drop(reason, f[reason])
+            if f[reason]:
+                stats.drop(reason, f[reason])
     stats.extra = {**info, "budget": cfg.queries.budget, "entries": len(ql.entries),
                    "params": cfg.queries.model_dump(mode="json")}
     with storage.atomic_path(out) as tmp:
@@ -473,7 +474,7 @@ def register(sub, common) -> None:
         "Wikipedia unigrams (count >= 100), bigrams (PMI >= 30), titles (pageviews >= 70), or offline from "
         "the wordfreq package. Each source adds only new entries, up to the budget. Output: "
         "<output_dir>/queries/queries.parquet (entry_id, entry, source, count), metadata.json (MetaCLIP's "
-        "JSON list; index = entry id), stats.json.",
+        "JSON list; index = entry id), _stats.json.",
     )
     flag(b, "--sources", key="queries.sources", metavar="LIST",
          type=lambda s: [x.strip() for x in s.split(",") if x.strip()],

@@ -1,6 +1,6 @@
 """`wit report`: one self-contained HTML page of a run (plots as embedded PNGs, no network).
 
-It reads what the stages left under ``output_dir`` (stats.json files, Parquet outputs, shard
+It reads what the stages left under ``output_dir`` (_stats.json files, Parquet outputs, shard
 metadata, training metrics) and shows: the funnel with drops per reason, the caption-language
 histogram, query matches per entry before/after balancing, the CLIP-score histogram with its cut,
 image sizes, a grid of kept and rejected samples, training curves and evaluation results, and the
@@ -171,7 +171,7 @@ def score_section(cfg: RunConfig) -> str:
     if not scores:
         return _section("CLIP scores", "<p>No sample could be scored.</p>", "scores")
     extra = (read_stats(cfg.path("final")) or {}).get("extra", {})
-    cut = extra.get("threshold", extra.get("cut", cfg.select.threshold))
+    cut = extra.get("threshold") if extra.get("threshold") is not None else extra.get("cutoff")
     fig, ax = _figure()
     ax.hist(scores, bins=50, color="#8172b2")
     if isinstance(cut, (int, float)):
@@ -271,18 +271,16 @@ def training_section(cfg: RunConfig) -> str:
             ax.plot(steps, losses, label=name)
         spath = join_path(folder, "summary.json")
         summary = storage.read_json(spath) if storage.exists(spath) else {}
-        ev = summary.get("eval", summary)
-        rows.append(
-            f"<tr><td>{html.escape(name)}</td>"
-            + "".join(f"<td class=num>{_num(ev, k)}</td>" for k in
-                      ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1"))
-            + "</tr>"
-        )
+        ev = summary.get("eval") or {}
+        zs, ret = ev.get("zeroshot") or {}, ev.get("retrieval") or {}
+        cells = [_num(zs, "top1"), _num(zs, "top5"), _num(ret, "image_to_text_R@1"), _num(ret, "text_to_image_R@1"),
+                 _num(zs, "chance_top1"), _fmt(summary.get("steps"))]
+        rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     ax.set_xlabel("step")
     ax.set_ylabel("contrastive loss")
     ax.legend(fontsize=8)
     table = ("<table><tr><th>model</th><th>zero-shot top-1</th><th>zero-shot top-5</th>"
-             "<th>image→text R@1</th><th>text→image R@1</th></tr>" + "".join(rows) + "</table>")
+             "<th>image→text R@1</th><th>text→image R@1</th><th>chance top-1</th><th>steps</th></tr>" + "".join(rows) + "</table>")
     comparison = ""
     cmp_path = join_path(cfg.path("train"), "curation.json")
     if storage.exists(cmp_path):

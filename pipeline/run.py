@@ -206,8 +206,7 @@ def _curation_experiment(cfg: RunConfig, spark) -> dict:
 
 
 def _top1(summary: dict) -> float | None:
-    ev = summary.get("eval", summary) if summary else {}
-    v = ev.get("zeroshot_top1")
+    v = ((summary or {}).get("eval") or {}).get("zeroshot", {}).get("top1")
     return float(v) if isinstance(v, (int, float)) else None
 
 

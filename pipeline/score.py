@@ -54,6 +54,8 @@ class Scorer:
         from pipeline.score_data import split_preprocess
 
         self.device = resolve_device(device)
+        if pretrained is None:  # random init (tests): the same weights in every process / Spark worker
+            torch.manual_seed(0)
         self.model, self.preprocess, self.tokenizer = load_clip(model, pretrained, self.device)
         self.pil_part, self.tensor_part = split_preprocess(self.preprocess)
         if precision == "auto":
@@ -68,11 +70,12 @@ class Scorer:
     def set_gpu_preprocess(self, where: str) -> None:
         """How much image work moves to the device: none (exact PIL), resize, or decode (nvjpeg).
 
-        Resizing on the device (torch's antialiased bicubic instead of PIL's) changes scores by
-        ~1e-4, far below bf16's own error, so "auto" = resize on a GPU and none on a CPU.
+        Decoding/resizing on the device (nvjpeg, torch's antialiased bicubic instead of PIL's)
+        changes scores by ~1e-4, below bf16's own error, so "auto" = decode on a GPU (the fastest
+        path: CPU workers then only read tars and tokenise) and none (exact PIL) on a CPU.
         """
         if where == "auto":
-            where = "resize" if self.device.type == "cuda" else "none"
+            where = "decode" if self.device.type == "cuda" else "none"
         if self.tensor_part is None:  # a transform we can't split: workers run all of it
             where = "none"
         self.gpu_preprocess = where
@@ -117,8 +120,8 @@ class Scorer:
         good = [o for o in out if o is not None]
         return (torch.stack(good) if good else None), bad
 
-    def embed_batch(self, b: dict):
-        """Embed one ShardBatches batch → (rows, image emb, text emb, [(row, reason)] errors)."""
+    def prepare(self, b: dict):
+        """One ShardBatches batch → (rows, images on the device, tokens on the device, [(row, reason)])."""
         import torch
 
         rows, parts, keep, errors, start = b["rows"], [], [], [], 0
@@ -134,7 +137,59 @@ class Scorer:
             return [], None, None, errors
         images = parts[0] if len(parts) == 1 else torch.cat(parts)
         tokens = b["tokens"] if len(keep) == len(rows) else b["tokens"][keep]
-        return [rows[i] for i in keep], *self.embed(images, tokens), errors
+        return [rows[i] for i in keep], images, tokens.to(self.device, non_blocking=True), errors
+
+    def prepared(self, loader):
+        """Yield (batch, prepare(batch)) for each loader batch. On a GPU, a background thread runs
+        the loader and ``prepare`` (copies, nvjpeg decoding, resizing) on a side CUDA stream, so
+        they overlap with the model running on the main stream."""
+        if self.device.type != "cuda":
+            for b in loader:
+                yield b, self.prepare(b)
+            return
+        import queue
+        import threading
+
+        import torch
+
+        q: queue.Queue = queue.Queue(maxsize=3)
+        stop = threading.Event()
+        stream = torch.cuda.Stream(self.device)
+        batches = iter(loader)  # workers start from the main thread
+
+        def work():
+            try:
+                with torch.cuda.device(self.device), torch.cuda.stream(stream):
+                    for b in batches:
+                        out = self.prepare(b)
+                        stream.synchronize()  # ready before the main stream touches it
+                        while not stop.is_set():
+                            try:
+                                q.put((b, out), timeout=0.5)
+                                break
+                            except queue.Full:
+                                pass
+                        if stop.is_set():
+                            return
+                q.put(None)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
+                q.put(e)
+
+        t = threading.Thread(target=work, name="score-prepare", daemon=True)
+        t.start()
+        main = torch.cuda.current_stream(self.device)
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                b, (rows, images, tokens, bad) = item
+                for x in (images, tokens):
+                    if x is not None:
+                        x.record_stream(main)  # memory made on the side stream, used on main
+                yield b, (rows, images, tokens, bad)
+        finally:
+            stop.set()
+            t.join(timeout=30)
 
     def embed(self, images, tokens):
         """Normalised (image, text) embeddings (float32) of a batch already on the host or device."""
@@ -219,9 +274,9 @@ def score_shards(
                 pq.write_table(table, f)
         counts["shards"] += 1
 
-    for b in loader:
-        rows, img, txt, bad = scorer.embed_batch(b)
+    for b, (rows, images, tokens, bad) in scorer.prepared(loader):
         if rows:
+            img, txt = scorer.embed(images, tokens)
             if pending is not None:
                 collect(pending)
             pending = (rows, img, txt)
@@ -321,7 +376,7 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "score", parents=[common], help="CLIP-score every downloaded pair (GPU or CPU)",
         description="Read shards/NNNNN.tar, score each image-text pair with an open_clip model "
-        "(cosine of normalised embeddings) and write scores/NNNNN.parquet + stats.json + _SUCCESS. "
+        "(cosine of normalised embeddings) and write scores/NNNNN.parquet + _stats.json + _SUCCESS. "
         "Resumable per shard.",
     )
     flag(p, "--model", key="score.model", help="open_clip model name, e.g. ViT-B-32, wit-tiny, hf-hub:org/repo")
@@ -331,7 +386,7 @@ def register(sub, common) -> None:
     flag(p, "--num-workers", key="score.num_workers", type=int, help="decoding worker processes")
     flag(p, "--mode", key="score.mode", choices=["local", "spark"])
     flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
-         help="image work moved to the GPU: none (exact PIL), resize, decode (nvjpeg); auto = resize on GPU")
+         help="image work moved to the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU")
     flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
     p.add_argument("--input", help="shards folder (default <output_dir>/shards)")
     p.add_argument("--output", help="scores folder (default <output_dir>/scores)")

@@ -72,6 +72,11 @@ def get_spark(cfg: SparkConfig, master: str | None = None, submitted: bool = Fal
     chosen = master or (None if submitted else cfg.master)
     if chosen:
         builder = builder.master(chosen)
+        if chosen.startswith("local"):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no "hostname resolves to loopback" noise
+    log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
+    if cfg.log_level in ("ERROR", "WARN") and "spark.driver.extraJavaOptions" not in cfg.conf:
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
     for k, v in spark_conf_pairs(cfg).items():
         builder = builder.config(k, v)
     try:

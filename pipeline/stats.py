@@ -1,4 +1,4 @@
-"""Per-stage stats: rows in and out, drops by reason, stage figures; written as stats.json.
+"""Per-stage stats: rows in and out, drops by reason, stage figures; written as _stats.json beside the data.
 
 Every dropped row lands in some stage's ``drops`` under the name of what dropped it, so the
 report's funnel accounts for every input row.
@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import storage
 
-STATS_FILE = "stats.json"
+STATS_FILE = "_stats.json"  # leading "_": Spark and pyarrow skip it when reading the dataset folder
 
 
 @dataclass

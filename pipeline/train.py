@@ -7,7 +7,7 @@ torchrun; features are gathered across ranks with open_clip's local-loss + gathe
 
 Outputs under ``output_dir/train/``: ``checkpoints/epoch_latest.pt`` (periodic and final; loads with
 ``open_clip.create_model_and_transforms(name, pretrained=path)``), ``metrics.jsonl`` (one row per
-logged step), ``summary.json`` (final loss, speed, zero-shot and retrieval numbers), ``stats.json``.
+logged step), ``summary.json`` (final loss, speed, zero-shot and retrieval numbers), ``_stats.json``.
 
 Resuming continues the same run: model, optimiser, step (the lr follows from it), loss curve and
 the data position. Every data-loader worker reads its own seeded stream and reports how many raw
@@ -142,8 +142,39 @@ def _decode(sample: dict, preprocess, aug_seed: int):
         raise _BadSample("decode_error") from None
     # Seed the augmentation by the sample's position: a resumed run crops exactly the same way.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(aug_seed)
-        return preprocess(img), text
+        torch.default_generator.manual_seed(aug_seed)
+        out = preprocess(img)
+    if isinstance(out, Image.Image):  # the PIL half of a split preprocess: ship uint8 HWC
+        import numpy as np
+
+        out = torch.from_numpy(np.array(out, dtype=np.uint8))
+    return out, text
+
+
+def split_preprocess(preprocess):
+    """Split open_clip's transform before its ToTensor + Normalize: ``(pil_part, mean, std)`` or None.
+
+    Workers then send uint8 images (4× fewer bytes between processes and to the GPU) and the
+    device does the last two steps, with the same arithmetic as torchvision's.
+    """
+    from torchvision import transforms as T
+
+    ts = list(getattr(preprocess, "transforms", []))
+    if len(ts) < 2 or not isinstance(ts[-2], T.ToTensor) or not isinstance(ts[-1], T.Normalize):
+        return None
+    return T.Compose(ts[:-2]), ts[-1].mean, ts[-1].std
+
+
+def to_model_input(images, device, mean_std):
+    """Batch from the loader → normalised float images on the device (uint8 HWC or ready floats)."""
+    import torch
+
+    images = images.to(device, non_blocking=True)
+    if images.dtype != torch.uint8:
+        return images
+    mean, std = mean_std
+    x = images.permute(0, 3, 1, 2).contiguous().float().div(255)
+    return x.sub_(mean).div_(std)
 
 
 def make_loader(dataset, num_workers: int, pin_memory: bool):
@@ -268,6 +299,11 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
     model, preprocess_val, tokenizer = load_clip(t.model, t.pretrained, device)
     model.train()
     preprocess_train = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=True)
+    split = split_preprocess(preprocess_train)
+    mean_std = None
+    if split:
+        preprocess_train = split[0]
+        mean_std = tuple(torch.tensor(v, device=device).view(-1, 1, 1) for v in split[1:])
     optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
 
     step, losses, positions = 0, [], [{} for _ in range(world)]
@@ -310,7 +346,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
         data_wait += time.perf_counter() - t0
         stream_pos[pos["stream"]] = pos["raw"]
         drops_by_stream[pos["stream"]] = pos["drops"]
-        images = images.to(device, non_blocking=True)
+        images = to_model_input(images, device, mean_std)
         texts = texts.to(device, non_blocking=True)
         lr = lr_at(step, t.lr, t.warmup_steps, t.steps)
         for g in optimizer.param_groups:
@@ -338,7 +374,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
             now = time.perf_counter()
             row = {
                 "step": step, "loss": losses[-1], "loss_avg": sum(losses[-n_since:]) / n_since, "lr": lr,
-                "logit_scale": float(raw_model.logit_scale.exp()),
+                "logit_scale": float(raw_model.logit_scale.detach().exp()),
                 "samples_per_s": n_since * t.batch_size * world / (now - t_log),
                 "data_wait": data_wait / (now - t_log), "samples_seen": step * t.batch_size * world,
                 "drops": _sum_drops(drops_by_stream),

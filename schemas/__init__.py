@@ -111,7 +111,7 @@ MANIFEST = pa.schema(
     ]
 )
 
-# --- per-stage stats (stats.json beside every stage's output) ----------------------------------
+# --- per-stage stats (_stats.json beside every stage's output) ----------------------------------
 STATS = pa.schema(
     [
         _f("stage", pa.string(), False),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,10 @@ from pathlib import Path
 
 import pyspark
 
+from tests.conftest import free_port
+
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spark_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -106,7 +101,8 @@ class SparkCluster:
             "--host", "127.0.0.1", "--cores", str(self.cores), "--memory", self.memory,
             "--work-dir", str(work_dir), "--webui-port", str(ui), self.master_url,
         ])
-        if i < len(self.workers):
+        if i < len(self.workers):  # a restart of a killed worker
+            self.workers[i].log.close()  # type: ignore[attr-defined]
             self.workers[i], self.worker_webui_ports[i] = proc, ui
         else:
             self.workers.append(proc)
@@ -115,6 +111,7 @@ class SparkCluster:
     def kill_worker(self, i: int) -> None:
         """SIGKILL worker ``i`` and everything it forked (its executors): a lost machine."""
         _killpg(self.workers[i], signal.SIGKILL)
+        self.workers[i].wait()
 
     def stop(self) -> None:
         """End every process this cluster started (workers first), politely then by force."""
@@ -177,16 +174,23 @@ class SparkCluster:
         return any(m in cmd for cmd in _group_cmdlines(self.workers[i].pid) for m in ("pyspark.daemon", "pyspark.worker"))
 
     # -- jobs -------------------------------------------------------------------------------
+    def _conf(self, conf: dict[str, str] | None) -> dict[str, str]:
+        # Start only when every worker has its executor, so that the tasks spread over all of them.
+        return {"spark.scheduler.minRegisteredResourcesRatio": "1.0",
+                "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s", **(conf or {})}
+
     def submit(self, job: str | os.PathLike, args: list[str] = (), conf: dict[str, str] | None = None,
                timeout: float = 600.0) -> subprocess.CompletedProcess:
-        return spark_submit(job, args, self.master_url, conf, timeout=timeout)
+        return spark_submit(job, args, self.master_url, self._conf(conf), timeout=timeout)
 
     def submit_async(self, job: str | os.PathLike, args: list[str] = (), conf: dict[str, str] | None = None
                      ) -> subprocess.Popen:
-        """Start a job and return at once (to kill a worker while it runs); stdout/stderr are pipes."""
-        return subprocess.Popen(submit_cmd(job, args, self.master_url, conf), env=self.env, cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                text=True, start_new_session=True)
+        """Start a job and return at once (to kill a worker while it runs); its output goes to the
+        log ``submit`` (``log_tail("submit")``). End it with ``kill_group(proc)`` unless waited for."""
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        with open(self.root / "logs" / "submit.log", "wb") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(submit_cmd(job, args, self.master_url, self._conf(conf)), env=self.env, cwd=REPO,
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def submit_cmd(job: str | os.PathLike, args: list[str] = (), master: str = "local[2]",
@@ -236,6 +240,12 @@ def _group_cmdlines(pgid: int) -> list[str]:
         except (OSError, ProcessLookupError):
             continue
     return out
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started with start_new_session=True and everything it started; reap it."""
+    _killpg(proc, signal.SIGKILL)
+    proc.wait()
 
 
 def _killpg(proc: subprocess.Popen, sig: int) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import REPO, SparkCluster, spark_submit
+from tests.cluster import REPO, SparkCluster, kill_group, spark_submit
 
 pytestmark = pytest.mark.slow
 
@@ -85,17 +85,15 @@ def test_killed_worker_mid_job_gives_same_output(cluster, job_inputs, local_outp
     try:
         deadline = time.monotonic() + 240
         while not cluster.worker_python_started(0):  # worker 0 is running our Python tasks now
-            assert proc.poll() is None, f"job ended before worker 0 ran a task:\n{proc.stderr.read()[-4000:]}"
+            assert proc.poll() is None, f"job ended before worker 0 ran a task:\n{cluster.log_tail('submit')}"
             assert time.monotonic() < deadline, "worker 0 never started a task"
             time.sleep(0.05)
         cluster.kill_worker(0)
         assert proc.poll() is None, "the job had already finished when the worker was killed"
-        stdout, stderr = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, f"job failed after losing a worker:\n{stderr[-6000:]}"
+        kill_group(proc)  # the driver and its Python workers, whatever happened
+    assert proc.returncode == 0, f"job failed after losing a worker:\n{cluster.log_tail('submit', 80)}"
     _assert_same(job_output(tmp_path), local_output)
     assert cluster.alive_workers() == 1
     assert not list(tmp_path.glob("*.tmp-*")), "a killed attempt's temporary output was left behind"

@@ -211,3 +211,12 @@ def test_dockerfile_copies_existing_files_and_matches_compose(dockerfile, compos
     assert any("bundle-${AWS_SDK_VERSION}.jar" in a for a in adds)
     cmd = json.loads(next(a for ins, a in dockerfile if ins == "CMD"))
     assert cmd[0] == "wit"
+
+
+def test_job_scripts_do_not_shadow_the_standard_library():
+    """spark-submit runs jobs/X.py with jobs/ first on sys.path: a jobs/select.py would replace the
+    stdlib `select` module for every job (socket imports it) and break them all."""
+    import sys
+
+    clashes = [p.name for p in (REPO / "jobs").glob("*.py") if p.stem in sys.stdlib_module_names]
+    assert not clashes, f"rename these jobs/ scripts, they shadow standard modules: {clashes}"

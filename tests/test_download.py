@@ -198,7 +198,7 @@ def test_every_fault_ends_with_its_reason(web, full_run):
 
 def test_stats_per_shard_and_total(web, full_run):
     out, stats = full_run["out"], full_run["stats"]
-    assert (out / "_SUCCESS").exists() and (out / "stats.json").exists()
+    assert (out / "_SUCCESS").exists() and (out / "_stats.json").exists()
     assert not (out / "_tmp").exists()
     assert stats["input_rows"] == len(web["rows"])
     want = Counter(r["expected"] for r in web["rows"])

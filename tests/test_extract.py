@@ -24,6 +24,7 @@ from pipeline.extract import (
     run_extract,
 )
 from pipeline.ids import make_uid
+from pipeline.stats import STATS_FILE
 from schemas import CANDIDATES, conform
 
 
@@ -310,7 +311,7 @@ def test_run_extract_spark_dedup_stats_strict_rerun(spark, tmp_path):
     assert stats["input_rows"] == 10 and stats["output_rows"] == 3
     assert stats["drops"] == {"duplicate": 4, "empty_text": 3}
     assert stats["extra"]["errors"] == {"bad_content_length": 1} and stats["extra"]["files"] == 4
-    assert len(stats["extra"]["per_file"]) == 4 and json.loads((out / "stats.json").read_text())["output_rows"] == 3
+    assert len(stats["extra"]["per_file"]) == 4 and json.loads((out / STATS_FILE).read_text())["output_rows"] == 3
     # a rerun skips the complete output
     assert run_extract(cfg, spark, inputs=[str(tmp_path / "in/*.gz")])["output_rows"] == 3
     # strict: input errors fail the run, and leave no output behind

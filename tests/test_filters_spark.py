@@ -33,7 +33,7 @@ def write_candidates(path, rows):
 
 
 def read(path):
-    """A dataset folder's part files (stats.json and _SUCCESS sit beside them)."""
+    """A dataset folder's part files (_stats.json and _SUCCESS sit beside them)."""
     return pa.concat_tables([pq.read_table(f) for f in sorted(path.glob("*.parquet"))])
 
 
@@ -78,7 +78,7 @@ def test_filter_stage_in_spark(spark, cfg, tmp_path):
     assert dropped.filter(pa.compute.equal(dropped["drop_reason"], "language"))["lang"].to_pylist() == ["de"]
     assert stats["input_rows"] == 10 and stats["output_rows"] == 3
     assert stats["drops"] == {"dedup": 1, "junk": 2, "language": 1, "max_length": 1, "min_length": 1, "url_safety": 1}
-    assert json.loads((out / "stats.json").read_text())["drops"] == stats["drops"]
+    assert json.loads((out / "_stats.json").read_text())["drops"] == stats["drops"]
     # a rerun skips the complete output; --overwrite redoes it with the same result
     mtime = (out / "_SUCCESS").stat().st_mtime_ns
     assert run_filter(cfg, spark)["drops"] == stats["drops"]

@@ -21,7 +21,7 @@ ENTRIES = ["A", "cat", "dog", "hot dog", "New York", "New", "York", "U.S.", "10"
 
 
 def read_out(folder, schema=None) -> pa.Table:
-    """A stage output folder with pyarrow (stats.json and _-files beside the Parquet parts skipped)."""
+    """A stage output folder with pyarrow (_stats.json and _-files beside the Parquet parts skipped)."""
     return ds.dataset(str(folder), format="parquet", exclude_invalid_files=True, schema=schema).to_table()
 
 

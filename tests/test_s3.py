@@ -14,10 +14,11 @@ moto_server = pytest.importorskip("moto.server")
 
 from pipeline import storage  # noqa: E402
 from pipeline.config import StorageConfig, load_config  # noqa: E402
-from tests.cluster import free_port  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 AWS_VARS = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"]
+            "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE"]
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +79,12 @@ def test_storage_options_from_env(bucket, s3_server):
 def test_write_json_and_success_marker(bucket):
     out = f"{bucket}/run/candidates"
     assert not storage.is_complete(out)
-    storage.write_json(f"{out}/stats.json", {"stage": "extract", "output_rows": 3})
-    assert storage.read_json(f"{out}/stats.json") == {"stage": "extract", "output_rows": 3}
+    storage.write_json(f"{out}/_stats.json", {"stage": "extract", "output_rows": 3})
+    assert storage.read_json(f"{out}/_stats.json") == {"stage": "extract", "output_rows": 3}
     assert not storage.is_complete(out)
     storage.mark_complete(out)
     assert storage.is_complete(out)
-    assert _keys(out) == ["_SUCCESS", "stats.json"]  # no temporaries left behind
+    assert _keys(out) == ["_SUCCESS", "_stats.json"]  # no temporaries left behind
 
 
 def test_atomic_folder_appears_only_when_complete(bucket):
@@ -136,8 +137,8 @@ def test_endpoint_and_credentials_from_run_config(s3_server, clean_env):
                                  "storage.key": "testing", "storage.secret": "testing", "storage.region": "us-east-1"})
     assert isinstance(cfg.storage, StorageConfig)
     storage.configure(cfg.storage)
-    storage.write_json(cfg.path("stats.json"), {"ok": True})
-    assert storage.read_json(cfg.path("stats.json")) == {"ok": True}
+    storage.write_json(cfg.path("_stats.json"), {"ok": True})
+    assert storage.read_json(cfg.path("_stats.json")) == {"ok": True}
     assert os.environ["AWS_ENDPOINT_URL"] == s3_server  # child processes (Spark) see the same store
 
 
@@ -203,7 +204,7 @@ def test_download_job_writes_shards_to_s3(bucket, tmp_path):
     shards = f"{run}/shards"
     assert storage.is_complete(shards)
     keys = _keys(shards)
-    assert {"00000.tar", "00000.parquet", "00002.tar", "stats.json", "_SUCCESS"} <= set(keys)
+    assert {"00000.tar", "00000.parquet", "00002.tar", "_stats.json", "_SUCCESS"} <= set(keys)
     assert not [k for k in keys if ".tmp" in k]
     fs, p = storage.fs_for(shards)
     meta = pa.concat_tables(pq.read_table(io.BytesIO(fs.cat(f"{p}/{k}"))) for k in keys if k.endswith(".parquet"))
@@ -214,4 +215,4 @@ def test_download_job_writes_shards_to_s3(bucket, tmp_path):
         with tarfile.open(fileobj=io.BytesIO(fs.cat(f"{p}/{k}"))) as tar:
             members += tar.getnames()
     assert len([m for m in members if m.endswith(".jpg")]) == len(rows)
-    assert storage.read_json(f"{shards}/stats.json")["output_rows"] == len(rows)
+    assert storage.read_json(f"{shards}/_stats.json")["output_rows"] == len(rows)

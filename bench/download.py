@@ -1,0 +1,203 @@
+"""Download throughput and memory: `wit download` vs plain `img2dataset.download`, same run.
+
+Both read the same URL list (the sample web's images, served locally by `wit serve`'s server, a
+fresh server per run so one-shot faults behave the same) with the same shard size, threads per
+process, processes (img2dataset: multiprocessing; ours: Spark local[P], session started before
+the clock) and image size/mode/format; both compute sha256, neither extracts EXIF; retries=1.
+
+Two URL sets: "clean" (fault-free URLs: pure throughput) and "faults" (every URL of the sample,
+~10% faulty: slow drips, huge bodies, redirects to private addresses, bombs …). For each:
+images/s, success rate, and how many outcomes match the sample's ground truth ("correct").
+
+Memory per task vs input size: peak RSS of a process that gets one shard's rows from inputs of
+N and 10N rows: ours reads its row range from the Parquet input; img2dataset's Reader loads the
+whole input to split it (img2dataset issue #338).
+
+  python -m bench download [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _outcomes_img2dataset(folder: Path) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    out = {}
+    for f in sorted(folder.glob("[0-9]*.parquet")):
+        for r in pq.read_table(f, columns=["uid", "status"]).to_pylist():
+            out[r["uid"]] = "success" if r["status"] == "success" else "failed"
+    return out
+
+
+def _outcomes_ours(folder: Path) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    out = {}
+    for f in sorted(folder.glob("[0-9]*.parquet")):
+        for r in pq.read_table(f, columns=["uid", "status", "error_message"]).to_pylist():
+            out[r["uid"]] = r["status"] if r["status"] == "success" else r["error_message"]
+    return out
+
+
+def _run_img2dataset(src: Path, out: Path, p: dict) -> float:
+    from img2dataset import download
+
+    t0 = time.perf_counter()
+    download(
+        url_list=str(src), input_format="parquet", url_col="url", caption_col="text", save_additional_columns=["uid"],
+        output_folder=str(out), output_format="webdataset", processes_count=p["processes"], thread_count=p["threads"],
+        number_sample_per_shard=p["shard_size"], image_size=p["image_size"], resize_mode="border", encode_format="jpg",
+        timeout=int(p["timeout"]), retries=p["retries"], extract_exif=False, compute_hash="sha256",
+        distributor="multiprocessing", incremental_mode="incremental", enable_wandb=False,
+    )
+    return time.perf_counter() - t0
+
+
+def _run_ours(spark, src: Path, out: Path, p: dict, port: int) -> float:
+    from pipeline.config import load_config
+    from pipeline.download import run_download
+
+    cfg = load_config(overrides={
+        "output_dir": str(out), "download.shard_size": p["shard_size"], "download.threads": p["threads"],
+        "download.image_size": p["image_size"], "download.resize_mode": "border", "download.encode_format": "jpg",
+        "download.timeout_s": p["timeout"], "download.retries": p["retries"],
+        "download.allow_hosts": [f"127.0.0.1:{port}"],
+    })
+    t0 = time.perf_counter()
+    run_download(cfg, spark, input_path=str(src), overwrite=True)
+    return time.perf_counter() - t0
+
+
+def throughput(tmp: Path, n_pairs: int, p: dict, sets: tuple[str, ...]) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.config import SparkConfig
+    from pipeline.ids import make_uid
+    from pipeline.sample_web import SampleWebServer, generate_sample_web
+    from pipeline.spark import get_spark
+
+    port = _free_port()
+    generate_sample_web(str(tmp / "web"), n_pairs=n_pairs, seed=0, base_url=f"http://127.0.0.1:{port}")
+    gt = pq.read_table(tmp / "web" / "ground_truth.parquet").to_pylist()
+    t0 = time.perf_counter()
+    spark = get_spark(SparkConfig(master=f"local[{p['processes']}]", driver_memory="2g"))
+    spark_start = time.perf_counter() - t0
+    results = {"spark_start_s": round(spark_start, 1)}
+    for name in sets:
+        picked = [(i, r) for i, r in enumerate(gt) if name == "faults" or r["fault"] is None]
+        rows = [{"uid": make_uid(r["url"], str(i)), "url": r["url"], "text": r["true_caption"] or "x"} for i, r in picked]
+        expected = {make_uid(r["url"], str(i)): r["expected_status"] for i, r in picked}
+        d = tmp / name
+        d.mkdir()
+        pq.write_table(pa.Table.from_pylist(rows), d / "input.parquet")
+        res = {"urls": len(rows)}
+        for who in ("img2dataset", "ours"):
+            with SampleWebServer(tmp / "web" / "site", port=port):
+                if who == "ours":
+                    secs = _run_ours(spark, d / "input.parquet", d / who, p, port)
+                    got = _outcomes_ours(d / who / "shards")
+                else:
+                    secs = _run_img2dataset(d / "input.parquet", d / who, p)
+                    got = _outcomes_img2dataset(d / who)
+            ok = sum(v == "success" for v in got.values())
+            correct = sum(got.get(u) == e or (who == "img2dataset" and e != "success" and got.get(u) == "failed")
+                          for u, e in expected.items())
+            res[who] = {"seconds": round(secs, 2), "successes": ok, "images_per_s": round(ok / secs, 1),
+                        "success_rate": round(ok / len(rows), 4), "correct_outcomes": correct,
+                        "unsafe_successes": sum(got.get(u) == "success" and e != "success" for u, e in expected.items())}
+            print(f"  {name:6s} {who:11s} {secs:7.1f}s  {ok}/{len(rows)} ok  {ok / secs:7.1f} images/s  "
+                  f"correct {correct}/{len(rows)}", flush=True)
+        res["speedup"] = round(res["ours"]["images_per_s"] / max(res["img2dataset"]["images_per_s"], 1e-9), 2)
+        print(f"  {name}: ours/img2dataset images/s = {res['speedup']}x", flush=True)
+        results[name] = res
+    return results
+
+
+# Peak RSS of this process image (VmHWM; ru_maxrss would include the parent's peak at fork).
+_HWM = "def HWM():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024\n"
+_OURS_MEM = _HWM + """
+import sys
+from pipeline.download import plan_shards, read_shard_rows
+files, specs = plan_shards(sys.argv[1], int(sys.argv[2]))
+rows = read_shard_rows(specs[-1])
+print(len(rows), HWM())
+"""
+_I2D_MEM = _HWM + """
+import os, sys, tempfile
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+from img2dataset.reader import Reader
+r = Reader(sys.argv[1], "parquet", "url", "text", None, None, None, int(sys.argv[2]), set(), tempfile.mkdtemp())
+last = None
+for shard_id, path in r:
+    last = shard_id
+print(last, HWM())
+"""
+
+
+def memory(tmp: Path, sizes: list[int], shard_size: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = {}
+    for n in sizes:
+        d = tmp / f"mem{n}"
+        d.mkdir()
+        urls = pa.array([f"http://img{i % 977}.example.com/photos/{i:09d}/some-long-file-name-{i}.jpg" for i in range(n)])
+        texts = pa.array([f"a photo of item number {i} with a reasonably long alt text describing it" for i in range(n)])
+        pq.write_table(pa.table({"url": urls, "text": texts}), d / "input.parquet", row_group_size=50_000)
+        res = {}
+        for who, code in (("ours", _OURS_MEM), ("img2dataset", _I2D_MEM)):
+            r = subprocess.run([sys.executable, "-c", code, str(d / "input.parquet"), str(shard_size)],
+                               capture_output=True, text=True, cwd=ROOT, timeout=600)
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr[-2000:])
+            res[who] = int(r.stdout.split()[-1])
+        print(f"  input {n:>9,} rows: peak RSS ours {res['ours']} MB, img2dataset reader {res['img2dataset']} MB", flush=True)
+        out[str(n)] = res
+    return out
+
+
+def main(quick: bool = False) -> dict:
+    p = {"processes": 2, "threads": 16, "shard_size": 200 if quick else 500, "image_size": 256, "timeout": 10.0,
+         "retries": 1}
+    n_pairs = 400 if quick else 3000
+    with tempfile.TemporaryDirectory(prefix="bench_download_") as t:
+        tmp = Path(t)
+        print(f"download bench: {n_pairs} sample pairs, {p}", flush=True)
+        tp = throughput(tmp, n_pairs, p, ("clean",) if quick else ("clean", "faults"))
+        mem = memory(tmp, [20_000, 200_000] if quick else [100_000, 1_000_000], 10_000)
+    result = {"params": p, "n_pairs": n_pairs, "quick": quick, "throughput": tp, "memory_mb": mem,
+              "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
+    out = ROOT / "bench" / "results" / "download.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)

@@ -1,0 +1,146 @@
+"""`wit select`: the CLIP cut is global, image rules and dedup drop with reasons, and the final
+shards load as they are with webdataset and open_clip's webdataset pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from shardkit import jpeg, write_shards
+
+import schemas
+from pipeline.config import load_config
+from pipeline.select import run_select
+
+
+def write_scores(folder, rows, scores: dict[str, float | None]):
+    """scores/NNNNN.parquet for the downloaded rows (the score stage's output format)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_shard: dict[int, list] = {}
+    for r in rows:
+        if r["status"] == "success":
+            s = scores[r["key"]]
+            by_shard.setdefault(r["shard"], []).append(
+                {"uid": r["uid"], "key": r["key"], "shard": r["shard"], "clip_score": s,
+                 "score_error": None if s is not None else "decode_error"}
+            )
+    for shard, rs in by_shard.items():
+        pq.write_table(schemas.conform(pa.Table.from_pylist(rs), schemas.SCORES), folder / f"{shard:05d}.parquet")
+
+
+def cfg_for(tmp_path, **sel):
+    return load_config(overrides={"output_dir": str(tmp_path), **{f"select.{k}": v for k, v in sel.items()}})
+
+
+def read_final(folder):
+    manifest = pq.read_table(folder / "manifest.parquet")
+    schemas.validate(manifest, schemas.MANIFEST)
+    sizes = json.loads((folder / "sizes.json").read_text())
+    return manifest.to_pylist(), sizes
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """3 download shards of 10 where shard 0 scores high, 1 middling, 2 low: a per-shard top 30%
+    would keep 3 of each, the global top 30% keeps shard 0's 9 best."""
+    tmp = tmp_path_factory.mktemp("pool")
+    samples, scores = [], []
+    for s in range(3):
+        for i in range(10):
+            samples.append({"text": f"caption {s} {i}", "image": jpeg(64, 64, 100 * s + i), "width": 300, "height": 300})
+            scores.append(0.9 - 0.3 * s - 0.01 * i)
+    rows = write_shards(tmp / "shards", samples, shard_size=10)
+    write_scores(tmp / "scores", rows, {r["key"]: sc for r, sc in zip(rows, scores, strict=True)})
+    return tmp, rows, scores
+
+
+def test_top_fraction_is_global(pool, spark, tmp_path):
+    src, rows, scores = pool
+    cfg = cfg_for(tmp_path, top_fraction=0.3, shard_size=4, min_side=0)
+    stats = run_select(cfg, spark, shards_dir=str(src / "shards"), scores_dir=str(src / "scores"))
+    manifest, sizes = read_final(tmp_path / "final")
+    best9 = {r["uid"] for r, _ in sorted(zip(rows, scores, strict=True), key=lambda x: -x[1])[:9]}
+    assert {m["uid"] for m in manifest} == best9  # all from shard 0: the cut is over the whole pool
+    assert stats["drops"] == {"low_clip_score": 21} and stats["output_rows"] == 9
+    assert sizes == {"00000.tar": 4, "00001.tar": 4, "00002.tar": 1}
+    assert (tmp_path / "final" / "_SUCCESS").exists()
+
+
+def test_threshold_rules_dedup_and_format(spark, tmp_path):
+    big = {"width": 400, "height": 300}
+    dup = jpeg(64, 64, 7)
+    samples = [
+        {"text": "good one", "image": jpeg(64, 64, 1), **big},                       # kept
+        {"text": "good two", "image": jpeg(64, 64, 2), **big},                       # kept
+        {"text": "low score", "image": jpeg(64, 64, 3), **big},                      # low_clip_score
+        {"text": "tiny image", "image": jpeg(64, 64, 4), "width": 120, "height": 300},  # too_small
+        {"text": "panorama", "image": jpeg(64, 64, 5), "width": 1600, "height": 400},   # bad_aspect_ratio
+        {"text": "404", "image": None},                                              # not_downloaded
+        {"text": "copy best", "image": dup, **big},                                  # kept (best copy)
+        {"text": "copy worse", "image": dup, **big},                                 # duplicate_image
+        {"text": "broken", "image": jpeg(64, 64, 9), **big},                         # score_error
+        {"text": "good png", "image": jpeg(64, 64, 10, fmt="PNG"), "ext": "png", **big},  # kept
+    ]
+    score = [0.40, 0.35, 0.10, 0.50, 0.50, None, 0.45, 0.30, None, 0.31]
+    rows = write_shards(tmp_path / "shards", samples, shard_size=4)
+    write_scores(tmp_path / "scores", rows, {r["key"]: s for r, s in zip(rows, score, strict=True)})
+    cfg = cfg_for(tmp_path, threshold=0.28, min_side=200, max_aspect_ratio=3.0, shard_size=3)
+    stats = run_select(cfg, spark)
+    assert stats["drops"] == {"low_clip_score": 1, "too_small": 1, "bad_aspect_ratio": 1, "not_downloaded": 1,
+                              "duplicate_image": 1, "score_error": 1}
+    manifest, sizes = read_final(tmp_path / "final")
+    assert sorted(m["text"] for m in manifest) == ["copy best", "good one", "good png", "good two"]
+    assert sizes == {"00000.tar": 3, "00001.tar": 1}
+
+    # The shards as webdataset reads them: same members, captions, json with the final key.
+    urls = [str(tmp_path / "final" / n) for n in sorted(sizes)]
+    got = list(wds.WebDataset(urls, shardshuffle=False))
+    assert len(got) == 4 and [g["__key__"] for g in got] == [m["key"] for m in manifest]
+    by_text = {s["text"]: s for s in samples}
+    for g, m in zip(got, manifest, strict=True):
+        ext = "png" if "png" in g else "jpg"
+        assert g[ext] == by_text[m["text"]]["image"] and g["txt"].decode() == m["text"]
+        meta = json.loads(g["json"])
+        assert meta["key"] == m["key"] and meta["uid"] == m["uid"] and meta["clip_score"] == pytest.approx(m["clip_score"])
+
+    # Open_clip's training pipeline (open_clip_train.data.get_wds_dataset) does this per sample,
+    # and counts the epoch from sizes.json next to the shards.
+    import open_clip
+
+    from pipeline.models import register_models
+
+    register_models()
+    _, _, preprocess = open_clip.create_model_and_transforms("wit-tiny")
+    tok = open_clip.get_tokenizer("wit-tiny")
+    pipe = (
+        wds.WebDataset(urls, shardshuffle=False).decode("pilrgb")
+        .rename(image="jpg;png;jpeg;webp", text="txt").map_dict(image=preprocess, text=lambda t: tok([t])[0])
+        .to_tuple("image", "text").batched(2)
+    )
+    batches = list(pipe)
+    assert sum(len(b[0]) for b in batches) == sum(sizes.values()) == 4
+
+    # Deterministic: a rerun gives the same order; another seed another order, same set.
+    again = run_select(cfg, spark, overwrite=True)
+    assert again["output_rows"] == 4 and read_final(tmp_path / "final")[0] == manifest
+    run_select(cfg_for(tmp_path, threshold=0.28, min_side=200, shard_size=3, seed=5), spark, overwrite=True)
+    other, _ = read_final(tmp_path / "final")
+    assert {m["uid"] for m in other} == {m["uid"] for m in manifest}
+
+
+def test_skip_complete_and_missing_input(pool, spark, tmp_path, capsys, monkeypatch):
+    src, _, _ = pool
+    cfg = cfg_for(tmp_path, top_fraction=0.5, shard_size=100)
+    run_select(cfg, spark, shards_dir=str(src / "shards"), scores_dir=str(src / "scores"))
+    mtime = (tmp_path / "final" / "manifest.parquet").stat().st_mtime_ns
+    d = run_select(cfg, spark, shards_dir=str(src / "shards"), scores_dir=str(src / "scores"))
+    assert d["output_rows"] == 15 and (tmp_path / "final" / "manifest.parquet").stat().st_mtime_ns == mtime
+
+    from pipeline import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["pipeline.select"])
+    assert cli.main(["select", "-o", str(tmp_path / "nothing")]) == 2
+    assert "download shards not found" in capsys.readouterr().err
