@@ -30,7 +30,8 @@ system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  [ -d /usr/share/wordnet ] || missing="$$missing wordnet-base"; \
-	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium";\
+	  command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	else echo "note: not root or no apt-get; tests needing wordnet-base/chromium will skip"; fi
 

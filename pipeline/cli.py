@@ -79,7 +79,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for name, value in vars(args).items():
         if name.startswith("ov__") and value is not None:
             overrides[name[4:].replace("__", ".")] = value
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    from pipeline import storage
+
+    storage.configure(cfg.storage)  # object-store endpoint/credentials for s3fs, Spark and its workers
+    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ with img2dataset's Resizer and writes with img2dataset's sample writers:
     shards/NNNNN.parquet       one row per input sample, schemas.SHARD_METADATA (+ the image
                                column when output_format=parquet)
     shards/NNNNN_stats.json    counts, failures by reason, bytes, images/s
-    shards/_stats.json, _SUCCESS
+    shards/_stats.json, _SUCCESS    the whole stage: success rate, failures by reason, bytes, images/s
 
 A shard is written in shards/_tmp/ and moved into place when complete, the .parquet last: it is
 the shard's completion marker, so a killed run rerun skips complete shards and redoes the others,
@@ -564,13 +564,13 @@ def register(sub, common) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete the output and start over")
     flag(p, "--retry-failed", key="download.retry_failed", action="store_const", const=True,
          help="refetch only the transient failures (timeout, http_5xx, connection_error) of complete shards")
-    flag(p, "--threads", key="download.threads", type=int)
-    flag(p, "--shard-size", key="download.shard_size", type=int)
+    flag(p, "--threads", key="download.threads", type=int, metavar="N", help="fetch threads per task")
+    flag(p, "--shard-size", key="download.shard_size", type=int, metavar="N", help="samples per shard")
     flag(p, "--output-format", key="download.output_format", choices=["webdataset", "parquet"])
-    flag(p, "--image-size", key="download.image_size", type=int)
+    flag(p, "--image-size", key="download.image_size", type=int, metavar="PX")
     flag(p, "--resize-mode", key="download.resize_mode", choices=["no", "keep_ratio", "center_crop", "border"])
     flag(p, "--encode-format", key="download.encode_format", choices=["jpg", "webp", "png"])
-    flag(p, "--timeout", key="download.timeout_s", type=float, help="total deadline per request, seconds")
+    flag(p, "--timeout", key="download.timeout_s", type=float, metavar="SECONDS", help="total deadline per request, seconds")
     flag(p, "--allow-host", key="download.allow_hosts", action="append", metavar="HOST[:PORT]",
          help="fetch from this host even if it is a private/loopback address (repeatable), e.g. 127.0.0.1:8765")
     flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True)

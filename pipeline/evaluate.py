@@ -300,10 +300,10 @@ def register(sub, common) -> None:
         "or webdataset shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint path or open_clip pretrained tag (default: this run's latest)")
-    flag(p, "--model", key="train.model", help="open_clip architecture of the checkpoint (config train.model)")
-    flag(p, "--eval-dir", key="train.eval_dir", help="labelled folder (config train.eval_dir)")
-    flag(p, "--pairs", key="train.eval_pairs", help="held-out pairs: parquet or shards (config train.eval_pairs)")
-    flag(p, "--device", key="train.device")
+    flag(p, "--model", key="train.model", help="open_clip architecture of the checkpoint (config train.model)", metavar="ARCH")
+    flag(p, "--eval-dir", key="train.eval_dir", help="labelled folder (config train.eval_dir)", metavar="DIR")
+    flag(p, "--pairs", key="train.eval_pairs", help="held-out pairs: parquet or shards (config train.eval_pairs)", metavar="PATH")
+    flag(p, "--device", key="train.device", metavar="DEV")
     p.add_argument("--out", help="also write the result as JSON to this file")
     p.set_defaults(func=_cli)
 

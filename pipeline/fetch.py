@@ -396,12 +396,11 @@ class Fetcher:
         finally:
             _local.attempt = outer
             with att.lock:
-                att.fired = att.fired or time.monotonic() >= att.deadline
+                fired = att.fired
                 att.socks.clear()
-        if att.fired and result.reason not in (None, "blocked_address", "blocked_scheme", "bad_url"):
-            result.reason = "timeout"
-        elif att.fired and result.ok:
-            result.reason, result.data = "timeout", None  # the body may have been cut short
+        if fired and result.reason in (None, "connection_error"):
+            # The watchdog shut the socket: whatever broke or ended early did so because of the deadline.
+            result.reason, result.data = "timeout", None
         return result
 
     def _follow(self, url: str, att: _Attempt, max_bytes: int, robots: bool) -> FetchResult:

@@ -77,7 +77,15 @@ def get_spark(cfg: SparkConfig, master: str | None = None, submitted: bool = Fal
     log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
     if cfg.log_level in ("ERROR", "WARN") and "spark.driver.extraJavaOptions" not in cfg.conf:
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
-    for k, v in spark_conf_pairs(cfg).items():
+    from pipeline import storage
+
+    conf = {**storage.spark_conf(), **spark_conf_pairs(cfg)}
+    if submitted:  # spark-submit's own --conf / --executor-memory win over the config's defaults
+        from pyspark import SparkConf
+
+        given = SparkConf()
+        conf = {k: v for k, v in conf.items() if not given.contains(k)}
+    for k, v in conf.items():
         builder = builder.config(k, v)
     try:
         spark = builder.getOrCreate()

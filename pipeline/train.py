@@ -83,8 +83,13 @@ def _iterate(urls, preprocess, tokenizer, batch_size, seed, shuffle_buffer, onli
         drops["read_error"] += 1
         return True
 
-    shards = iter(wds.ResampledShards(urls, seed=stream_seed, worker_seed=lambda: 0, deterministic=True))
-    samples = wds.tarfile_to_samples(handler=count_error)(shards)
+    def shards():  # resampled forever: stop if they hold no samples at all instead of spinning
+        for n, shard in enumerate(wds.ResampledShards(urls, seed=stream_seed, worker_seed=lambda: 0, deterministic=True)):
+            if n >= 10 * len(urls) + 100 and raw == 0:
+                raise UserError(f"the shards at {urls[0]} … hold no samples ({dict(drops)})")
+            yield shard
+
+    samples = wds.tarfile_to_samples(handler=count_error)(shards())
     if shuffle_buffer > 1:
         samples = _shuffle(samples, shuffle_buffer, shuffle_buffer, rng=random.Random(stream_seed))
     raw = kept = 0
@@ -444,15 +449,15 @@ def register(sub, common) -> None:
         "any img2dataset output works), then zero-shot and retrieval evaluation. Writes output_dir/train/: "
         "checkpoints/epoch_latest.pt, metrics.jsonl, summary.json. Multi-GPU: torchrun --nproc_per_node N jobs/train.py.",
     )
-    flag(p, "--data", key="train.data", help="shards: folder, .tar, glob or brace pattern (config train.data)")
-    flag(p, "--model", key="train.model", help="open_clip architecture, e.g. wit-tiny, ViT-B-32 (config train.model)")
-    flag(p, "--pretrained", key="train.pretrained", help="start from an open_clip tag or checkpoint path")
-    flag(p, "--steps", key="train.steps", type=int)
-    flag(p, "--batch-size", key="train.batch_size", type=int)
-    flag(p, "--lr", key="train.lr", type=float)
-    flag(p, "--workers", key="train.num_workers", type=int)
-    flag(p, "--device", key="train.device")
-    flag(p, "--eval-dir", key="train.eval_dir")
+    flag(p, "--data", key="train.data", help="shards: folder, .tar, glob or brace pattern (config train.data)", metavar="SHARDS")
+    flag(p, "--model", key="train.model", help="open_clip architecture, e.g. wit-tiny, ViT-B-32 (config train.model)", metavar="ARCH")
+    flag(p, "--pretrained", key="train.pretrained", help="start from an open_clip tag or checkpoint path", metavar="TAG_OR_PATH")
+    flag(p, "--steps", key="train.steps", type=int, metavar="N")
+    flag(p, "--batch-size", key="train.batch_size", type=int, metavar="N")
+    flag(p, "--lr", key="train.lr", type=float, metavar="LR")
+    flag(p, "--workers", key="train.num_workers", type=int, metavar="N")
+    flag(p, "--device", key="train.device", metavar="DEV")
+    flag(p, "--eval-dir", key="train.eval_dir", metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in output_dir/train (error if none)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run and train from scratch")
     p.set_defaults(func=_cli)

@@ -76,8 +76,10 @@ def test_java_version_checks(tmp_path, monkeypatch):
 
 def test_missing_java_is_one_line_from_the_cli(tmp_path):
     env = dict(os.environ, JAVA_HOME=str(tmp_path / "nowhere"), PATH="/usr/bin/nonexistent")
-    # any Spark stage: extract on the (absent) default input must first fail on Java
-    out = subprocess.run(WIT + ["extract", "-o", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=60)
+    urls = tmp_path / "urls.csv"
+    urls.write_text("url,caption\nhttp://example.com/a.jpg,a red circle on a blue background\n")
+    out = subprocess.run(WIT + ["extract", str(urls), "-o", str(tmp_path / "o")], capture_output=True, text=True,
+                         env=env, timeout=60)
     assert out.returncode == 2
     assert "Java not found" in out.stderr
     assert "Traceback" not in out.stderr

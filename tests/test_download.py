@@ -206,7 +206,7 @@ def test_stats_per_shard_and_total(web, full_run):
     assert stats["drops"] == dict(want)
     assert stats["extra"]["success_rate"] == round(stats["output_rows"] / stats["input_rows"], 4)
     assert stats["extra"]["bytes_written"] > 0 and stats["extra"]["images_per_s"] > 0
-    per_shard = [json.loads(p.read_text()) for p in sorted(out.glob("*_stats.json"))]
+    per_shard = [json.loads(p.read_text()) for p in sorted(out.glob("[0-9]*_stats.json"))]
     assert len(per_shard) == stats["extra"]["shards"] == -(-len(web["rows"]) // 40)
     assert sum(s["count"] for s in per_shard) == len(web["rows"])
     assert sum(s["successes"] for s in per_shard) == stats["output_rows"]
@@ -323,3 +323,44 @@ def test_parquet_output_format(web, spark, tmp_path):
         assert hashlib.sha256(r["webp"]).hexdigest() == r["sha256"]
         with Image.open(io.BytesIO(r["webp"])) as im:
             assert im.format == "WEBP" and im.size == (64, 64)
+
+
+def test_resizer_limits_give_their_reasons(tmp_path):
+    """min_image_size → too_small, max_aspect_ratio → bad_aspect_ratio (one shard, run in-process)."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    from pipeline.download import ShardJob
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "ok.png").write_bytes(_img("PNG", (120, 100)))
+    (site / "small.png").write_bytes(_img("PNG", (40, 30)))
+    (site / "wide.jpg").write_bytes(_img("JPEG", (400, 50)))
+    (site / "page.html").write_bytes(b"<html><body>not an image</body></html>")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(site)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        names = ["ok.png", "small.png", "wide.jpg", "page.html", "missing.png"]
+        src = write_input(tmp_path / "in", [{"url": f"{base}/{n}", "text": n} for n in names])
+        cfg = cfg_for(tmp_path, [f"127.0.0.1:{srv.server_address[1]}"], min_image_size=50, max_aspect_ratio=3.0,
+                      shard_size=10, image_size=64, resize_mode="keep_ratio", encode_format="png")
+        _, specs = plan_shards(str(src), 10)
+        out = tmp_path / "shards"
+        stats = ShardJob(cfg.download, str(out), specs[0], 5).run(retry_failed=False)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    got = {r["text"]: r["status"] if r["status"] == "success" else r["error_message"] for r in shard_metadata(out)}
+    assert got == {"ok.png": "success", "small.png": "too_small", "wide.jpg": "bad_aspect_ratio",
+                   "page.html": "not_image", "missing.png": "http_404"}
+    assert stats["failures"] == {"too_small": 1, "bad_aspect_ratio": 1, "not_image": 1, "http_404": 1}
+    ok = next(r for r in shard_metadata(out) if r["status"] == "success")
+    assert (ok["original_width"], ok["original_height"], ok["width"], ok["height"]) == (120, 100, 77, 64)
+    assert set(tar_samples(out)[ok["key"]]) == {"png", "txt", "json"}

@@ -1,4 +1,7 @@
-"""spark-submit entry point of `wit select`: spark-submit jobs/select.py -c run.yaml [--shards DIR] [--scores DIR] [--output DIR]."""
+"""spark-submit entry point of `wit select` (named so it cannot shadow the stdlib `select` module on sys.path):
+
+    spark-submit jobs/select_final.py -c run.yaml [--shards DIR] [--scores DIR] [--output DIR]
+"""
 
 import sys
 
