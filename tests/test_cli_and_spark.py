@@ -27,10 +27,17 @@ def test_help_lists_every_stage():
 def test_every_subcommand_has_help():
     from pipeline.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert len(sub.choices) >= 10
-    for name, p in sub.choices.items():
+    def leaves(parser, path=()):
+        subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+        if not subs:
+            yield " ".join(path), parser
+        for sub in subs:
+            for name, p in sub.choices.items():
+                yield from leaves(p, (*path, name))
+
+    commands = dict(leaves(build_parser()))
+    assert len(commands) >= 15 and "queries build" in commands
+    for name, p in commands.items():
         text = p.format_help()
         assert "--config" in text and "--set" in text, name
 
