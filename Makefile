@@ -42,7 +42,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 demo: setup
-	$(VENV)/bin/wit demo --output demo_out
+	$(VENV)/bin/wit demo --output-dir demo_out
 
 bench: setup
 	$(PIP) install -q -e '.[bench]' || echo "note: bench extras not installable; peers that need them are skipped"

@@ -64,11 +64,12 @@ def resolve_device(device: str | None = "auto"):
     return dev
 
 
-def load_clip(model: str, pretrained: str | None = None, device: Any = "cpu"):
+def load_clip(model: str, pretrained: str | None = None, device: Any = "cpu", for_training: bool = False):
     """Return ``(model, preprocess, tokenizer)`` in eval mode on ``device``.
 
     ``preprocess`` is open_clip's validation transform for the model (PIL image → tensor) and
     ``tokenizer`` its tokenizer (list of str → LongTensor [n, context_length]).
+    ``for_training``: random init is expected (no warning about meaningless scores).
     """
     import open_clip
 
@@ -78,7 +79,7 @@ def load_clip(model: str, pretrained: str | None = None, device: Any = "cpu"):
     known = set(open_clip.list_models())
     if schema is None and model not in known:
         raise UserError(f"unknown open_clip model {model!r}; e.g. wit-tiny, ViT-B-32, ViT-L-14 (open_clip.list_models())")
-    if schema is None and pretrained is None:
+    if schema is None and pretrained is None and not for_training:  # training from scratch is the normal case
         warn(
             f"model {model!r} has NO pretrained weights (random init): its CLIP scores are meaningless "
             "except for tests; set score.pretrained to an open_clip tag or a checkpoint path"
@@ -91,12 +92,19 @@ def load_clip(model: str, pretrained: str | None = None, device: Any = "cpu"):
             raise UserError(
                 f"no pretrained tag {pretrained!r} for {model}; known tags: {', '.join(tags) or 'none'} (or give a checkpoint path)"
             )
+    import logging
+
+    quiet = logging.getLogger().level
+    if pretrained is None:  # our own warning above says it once, in our words
+        logging.getLogger().setLevel(logging.ERROR)
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(
             model, pretrained=pretrained, device=dev, weights_only=False
         )
     except (RuntimeError, FileNotFoundError, KeyError) as e:
         raise UserError(f"could not load {model} (pretrained={pretrained}): {str(e).splitlines()[0]}") from None
+    finally:
+        logging.getLogger().setLevel(quiet)
     tokenizer = open_clip.get_tokenizer(model)
     clip.eval()
     return clip, preprocess, tokenizer

@@ -6,14 +6,13 @@ Separate from pipeline/score.py only because it needs torch at import (the CLI m
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
 from pipeline import storage
-from pipeline.shards import IMAGE_EXTS, iter_tar
+from pipeline.shards import IMAGE_EXTS, iter_tar, sample_json
 
 
 def split_preprocess(preprocess):
@@ -109,12 +108,7 @@ class ShardBatches(IterableDataset):
             fs, p = storage.fs_for(path)
             with fs.open(p, "rb") as f:
                 for _, key, sample in iter_tar(f, keep=lambda i, part=part: i % parts == part):
-                    meta = {}
-                    if "json" in sample:
-                        try:
-                            meta = json.loads(sample["json"])
-                        except ValueError:
-                            meta = {}
+                    meta = sample_json(sample)
                     uid = meta.get("uid") or ""
                     ext = next((e for e in IMAGE_EXTS if e in sample), None)
                     text = sample["txt"].decode("utf-8", "replace") if "txt" in sample else meta.get("text")

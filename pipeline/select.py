@@ -44,7 +44,7 @@ def key_digits(shard_size: int) -> int:
 
 def _read_source_tar(shards_dir: str, item) -> list:
     """Spark: one download shard → (final shard, (index, final key, {ext: bytes})) for kept samples."""
-    from pipeline.shards import iter_tar
+    from pipeline.shards import iter_tar, sample_json
 
     source_shard, kept = item
     want = {r[0]: r for r in kept}  # source_key -> (source_key, idx, final_shard, final_key, clip_score)
@@ -55,12 +55,7 @@ def _read_source_tar(shards_dir: str, item) -> list:
             if key not in want:
                 continue
             _, idx, final_shard, final_key, score = want[key]
-            meta = {}
-            if "json" in sample:
-                try:
-                    meta = json.loads(sample["json"])
-                except ValueError:
-                    meta = {}
+            meta = sample_json(sample)
             meta.update({"key": final_key, "shard": final_shard, "source_key": key, "source_shard": source_shard,
                          "clip_score": score})
             members = {e: b for e, b in sample.items() if e != "json"}

@@ -5,6 +5,7 @@ Used by score and select; no torch here, so Spark workers that only move bytes s
 
 from __future__ import annotations
 
+import json
 import tarfile
 from collections.abc import Iterator
 
@@ -60,3 +61,10 @@ def iter_tar(fileobj, keep=lambda index: True) -> Iterator[tuple[int, str, dict[
         yield index, key, sample
 
 
+def sample_json(sample: dict[str, bytes]) -> dict:
+    """A sample's ``key.json`` metadata as a dict ({} when absent or not valid JSON)."""
+    try:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}

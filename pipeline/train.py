@@ -301,7 +301,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(t.seed)
-    model, preprocess_val, tokenizer = load_clip(t.model, t.pretrained, device)
+    model, preprocess_val, tokenizer = load_clip(t.model, t.pretrained, device, for_training=True)
     model.train()
     preprocess_train = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=True)
     split = split_preprocess(preprocess_train)

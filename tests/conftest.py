@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,19 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@contextmanager
+def served_sample_web(root: Path, n_pairs: int, seed: int):
+    """Generate a sample web under ``root/sample`` for a free port and serve it there: (folder, server)."""
+    from pipeline.sample_web import SampleWebServer, generate_sample_web
+
+    port = free_port()
+    generate_sample_web(str(root / "sample"), n_pairs=n_pairs, seed=seed, base_url=f"http://127.0.0.1:{port}")
+    with SampleWebServer(str(root / "sample" / "site"), port=port) as server:
+        yield root / "sample", server
+
+
+def query_sources() -> list[str]:
+    """The offline query list sources: WordNet when Debian's wordnet-base is installed, plus wordfreq."""
+    return (["wordnet"] if os.path.isdir("/usr/share/wordnet") else []) + ["wordfreq"]

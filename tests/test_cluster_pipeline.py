@@ -3,7 +3,6 @@ killed in the middle of the download stage: the final manifest equals a local[2]
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.sample_web import SampleWebServer, generate_sample_web
 from tests.cluster import REPO, SparkCluster, kill_group, spark_submit
-from tests.conftest import free_port
+from tests.conftest import query_sources, served_sample_web
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +21,16 @@ SPARK_SET = ["--set", "spark.executor_memory=512m", "--set", "spark.driver_memor
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster-web")
-    port = free_port()
-    generate_sample_web(str(root / "sample"), n_pairs=200, seed=5, base_url=f"http://127.0.0.1:{port}")
-    with SampleWebServer(str(root / "sample" / "site"), port=port) as server:
-        yield root / "sample", server
+    """A 200-pair sample web served on 127.0.0.1 for the whole module."""
+    with served_sample_web(tmp_path_factory.mktemp("cluster-web"), n_pairs=200, seed=5) as (sample, server):
+        yield sample, server
 
 
 def _config(tmp: Path, sample: Path, server) -> Path:
     cfg = {
         "output_dir": str(tmp / "out"),
         "extract": {"inputs": [str(sample / "crawl.warc.gz")]},
-        "queries": {"sources": (["wordnet"] if os.path.isdir("/usr/share/wordnet") else []) + ["wordfreq"]},
+        "queries": {"sources": query_sources()},
         "balance": {"t": 50},
         "download": {"allow_hosts": [f"127.0.0.1:{server.port}"], "shard_size": 30, "threads": 8, "timeout_s": 3.0},
         "score": {"model": "wit-tiny", "batch_size": 32, "num_workers": 0},

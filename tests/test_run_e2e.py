@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.sample_web import SampleWebServer, generate_sample_web
-from tests.conftest import free_port
+from tests.conftest import query_sources, served_sample_web
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +25,8 @@ WIT = [sys.executable, "-m", "pipeline.cli"]
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     """A 240-pair sample web served on 127.0.0.1 for the whole module."""
-    root = tmp_path_factory.mktemp("web")
-    port = free_port()
-    generate_sample_web(str(root / "sample"), n_pairs=240, seed=3, base_url=f"http://127.0.0.1:{port}")
-    with SampleWebServer(str(root / "sample" / "site"), port=port) as server:
-        yield root / "sample", server
+    with served_sample_web(tmp_path_factory.mktemp("web"), n_pairs=240, seed=3) as (sample, server):
+        yield sample, server
 
 
 def _config(tmp: Path, sample: Path, server) -> Path:
@@ -38,7 +34,7 @@ def _config(tmp: Path, sample: Path, server) -> Path:
         "output_dir": str(tmp / "out"),
         "spark": {"master": "local[2]", "driver_memory": "2g", "shuffle_partitions": 4},
         "extract": {"inputs": [str(sample / "crawl.warc.gz")]},
-        "queries": {"sources": (["wordnet"] if os.path.isdir("/usr/share/wordnet") else []) + ["wordfreq"]},
+        "queries": {"sources": query_sources()},
         "balance": {"t": 60},
         "download": {"allow_hosts": [f"127.0.0.1:{server.port}"], "shard_size": 40, "threads": 8, "timeout_s": 3.0,
                      "retries": 1},
