@@ -2,14 +2,14 @@
 
 import sys
 
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.download import run_download
 from pipeline.spark import get_spark
 from pipeline.stats import summary_line
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("download.py", __doc__)
     p.add_argument("--input", help="input dataset (default: <output_dir>/balanced)")
     p.add_argument("--output", help="output folder (default: <output_dir>/shards)")
     p.add_argument("--overwrite", action="store_true")

@@ -2,7 +2,7 @@
 
 import sys
 
-from pipeline.cli import common_parser, config_from_args
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.errors import UserError
 from pipeline.extract import run_extract
 from pipeline.spark import get_spark
@@ -10,7 +10,7 @@ from pipeline.stats import summary_line
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("extract.py", __doc__)
     p.add_argument("inputs", nargs="*", help="input files/globs/URLs/paths files (default: config extract.inputs)")
     p.add_argument("--output", help="output folder (default: <output_dir>/candidates)")
     p.add_argument("--overwrite", action="store_true", help="redo a complete output")
@@ -27,4 +27,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_job(main))

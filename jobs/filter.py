@@ -1,16 +1,15 @@
 """spark-submit entry point of `wit filter`: spark-submit jobs/filter.py -c run.yaml [input]."""
 
-import argparse
 import sys
 
 from pipeline.caption_filter import run_filter
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.spark import get_spark
 from pipeline.stats import summary_line
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="jobs/filter.py", parents=[common_parser()], description=__doc__)
+    p = job_parser("filter.py", __doc__)
     p.add_argument("input", nargs="?", help="input dataset (default: <output_dir>/candidates)")
     p.add_argument("--output", help="output folder (default: <output_dir>/filtered)")
     p.add_argument("--dropped-output", help="folder for dropped rows (default: <output_dir>/dropped/filter)")

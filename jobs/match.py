@@ -3,13 +3,13 @@
 import sys
 
 from pipeline.balance import run_match
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.spark import get_spark
 from pipeline.stats import summary_line
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("match.py", __doc__)
     p.add_argument("--input", help="input dataset (default: <output_dir>/filtered)")
     p.add_argument("--output", help="output folder (default: <output_dir>/matched)")
     p.add_argument("--overwrite", action="store_true")

@@ -2,14 +2,14 @@
 
 import sys
 
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.queries import run_queries
 from pipeline.spark import get_spark
 from pipeline.stats import summary_line
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("queries.py", __doc__)
     p.add_argument("--output", help="output folder (default: <output_dir>/queries)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)

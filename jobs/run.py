@@ -5,12 +5,12 @@
 
 import sys
 
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.run import STAGE_NAMES, choose_stages, run_pipeline
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("run.py", __doc__)
     p.add_argument("--from", dest="from_", choices=STAGE_NAMES)
     p.add_argument("--to", choices=STAGE_NAMES)
     p.add_argument("--only", nargs="+", choices=STAGE_NAMES)

@@ -9,14 +9,14 @@ Each task then scores on the GPU Spark assigned it (TaskContext resources).
 
 import sys
 
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.score import run_score
 from pipeline.spark import get_spark
 from pipeline.stats import summary_line
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("score.py", __doc__)
     p.add_argument("--input", help="download shards (default: <output_dir>/shards)")
     p.add_argument("--output", help="output folder (default: <output_dir>/scores)")
     p.add_argument("--overwrite", action="store_true")

@@ -5,14 +5,14 @@
 
 import sys
 
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.select import run_select
 from pipeline.spark import get_spark
 from pipeline.stats import summary_line
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("select_final.py", __doc__)
     p.add_argument("--shards", help="download shards (default: <output_dir>/shards)")
     p.add_argument("--scores", help="scores (default: <output_dir>/scores)")
     p.add_argument("--output", help="output folder (default: <output_dir>/final)")

@@ -4,12 +4,12 @@ torchrun --nproc_per_node 8 jobs/train.py -c run.yaml (training needs no Spark s
 import json
 import sys
 
-from pipeline.cli import common_parser, config_from_args, run_job
+from pipeline.cli import config_from_args, job_parser, run_job
 from pipeline.train import run_train
 
 
 def main(argv=None) -> int:
-    p = common_parser()
+    p = job_parser("train.py", __doc__)
     p.add_argument("--data", help="webdataset shards (default: config train.data or <output_dir>/final)")
     p.add_argument("--output", help="output folder (default: <output_dir>/train)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run (error if none)")

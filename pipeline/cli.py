@@ -63,6 +63,12 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
+def job_parser(script: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a jobs/*.py spark-submit entry point: the common options plus --help."""
+    return argparse.ArgumentParser(prog=f"spark-submit jobs/{script}", parents=[common_parser()], description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def flag(parser: argparse.ArgumentParser, *names: str, key: str, **kw: Any) -> None:
     """Add a per-stage flag that overrides config key ``key`` (e.g. ``--threads`` → download.threads)."""
     kw.setdefault("help", f"config {key}")

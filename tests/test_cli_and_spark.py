@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,15 @@ def test_missing_java_is_one_line_from_the_cli(tmp_path):
     assert out.returncode == 2
     assert "Java not found" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("job", sorted(p.name for p in (Path(__file__).resolve().parent.parent / "jobs").glob("*.py")))
+def test_every_spark_submit_job_has_help_and_one_line_errors(job, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "jobs" / job
+    env = dict(os.environ, PYTHONPATH=str(script.parent.parent))
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0 and "--config" in out.stdout, out.stderr[-2000:]
+    bad = subprocess.run([sys.executable, str(script), "--set", "download.threads=lots"], capture_output=True, text=True,
+                         env=env, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "download.threads" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
