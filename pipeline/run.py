@@ -115,20 +115,28 @@ def run_demo(cfg: RunConfig) -> dict:
     cfg = _demo_config(cfg, f"http://{cfg.serve.host}:{port}")
     if not _sample_matches(sample_dir, cfg):
         log.info(f"demo: generating the sample web ({cfg.sample.n_pairs} pairs) for {cfg.sample.base_url}")
-        storage.remove(sample_dir)
+        for stale in [sample_dir] + [cfg.path(s) for s in DEMO_DERIVED]:  # their URLs name the old address
+            storage.remove(stale)
         generate_sample_web(sample_dir, n_pairs=cfg.sample.n_pairs, seed=cfg.sample.seed, base_url=cfg.sample.base_url,
                             eval_per_class=50)  # 400 labelled images: less noise in the zero-shot comparison
-    from pipeline.spark import get_spark
+    server = SampleWebServer(join_path(sample_dir, "site"), host=cfg.serve.host, port=port).start()  # busy port: UserError
+    try:
+        from pipeline.spark import get_spark
 
-    spark = get_spark(cfg.spark)
-    with SampleWebServer(join_path(sample_dir, "site"), host=cfg.serve.host, port=port):
+        spark = get_spark(cfg.spark)
         run_pipeline(cfg, choose_stages("extract", "download"), spark=spark)
+    finally:
+        server.stop()
     curation = _curation_experiment(cfg, spark)
     report = call_stage(STAGES[-1].function(), cfg, spark)
     elapsed = time.perf_counter() - t_start
     log.info(f"demo: done in {elapsed / 60:.1f} min")
     print(f"\n{curation['verdict']}\nReport: {report['path']}")
     return {"report": report["path"], "curation": curation, "minutes": elapsed / 60}
+
+
+# Demo outputs derived from the sample web's URLs: stale once the sample is regenerated for another port.
+DEMO_DERIVED = ["candidates", "filtered", "dropped", "matched", "balanced", "shards", "scores", "final", "train", "report.html"]
 
 
 def _free_port(host: str) -> int:
