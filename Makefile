@@ -15,14 +15,14 @@ export PYTHONHASHSEED := 0
 
 setup: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	@command -v java >/dev/null || { echo "error: java not found (Java 17+ is required by Spark 4)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
 	# torch first, pinned to the build this machine has on disk (CPU here, CUDA on a GPU box).
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # Debian packages some tests use: WordNet's database (query list), Chromium (report screenshot).
@@ -45,7 +45,7 @@ demo: setup
 	$(VENV)/bin/wit demo --output-dir demo_out
 
 bench: setup
-	$(PIP) install -q -e '.[bench]' || echo "note: bench extras not installable; peers that need them are skipped"
+	$(PIP) install -q -c constraints.txt -e '.[bench]' || echo "note: bench extras not installable; peers that need them are skipped"
 	$(PY) -m bench
 
 lint: setup
