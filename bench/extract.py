@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import real_data  # noqa: E402
+
 HOST = b"127.0.0.1:8765"  # the sample's base URL host; replaced by same-length hosts per copy
 
 
@@ -58,13 +60,13 @@ def make_big(src: Path, dst: Path, copies: int) -> None:
 
 
 def make_cc_shaped_wat(dst: Path, copies: int) -> int | None:
-    """Real Common Crawl WAT records (../shared/data: CC-MAIN-2014-35 npm + CC-MAIN-2019-35, the latter
+    """Real Common Crawl WAT records (the real test data, $WIT_REAL_DATA: CC-MAIN-2014-35 npm + CC-MAIN-2019-35, the latter
     re-serialised with CRLF so that FastWARC/cc2dataset can read it) repeated ``copies`` times.
     Real CC has three WAT records per page (request, response, metadata) and mostly A@/href links,
     unlike the sample's one image-dense record per page. Returns records per copy, None without data."""
     from pipeline.extract import FileStats, read_lines, wat_records
 
-    data = ROOT.parent / "shared/data/warc"
+    data = (real_data() or Path("/nonexistent")) / "warc"
     if not data.is_dir():
         return None
     records = []

