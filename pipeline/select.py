@@ -200,22 +200,26 @@ def run_select(
 
 
 def _write_single_parquet(df, path: str, spark) -> None:
-    """One parquet file (not a Spark folder) so every reader opens it as is; written by one task."""
+    """One parquet file (not a Spark folder) so every reader opens it as is.
+
+    Spark writes the (ordered) rows in parallel; the part files, in partition order, are then
+    concatenated into one file.
+    """
     tmp = f"{path}.parts"
-    df.coalesce(1).write.mode("overwrite").parquet(storage.to_spark_path(tmp))
+    df.write.mode("overwrite").parquet(storage.to_spark_path(tmp))
     fs, tp = storage.fs_for(tmp)
-    parts = [p for p in fs.ls(tp, detail=False) if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet")]
+    parts = sorted(p for p in fs.ls(tp, detail=False) if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))
     _, dest = storage.fs_for(path)
     import pyarrow.parquet as pq
 
-    if parts:
-        with fs.open(parts[0], "rb") as f:
-            table = pq.read_table(f)
-    else:
-        table = schemas.MANIFEST.empty_table()
-    table = schemas.conform(table, schemas.MANIFEST)
-    with fs.open(dest, "wb") as f:
-        pq.write_table(table, f)
+    # Streamed batch by batch, each conformed to the schema: driver memory stays flat in the pool size.
+    with fs.open(dest, "wb") as f, pq.ParquetWriter(f, schemas.MANIFEST) as writer:
+        if not parts:
+            writer.write_table(schemas.MANIFEST.empty_table())
+        for part in parts:
+            with fs.open(part, "rb") as src:
+                for batch in pq.ParquetFile(src).iter_batches(batch_size=65_536):
+                    writer.write_table(schemas.conform(batch, schemas.MANIFEST))
     fs.rm(tp, recursive=True)
 
 

@@ -78,6 +78,8 @@ def test_every_stage_ran_and_summarised(full_run):
     assert (out / "report.html").stat().st_size > 10_000
     uids = _manifest_uids(out)
     assert uids and len(uids) == len(set(uids))
+    keys = pq.read_table(out / "final" / "manifest.parquet", columns=["key"]).column("key").to_pylist()
+    assert keys == sorted(keys)  # one manifest row per final sample, in shard/key order
     # every balanced pair was tried exactly once by the downloader
     balanced = ds.dataset(str(out / "balanced"), format="parquet", exclude_invalid_files=True).to_table(columns=["uid"])
     rows = _shard_rows(out)
