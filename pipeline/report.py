@@ -114,13 +114,11 @@ def _fmt(v: Any) -> str:
 
 
 def language_section(cfg: RunConfig) -> str:
+    """Languages as the filter stage counted them (a Spark aggregation in its stats), not re-read here."""
     from collections import Counter
 
-    c: Counter = Counter()
-    for path in (cfg.path("filtered"), cfg.path("dropped/filter")):
-        t = _read_parquet_columns(path, ["lang"])
-        if t is not None:
-            c.update(x or "unknown" for x in t.column("lang").to_pylist())
+    extra = (read_stats(cfg.path("filtered")) or {}).get("extra") or {}
+    c = Counter({(k or "unknown"): v for k, v in (extra.get("detected_languages") or {}).items()})
     if not c:
         return _section("Caption languages", _missing("The language filter"), "languages")
     top = c.most_common(20)
@@ -132,27 +130,19 @@ def language_section(cfg: RunConfig) -> str:
     return _section("Caption languages", _png(fig), "languages")
 
 
-def _entry_counts(path: str):
-    import pyarrow.compute as pc
-
-    t = _read_parquet_columns(path, ["entry_ids"])
-    if t is None or t.num_rows == 0:
-        return None
-    flat = pc.list_flatten(t.column("entry_ids"))
-    vc = pc.value_counts(flat)
-    return sorted((int(x["counts"]) for x in vc.to_pylist()), reverse=True)
-
-
 def balance_section(cfg: RunConfig) -> str:
-    before, after = _entry_counts(cfg.path("matched")), _entry_counts(cfg.path("balanced"))
-    if before is None:
-        return _section("Query matches before and after balancing", _missing("Matching"), "balance")
+    """Per-entry counts before/after, from the balance stage's _entry_counts.parquet (one row per matched entry)."""
+    t = _read_parquet_columns(join_path(cfg.path("balanced"), "_entry_counts.parquet"), ["count", "kept"])
+    if t is None or t.num_rows == 0:
+        return _section("Query matches before and after balancing", _missing("Balancing"), "balance")
+    before = sorted((int(x) for x in t.column("count").to_pylist()), reverse=True)
+    after = sorted((int(x) for x in t.column("kept").to_pylist() if x), reverse=True)
     fig, ax = _figure(6.5, 3.5)
     ax.plot(range(1, len(before) + 1), before, label=f"matched ({len(before):,} entries)", color="#c44e52")
     if after:
         ax.plot(range(1, len(after) + 1), after, label=f"balanced ({len(after):,} entries)", color="#4c72b0")
-    t = (read_stats(cfg.path("balanced")) or {}).get("extra", {}).get("t", cfg.balance.t)
-    ax.axhline(t, ls="--", color="gray", lw=1, label=f"t = {t:,}")
+    threshold = (read_stats(cfg.path("balanced")) or {}).get("extra", {}).get("t", cfg.balance.t)
+    ax.axhline(threshold, ls="--", color="gray", lw=1, label=f"t = {threshold:,}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("entry rank (head → tail)")
@@ -211,9 +201,20 @@ def _tar_members(shard_dir: str, keys: set[str], limit_bytes: int = 400_000) -> 
     return found
 
 
+def _first_shards_metadata(shard_dir: str, columns: list[str], n_shards: int = 2):
+    """Metadata rows of the first shards only: a grid needs dozens of samples, not the whole pool."""
+    import pyarrow.parquet as pq
+
+    if not storage.exists(shard_dir):
+        return None
+    fs, p = storage.fs_for(shard_dir)
+    files = sorted(fs.glob(f"{p.rstrip('/')}/[0-9]*.parquet"))[:n_shards]
+    return pq.read_table(files, filesystem=fs, columns=columns) if files else None
+
+
 def grid_section(cfg: RunConfig) -> str:
     n = cfg.report.sample_grid
-    meta = _read_parquet_columns(cfg.path("shards"), ["key", "uid", "text", "status"])
+    meta = _first_shards_metadata(cfg.path("shards"), ["key", "uid", "text", "status"])
     if meta is None or n == 0:
         return _section("Samples", _missing("Download"), "grid")
     scores = _read_parquet_columns(cfg.path("scores"), ["uid", "clip_score"])
@@ -225,7 +226,7 @@ def grid_section(cfg: RunConfig) -> str:
     kept_rows = [r for r in ok if r["uid"] in kept][: n // 2]
     rejected_rows = [r for r in ok if r["uid"] not in kept][: n - len(kept_rows)]
     chosen = kept_rows + rejected_rows
-    members = _tar_members(cfg.path("shards"), {r["key"] for r in chosen})
+    members = _tar_members(cfg.path("shards"), {r["key"] for r in chosen})  # scans only until all are found
     cards = []
     for r in chosen:
         files = members.get(r["key"], {})

@@ -103,3 +103,30 @@ def test_every_spark_submit_job_has_help_and_one_line_errors(job, tmp_path):
     bad = subprocess.run([sys.executable, str(script), "--set", "download.threads=lots"], capture_output=True, text=True,
                          env=env, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "download.threads" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+
+
+def test_readme_flags_exist():
+    """Every `wit <command> --flag` the README shows is a real option of that command."""
+    import re
+
+    from pipeline.cli import build_parser
+
+    def leaves(p, path=()):
+        subs = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]
+        if not subs:
+            yield " ".join(path), p
+        for s in subs:
+            for n, q in s.choices.items():
+                yield from leaves(q, (*path, n))
+
+    opts = {k: {o for a in p._actions for o in a.option_strings} for k, p in leaves(build_parser())}
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing, seen = [], 0
+    for line in readme.splitlines():
+        m = re.search(r"\bwit ((?:queries build)|[a-z]+)\b(.*)", line)
+        if m and m.group(1) in opts:
+            for f in re.findall(r"(--[a-z][a-z-]*)", m.group(2)):
+                seen += 1
+                if f not in opts[m.group(1)]:
+                    missing.append(f"wit {m.group(1)} {f}")
+    assert seen > 20 and not missing, missing
