@@ -119,7 +119,8 @@ def run_warcio_baseline(path: str) -> dict:
 
     from warcio.archiveiterator import ArchiveIterator
 
-    from pipeline.extract import clean_text, image_src, make_uid, resolve_url
+    from pipeline.extract import clean_text, image_src, resolve_url
+    from pipeline.ids import make_uid
 
     class P(HTMLParser):
         def reset(self):

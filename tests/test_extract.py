@@ -17,10 +17,12 @@ from pipeline.extract import (
     FileStats,
     Options,
     clean_text,
+    clean_text_column,
     extract_file,
     largest_srcset,
     resolve_inputs,
     resolve_url,
+    resolve_url_column,
     run_extract,
 )
 from pipeline.ids import make_uid
@@ -198,6 +200,23 @@ def test_wat_links_base_and_lenient_content_length(tmp_path):
     assert st.errors["bad_content_length"] == 1
 
 
+def test_wat_odd_json_values_are_dropped_or_replaced_not_fatal(tmp_path):
+    """A number where text belongs, a lone surrogate, a huge alt: counted, and the other pairs survive."""
+    links = [{"path": "IMG@/src", "url": "a.jpg", "alt": 42}, {"path": "IMG@/src", "url": 7, "alt": "no url"},
+             {"path": "IMG@/src", "url": "b.jpg", "alt": "x" * 5000}, {"path": "IMG@/src", "url": "c.jpg", "alt": "fine"}]
+    lone = json.dumps({"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://q.org/"}, "Payload-Metadata": {
+        "HTTP-Response-Metadata": {"HTML-Metadata": {"Links": [{"path": "IMG@/src", "url": "d.jpg", "alt": "x\ud800y"}]}}}}})
+    path = tmp_path / "odd.wat.gz"
+    _wat_file(path, [wat_json("http://p.org/", links), lone.encode()])
+    table, st = pairs_of(path, max_text_length=100)
+    got = {r["url"]: r["text"] for r in table.to_pylist()}
+    assert got["http://p.org/b.jpg"] == "x" * 100 and got["http://p.org/c.jpg"] == "fine"
+    assert "http://p.org/a.jpg" not in got  # a number is not a caption
+    assert st.drops["empty_text"] == 1 and st.drops["no_url"] == 1
+    assert st.images == 4 and st.pairs == len(got) == 2
+    assert st.errors["invalid_json"] == 1  # simdjson refuses the lone surrogate: counted, the file goes on
+
+
 def test_wat_truncated_gzip_and_uncompressed(tmp_path):
     p = wat_json("http://p.org/", [{"path": "IMG@/src", "url": "a.jpg", "alt": "kept"}])
     whole = tmp_path / "w.wat"
@@ -360,3 +379,49 @@ def test_resolve_url_matches_urljoin():
             want = want[:-1] if want.find("?") == len(want) - 1 else want
             got, _ = resolve_url(r, b)
             assert got == want or (got is None and not want.startswith("http")), (b, r)
+
+
+def test_other_whitespace_is_exactly_what_str_split_splits_on():
+    import re
+
+    from pipeline.extract import _OTHER_WHITESPACE
+
+    listed = {c for c in map(chr, range(0x110000)) if re.fullmatch(f"[{_OTHER_WHITESPACE}]", c)}
+    assert listed == {c for c in map(chr, range(0x110000)) if c.isspace()} - {" "}
+
+
+def test_clean_text_column_equals_clean_text_row_by_row():
+    import random
+
+    rng = random.Random(1)
+    alphabet = ["a", "b", " ", "  ", "\t", "\n", "\xa0", "\u3000", "\x1c", "&amp;", "&", "&#233;", "é", "日", "\u200b"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5000)] + [None, ""]
+    for unescape in (True, False):
+        for max_len in (5, 1000):
+            got = clean_text_column(pa.array(texts, pa.string()), max_len, unescape).to_pylist()
+            assert got == [clean_text(t, max_len, unescape) for t in texts]
+
+
+def test_resolve_url_column_equals_resolve_url_row_by_row():
+    """The Arrow fast paths (absolute, //host, /root, dir/ and ../ references) give resolve_url's answers."""
+    import random
+
+    import numpy as np
+
+    bases = ["http://a.org", "http://a.org/x/y.html", "http://a.org/x//y/z.html?q=1", "https://b.org:8080/a/b/c;p?q#f",
+             "http://a.org/x/./y/../z", "http://a.org/x/..", "http://a.org/a/b/c/d/", "https://u@h.org/.well/x",
+             "HTTP://A.org/b/c", "http://a.org?x", "http://a.org#f/g", "ftp://x/y/", None, "", "http://[::1]/a/",
+             "http://a.org/é/x.html", "http://a.org/a b/c"]
+    rng = random.Random(0)
+    raws = ["../../../../i.jpg", "/a/../b.jpg", "a//b.jpg", "x.jpg?#f", "//cdn.org/a.jpg", "é.jpg", "http://c.org/a.jpg?",
+            "../", "..", "../x?y", "//", "///x", "/", "?", "#", "a:b/c", "data:x", " a.jpg ", "a.jpg#x", "../../", "..//x",
+            "/?q", "//h?x", "HTTP://q/x", None, "http://x.org/" + "a" * 9000]
+    raws += ["".join(rng.choice("ab./?#:") for _ in range(rng.randint(1, 10))) for _ in range(1500)]
+    raw = [r for _ in bases for r in raws]
+    page_of = np.repeat(np.arange(len(bases)), len(raws))
+    wanted = [rng.random() < 0.8 for _ in raw]
+    got, reasons = resolve_url_column(pa.array(raw, pa.string()), pa.array(bases, pa.string()), page_of, 8192,
+                                      pa.array(wanted))
+    want = [resolve_url(r, bases[p]) if w else (None, None) for r, p, w in zip(raw, page_of, wanted)]
+    assert got.to_pylist() == [u for u, _ in want]
+    assert Counter(reasons) == Counter(reason for _, reason in want if reason)
