@@ -11,6 +11,7 @@ resolves to with ``is_blocked_ip``.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ ALLOWED_SCHEMES = ("http", "https")
 # Names that always mean "this machine" (RFC 6761), whatever DNS says.
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_WHITESPACE = re.compile(r"\s")  # the characters str.isspace() accepts
 
 
 def is_blocked_ip(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -95,7 +97,7 @@ def split_url(url: str) -> tuple[str, str, int | None] | str:
     if parts.username is not None or parts.password is not None:
         return "userinfo"
     host = (parts.hostname or "").rstrip(".")
-    if not host or any(c.isspace() for c in url.strip()):
+    if not host or _WHITESPACE.search(url.strip()):
         return "bad_url"
     if port is None:
         port = 443 if scheme == "https" else 80

@@ -364,3 +364,29 @@ def test_resizer_limits_give_their_reasons(tmp_path):
     ok = next(r for r in shard_metadata(out) if r["status"] == "success")
     assert (ok["original_width"], ok["original_height"], ok["width"], ok["height"]) == (120, 100, 77, 64)
     assert set(tar_samples(out)[ok["key"]]) == {"png", "txt", "json"}
+
+
+def test_reused_albumentations_transforms_give_img2dataset_s_exact_output():
+    """make_resizer reuses the Resizer's transforms: every mode, up- and downscaling, byte-identical."""
+    import albumentations
+    import img2dataset.resizer
+
+    from pipeline.download import ReusedTransforms, make_resizer
+
+    images = [_img("JPEG", (300, 200)), _img("PNG", (90, 160)), _img("JPEG", (64, 64)), _img("PNG", (1000, 30))]
+    for mode in ("no", "keep_ratio", "center_crop", "border"):
+        for size in (48, 256):
+            dl = load_config(overrides={"download.resize_mode": mode, "download.image_size": size}).download
+            resizer = make_resizer(dl)
+            reused = img2dataset.resizer.A
+            assert isinstance(reused, ReusedTransforms)
+            ours = [resizer(io.BytesIO(b)) for b in images + images]  # twice: the second pass reuses transforms
+            try:
+                img2dataset.resizer.A = albumentations  # img2dataset as shipped
+                theirs = [resizer(io.BytesIO(b)) for b in images + images]
+            finally:
+                img2dataset.resizer.A = reused
+            assert ours == theirs, (mode, size)
+            assert sum(r[0] is not None for r in ours) >= 6, (mode, size)
+    assert reused.LongestMaxSize(max_size=8) is reused.LongestMaxSize(max_size=8)
+    assert reused.LongestMaxSize(max_size=8) is not reused.LongestMaxSize(max_size=9)
