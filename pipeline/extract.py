@@ -189,6 +189,22 @@ def resolve_url(raw: str | None, base: str | None, max_len: int = MAX_URL_LENGTH
     return url, None
 
 
+def page_base(page_url: str, base_href: str | None) -> str:
+    """The URL a page's relative links resolve against: its ``<base href>`` (itself resolved against
+    the page URL) or the page URL. resolve_url's fast paths first: only the fragment and an empty
+    query can differ from urljoin's answer, and neither changes how a reference resolves."""
+    href = (base_href or "").strip()
+    if not href:
+        return page_url
+    url, _ = resolve_url(href, page_url)
+    if url is not None:
+        return url
+    try:
+        return urljoin(page_url, href)
+    except ValueError:
+        return page_url
+
+
 def srcset_candidates(srcset: str) -> Iterator[tuple[str, str]]:
     """(url, descriptor) pairs of a srcset, split as the HTML spec does (URLs may contain commas)."""
     pos, n = 0, len(srcset)
@@ -715,11 +731,7 @@ def extract_warc(path: str, sink: PairSink, opts: Options) -> Iterator[pa.Record
                 continue
             if pending is not None:
                 emit(pending)
-            try:
-                base = urljoin(uri, base.strip()) if base and base.strip() else uri
-            except ValueError:
-                base = uri
-            pending = _PendingPage(uri, h.get("WARC-Record-ID"), base, images)
+            pending = _PendingPage(uri, h.get("WARC-Record-ID"), page_base(uri, base), images)
             yield from sink.full_batch()
     if pending is not None:
         emit(pending)
@@ -832,14 +844,15 @@ def wat_payloads(path: str, st: FileStats, lenient: bool = True) -> Iterator[tup
     done = 0
     try:
         with open_binary(path) as f:
+            unknown, metadata, json_ends = WarcRecordType.unknown, WarcRecordType.metadata, (b"}", b"}\r\n", b"}\n")
             for rec in ArchiveIterator(f, parse_http=False):
-                if rec.record_type == WarcRecordType.unknown:
+                rtype = rec.record_type
+                if rtype == unknown:
                     raise _NotWellFormed
                 payload = rec.reader.read()
                 if len(payload) != rec.content_length or b"\nWARC/1." in payload:
                     raise _NotWellFormed
-                if rec.record_type == WarcRecordType.metadata and not (
-                        payload[:1] == b"{" and payload.endswith((b"}", b"}\r\n", b"}\n"))):
+                if rtype == metadata and not (payload[:1] == b"{" and payload.endswith(json_ends)):
                     raise _NotWellFormed
                 done += 1
                 yield rec.headers.get("WARC-Target-URI") or "", payload
@@ -870,6 +883,12 @@ def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordB
         has_html = b'"HTML-Metadata"' in payload
         if not has_html and b"languages-cld2" not in payload:
             continue  # request records, non-HTML responses: no JSON parse needed
+        if has_html and b"IMG@" not in payload:  # an HTML page without images ("IMG@/src", maybe as "IMG@\/src")
+            st.pages += 1
+            if pending is not None:
+                emit(pending)
+                pending = None
+            continue
         try:
             if not has_html:
                 if pending is not None and uri == pending.uri:
@@ -886,11 +905,7 @@ def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordB
             emit(pending)
         page_url, rid, base_href, images = page
         page_url = page_url or uri
-        try:
-            base = urljoin(page_url, base_href.strip()) if base_href and base_href.strip() else page_url
-        except ValueError:
-            base = page_url
-        pending = _PendingPage(page_url, rid, base, images)
+        pending = _PendingPage(page_url, rid, page_base(page_url, base_href), images)
         yield from sink.full_batch()
     if pending is not None:
         emit(pending)
