@@ -217,6 +217,28 @@ def test_wat_odd_json_values_are_dropped_or_replaced_not_fatal(tmp_path):
     assert st.errors["invalid_json"] == 1  # simdjson refuses the lone surrogate: counted, the file goes on
 
 
+def test_wat_page_without_images_counts_and_keeps_languages_apart(tmp_path):
+    """A page with no IMG link is counted but not parsed; its language record never lands on another page."""
+    def lang_record(uri: str, code: str) -> bytes:
+        value = json.dumps({"reliable": True, "languages": [{"code": code}]})
+        return json.dumps({"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": uri}, "Payload-Metadata": {
+            "WARC-Metadata-Metadata": {"Metadata-Records": [{"Name": "languages-cld2", "Value": value}]}}}}).encode()
+
+    escaped = wat_json("http://a.org/", [{"path": "IMG@/src", "url": "x.jpg", "alt": "escaped slash"}]).replace(
+        b'"IMG@/src"', b'"IMG@\\/src"')  # JSON may write "/" as "\/"
+    records = [("http://a.org/", escaped), ("http://a.org/", lang_record("http://a.org/", "fr")),
+               ("http://b.org/", wat_json("http://b.org/", [{"path": "A@/href", "url": "/p", "text": "link"}])),
+               ("http://b.org/", lang_record("http://b.org/", "de"))]
+    data = warc_record("warcinfo", "", b"format: WAT\r\n", "application/warc-fields")
+    for uri, payload in records:
+        data += warc_record("metadata", uri, payload, "application/json")
+    path = tmp_path / "langs.wat.gz"
+    path.write_bytes(gzip.compress(data))
+    table, st = pairs_of(path)
+    assert [(r["url"], r["page_lang"]) for r in table.to_pylist()] == [("http://a.org/x.jpg", "fr")]
+    assert st.pages == 2 and st.records == 5 and not st.errors  # records: the warcinfo too
+
+
 def test_wat_truncated_gzip_and_uncompressed(tmp_path):
     p = wat_json("http://p.org/", [{"path": "IMG@/src", "url": "a.jpg", "alt": "kept"}])
     whole = tmp_path / "w.wat"
