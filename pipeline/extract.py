@@ -17,7 +17,6 @@ import codecs
 import functools
 import gc
 import gzip
-import hashlib
 import html
 import io
 import json
@@ -35,6 +34,7 @@ import pyarrow as pa
 
 from pipeline import log, storage
 from pipeline.errors import UserError
+from pipeline.ids import uids_of_keys
 
 FORMATS = ("wat", "warc", "parquet", "csv", "tsv", "jsonl")
 BATCH_ROWS = 8192
@@ -414,8 +414,7 @@ class PairSink:
         if not len(url):
             return None
         keys = pc.binary_join_element_wise(url, text, "\x00").cast(pa.binary()).to_pylist()
-        blake2b = hashlib.blake2b
-        uid = pa.array([blake2b(k, digest_size=16).hexdigest() for k in keys], pa.string())  # = ids.make_uid(url, text)
+        uid = pa.array(uids_of_keys(keys), pa.string())
         page_url, record_id, lang = (c.take(page_of) for c in (page_url, record_id, lang))
         return pa.RecordBatch.from_arrays([uid, url, text, source, page_url, pa.array([self.source_file] * len(url), pa.string()),
                                            record_id, lang], schema=CANDIDATES)

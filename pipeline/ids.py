@@ -5,11 +5,14 @@ import hashlib
 
 def make_uid(url: str, text: str) -> str:
     """128-bit hex uid of a (url, text) pair; collision-free in practice at 10^10 pairs."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(url.encode("utf-8", "surrogatepass"))
-    h.update(b"\x00")
-    h.update(text.encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
+    return uids_of_keys([url.encode("utf-8", "surrogatepass") + b"\x00" + text.encode("utf-8", "surrogatepass")])[0]
+
+
+def uids_of_keys(keys: list[bytes]) -> list[str]:
+    """make_uid of many pairs at once, each given as its key ``url + b"\\x00" + text`` (UTF-8): for
+    callers that build the keys column-wise (extraction joins them with an Arrow kernel)."""
+    blake2b = hashlib.blake2b
+    return [blake2b(k, digest_size=16).hexdigest() for k in keys]
 
 
 def hash_to_unit(*parts: object) -> float:

@@ -271,6 +271,32 @@ def test_dns_rebinding_connects_to_the_checked_address(server, monkeypatch):
     assert server.hits.get("/rebind.jpg", 0) == before
 
 
+def test_dns_answers_are_cached_and_every_use_is_vetted(server, monkeypatch):
+    import pipeline.fetch
+
+    port = server.server_address[1]
+    real = socket.getaddrinfo
+    calls = []
+
+    def counting(host, *a, **kw):
+        if host == "cached.test":
+            calls.append(host)
+            return real("127.0.0.1", *a, **kw)
+        return real(host, *a, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    url = f"http://cached.test:{port}/img.jpg"
+    assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok
+    assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok  # a new connection, the cached answer
+    assert len(calls) == 1
+    assert Fetcher(timeout_s=2).fetch(url).reason == "blocked_address"  # the cached loopback answer is checked again
+    monkeypatch.setattr(pipeline.fetch, "DNS_TTL_S", 0.0)
+    pipeline.fetch._dns_cache.clear()
+    assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok
+    assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok
+    assert len(calls) == 3  # expired answers are looked up again
+
+
 def test_status_codes(server):
     f = fetcher(server)
     assert f.fetch(server.url + "/404").reason == "http_404"
