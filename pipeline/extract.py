@@ -359,7 +359,9 @@ class PairSink:
 
     def add_page(self, images: list[tuple[str | None, str | None, str | None]], base: str | None,
                  page_url: str | None, record_id: str | None, lang: str | None) -> None:
-        """A page's (url, alt, title) images."""
+        """A page's (url, alt, title) images (a page without any is not kept: memory stays flat)."""
+        if not images:
+            return
         self.images += images
         self.pages.append((page_url, record_id, base, lang))
         self.n_images.append(len(images))

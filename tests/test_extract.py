@@ -447,3 +447,16 @@ def test_resolve_url_column_equals_resolve_url_row_by_row():
     want = [resolve_url(r, bases[p]) if w else (None, None) for r, p, w in zip(raw, page_of, wanted)]
     assert got.to_pylist() == [u for u, _ in want]
     assert Counter(reasons) == Counter(reason for _, reason in want if reason)
+
+
+def test_pages_without_images_are_not_held():
+    """A crawl of image-less pages must not pile up in the sink until BATCH_ROWS images arrive."""
+    from pipeline.extract import PairSink
+
+    sink = PairSink("f", FileStats("f"), Options())
+    for i in range(10_000):
+        sink.add_page([], f"http://p{i}.org/", f"http://p{i}.org/", f"<r{i}>", None)
+    sink.add_page([("a.jpg", "one", None)], "http://q.org/", "http://q.org/", "<q>", "en")
+    assert len(sink.pages) == 1
+    batch = sink.flush()
+    assert batch.to_pylist()[0]["url"] == "http://q.org/a.jpg" and batch.to_pylist()[0]["page_lang"] == "en"

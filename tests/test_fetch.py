@@ -236,17 +236,23 @@ def test_hostname_resolving_to_loopback_is_refused(server, monkeypatch):
     assert fetcher(server, allow_hosts=("loop.test",)).fetch(f"http://loop.test:{port}/img.jpg").ok
 
 
+def fake_dns(monkeypatch, host: str, answer) -> list[str]:
+    """Make ``host`` resolve to ``answer(n)`` (a list of IPs; n = lookups so far); returns the lookup log."""
+    real, calls = socket.getaddrinfo, []
+
+    def getaddrinfo(name, port, *a, **kw):
+        if name != host:
+            return real(name, port, *a, **kw)
+        calls.append(name)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in answer(len(calls))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
 def test_every_resolved_address_is_checked(server, monkeypatch):
     port = server.server_address[1]
-    real = socket.getaddrinfo
-
-    def mixed(host, *a, **kw):  # one public and one private answer: refused as a whole
-        if host == "mixed.test":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-        return real(host, *a, **kw)
-
-    monkeypatch.setattr(socket, "getaddrinfo", mixed)
+    fake_dns(monkeypatch, "mixed.test", lambda n: ["93.184.216.34", "127.0.0.1"])  # one public, one private: refused
     assert Fetcher(timeout_s=2).fetch(f"http://mixed.test:{port}/img.jpg").reason == "blocked_address"
 
 
@@ -254,17 +260,7 @@ def test_dns_rebinding_connects_to_the_checked_address(server, monkeypatch):
     """The name resolves to a public address when checked and to 127.0.0.1 afterwards: the fetcher
     must connect to what it checked (and so never reach our local server)."""
     port = server.server_address[1]
-    real = socket.getaddrinfo
-    calls = []
-
-    def rebinding(host, *a, **kw):
-        if host == "rebind.test":
-            calls.append(host)
-            ip = "93.184.216.34" if len(calls) == 1 else "127.0.0.1"  # first answer: global (unreachable here)
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
-        return real(host, *a, **kw)
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    fake_dns(monkeypatch, "rebind.test", lambda n: ["93.184.216.34" if n == 1 else "127.0.0.1"])  # first: unreachable here
     before = server.hits.get("/rebind.jpg", 0)
     r = Fetcher(timeout_s=1.5).fetch(f"http://rebind.test:{port}/rebind.jpg")
     assert not r.ok and r.reason in ("timeout", "connection_error")
@@ -275,16 +271,7 @@ def test_dns_answers_are_cached_and_every_use_is_vetted(server, monkeypatch):
     import pipeline.fetch
 
     port = server.server_address[1]
-    real = socket.getaddrinfo
-    calls = []
-
-    def counting(host, *a, **kw):
-        if host == "cached.test":
-            calls.append(host)
-            return real("127.0.0.1", *a, **kw)
-        return real(host, *a, **kw)
-
-    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    calls = fake_dns(monkeypatch, "cached.test", lambda n: ["127.0.0.1"])
     url = f"http://cached.test:{port}/img.jpg"
     assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok
     assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok  # a new connection, the cached answer
