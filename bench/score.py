@@ -86,8 +86,15 @@ def model_only(scorer, batch_size: int, seconds: float) -> float:
             model.encode_image(images)
             model.encode_text(tokens)
 
+    return timed_rate(step, batch_size, seconds, dev)
+
+
+def timed_rate(step, items: int, seconds: float, device) -> float:
+    """Items/s of ``step`` repeated for ``seconds`` after warm-up steps, GPU work included."""
+    import torch
+
     def sync():
-        if dev.type == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
 
     for _ in range(3):
@@ -100,7 +107,7 @@ def model_only(scorer, batch_size: int, seconds: float) -> float:
         if n % 5 == 0:
             sync()
     sync()
-    return n * batch_size / (time.perf_counter() - t0)
+    return round(n * items / (time.perf_counter() - t0), 1)
 
 
 def end_to_end(scorer, shards, out: str, batch_size: int, workers: int) -> tuple[float, dict]:
@@ -117,7 +124,7 @@ def loader_only(scorer, shards, batch_size: int, workers: int) -> float:
 
     from pipeline.score_data import ShardBatches
 
-    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, gpu_preprocess=scorer.gpu_preprocess)
+    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess, scorer.gpu_decode_share)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=scorer.device.type == "cuda",
                                      prefetch_factor=4 if workers else None)
     t0 = time.perf_counter()
@@ -125,17 +132,37 @@ def loader_only(scorer, shards, batch_size: int, workers: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_mode(result: dict, scorer, mode: str, shards, tmp: str, batch: int, workers: int, n: int) -> float:
+def device_decode_only(scorer, shard: str, batch_size: int, seconds: float) -> dict:
+    """Images/s of the device's JPEG decoder alone, and with the model's resize + crop, in this thread
+    (what the GPU decode path can feed the model at most, before any overlap)."""
+    from pipeline.gpu_feed import decode_jpegs, pack_blobs, unpack_blobs
+
+    with tarfile.open(shard) as tf:
+        blobs = [tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")][:batch_size]
+    packed = pack_blobs(blobs)
+    tensors = unpack_blobs(packed)
+    dev, n = scorer.device, len(blobs)
+    return {
+        "device_decode_only_images_per_s": timed_rate(lambda: decode_jpegs(tensors, dev), n, seconds, dev),
+        "device_decode_resize_images_per_s": timed_rate(lambda: scorer._device_images("jpeg", packed, n), n, seconds, dev),
+    }
+
+
+def run_mode(result: dict, scorer, mode: str, share: float, feed: str, shards, tmp: str, batch: int, workers: int, n: int,
+             loader: bool = True) -> tuple[str, float]:
     """Time one input path end to end (after a warm-up shard), and its input pipeline alone."""
-    scorer.set_gpu_preprocess(mode)
-    end_to_end(scorer, shards[:1], f"{tmp}/warm-{mode}", batch, min(workers, 2))  # CUDA, nvjpeg, workers
-    rate, counts = end_to_end(scorer, shards, f"{tmp}/scores-{mode}", batch, workers)
+    scorer.set_gpu_preprocess(mode, share)
+    scorer.feed = feed
+    name = mode + ("" if share == 1.0 else f"_share_{share:g}") + ("" if feed == "ahead" else f"_{feed}")
+    end_to_end(scorer, shards[:1], f"{tmp}/warm-{name}", batch, min(workers, 2))  # CUDA, nvjpeg, workers
+    rate, counts = end_to_end(scorer, shards, f"{tmp}/scores-{name}", batch, workers)
     assert counts["scored"] == n, counts
-    result[f"end_to_end_gpu_preprocess_{mode}_pairs_per_s"] = round(rate, 1)
-    result[f"end_to_end_gpu_preprocess_{mode}_ratio"] = round(rate / result["model_only_pairs_per_s"], 3)
-    result[f"end_to_end_gpu_preprocess_{mode}_vs_clip_retrieval_a100"] = round(rate / CLIP_RETRIEVAL_A100, 2)
-    result[f"loader_only_gpu_preprocess_{mode}_pairs_per_s"] = round(loader_only(scorer, shards, batch, workers), 1)
-    return rate
+    result[f"end_to_end_gpu_preprocess_{name}_pairs_per_s"] = round(rate, 1)
+    result[f"end_to_end_gpu_preprocess_{name}_ratio"] = round(rate / result["model_only_pairs_per_s"], 3)
+    result[f"end_to_end_gpu_preprocess_{name}_vs_clip_retrieval_a100"] = round(rate / CLIP_RETRIEVAL_A100, 2)
+    if loader:
+        result[f"loader_only_gpu_preprocess_{name}_pairs_per_s"] = round(loader_only(scorer, shards, batch, workers), 1)
+    return name, rate
 
 
 def main(quick: bool = False, device: str | None = None) -> dict:
@@ -161,33 +188,48 @@ def main(quick: bool = False, device: str | None = None) -> dict:
         t0 = time.perf_counter()
         shards = make_shards(tmp, n, shard_size, procs=cpus)
         result["generate_s"] = round(time.perf_counter() - t0, 1)
-        modes = ["none", "resize", "decode"] if gpu else ["none"] if quick else ["none", "resize"]
+        # (where, share of JPEGs nvjpeg decodes): the GPU paths, incl. decoding split with the CPU workers
+        # (where, share of JPEGs nvjpeg decodes, how batches are prepared: gpu_feed.FEED_MODES)
+        modes = [("decode", 1.0, "ahead"), ("none", 1.0, "ahead"), ("decode", 1.0, "inline"), ("decode", 0.5, "inline"),
+                 ("decode", 1.0, "ahead_high_priority"), ("resize", 1.0, "ahead_high_priority")] if gpu else \
+            [("none", 1.0, "ahead")] if quick else [("none", 1.0, "ahead"), ("resize", 1.0, "ahead"), ("decode", 1.0, "ahead"),
+                                                    ("decode", 0.5, "ahead")]
         scorer = Scorer(model, None, device or "cpu")
         result["precision"] = scorer.precision
         result["model_only_pairs_per_s"] = round(model_only(scorer, batch, seconds), 1)
-        ref = None
-        for mode in modes:
+        if gpu or not quick:
+            result.update(device_decode_only(scorer, shards[0][1], batch, seconds / 4))
+        ref, names = None, []
+        for mode, share, feed in modes:
             try:
-                rate = run_mode(result, scorer, mode, shards, tmp, batch, workers, n)
+                name, rate = run_mode(result, scorer, mode, share, feed, shards, tmp, batch, workers, n,
+                                      loader=share == 1.0 and feed == "ahead" and not (gpu and mode == "none"))
             except Exception as e:  # noqa: BLE001 - report the other modes anyway
-                result[f"error_gpu_preprocess_{mode}"] = f"{type(e).__name__}: {e}"
-                print(f"  gpu_preprocess={mode} FAILED: {type(e).__name__}: {e}")
+                result[f"error_gpu_preprocess_{mode}_{share:g}_{feed}"] = f"{type(e).__name__}: {e}"
+                print(f"  gpu_preprocess={mode} share={share:g} feed={feed} FAILED: {type(e).__name__}: {e}")
                 continue
-            got = pq.read_table(f"{tmp}/scores-{mode}", columns=["key", "clip_score"]).sort_by("key")
+            names.append(name)
+            got = pq.read_table(f"{tmp}/scores-{name}", columns=["key", "clip_score"]).sort_by("key")
             got = got.column("clip_score").to_numpy()
             if ref is None:
-                ref = (mode, got)
+                ref = (name, got)
             else:  # the same pairs scored through another input path
-                result[f"max_abs_diff_gpu_preprocess_{mode}_vs_{ref[0]}"] = float(np.abs(got - ref[1]).max())
-            print(f"  gpu_preprocess={mode}: {rate:,.0f} pairs/s end to end")
+                result[f"max_abs_diff_gpu_preprocess_{name}_vs_{ref[0]}"] = float(np.abs(got - ref[1]).max())
+            print(f"  gpu_preprocess={name}: {rate:,.0f} pairs/s end to end", flush=True)
+    best = max(names, key=lambda m: result[f"end_to_end_gpu_preprocess_{m}_pairs_per_s"], default=None)
+    if best:
+        result["best_path"] = best
+        result["best_ratio"] = result[f"end_to_end_gpu_preprocess_{best}_ratio"]
     print(f"score bench on {result['gpu'] or 'CPU'} ({cpus} CPUs), {model}, batch {batch}, {result['precision']}:")
     print(f"  model only:              {result['model_only_pairs_per_s']:>10,.0f} pairs/s")
-    for mode in modes:
-        if f"end_to_end_gpu_preprocess_{mode}_pairs_per_s" not in result:
-            continue
-        r = result[f"end_to_end_gpu_preprocess_{mode}_pairs_per_s"]
-        print(f"  input pipeline alone (gpu_preprocess={mode}): {result[f'loader_only_gpu_preprocess_{mode}_pairs_per_s']:>10,.0f} pairs/s")
-        print(f"  end to end (gpu_preprocess={mode}): {r:>10,.0f} pairs/s = {result[f'end_to_end_gpu_preprocess_{mode}_ratio']:.0%} of model only"
+    if "device_decode_only_images_per_s" in result:
+        print(f"  {result['device']} JPEG decoder alone: {result['device_decode_only_images_per_s']:,.0f} images/s, "
+              f"with resize + crop {result['device_decode_resize_images_per_s']:,.0f}")
+    for name in names:
+        r = result[f"end_to_end_gpu_preprocess_{name}_pairs_per_s"]
+        if f"loader_only_gpu_preprocess_{name}_pairs_per_s" in result:
+            print(f"  input pipeline alone (gpu_preprocess={name}): {result[f'loader_only_gpu_preprocess_{name}_pairs_per_s']:>10,.0f} pairs/s")
+        print(f"  end to end (gpu_preprocess={name}): {r:>10,.0f} pairs/s = {result[f'end_to_end_gpu_preprocess_{name}_ratio']:.0%} of model only"
               f", {r / CLIP_RETRIEVAL_A100:.1f}x clip-retrieval's A100 rate")
     out = ROOT / "bench" / "results" / ("score_gpu.json" if gpu else "score.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -103,12 +103,13 @@ def synthetic(model_name: str, batch: int, steps: int, warm: int, device: str) -
     return {"step_s": step_s, "samples_per_s": batch / step_s}
 
 
-def ours(shards: str, out: str, model: str, batch: int, steps: int, warm: int, workers: int, device: str) -> dict:
+def ours(shards: str, out: str, model: str, batch: int, steps: int, warm: int, workers: int, device: str,
+         where: str = "auto") -> dict:
     cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "-o", out, "--set", f"train.data={shards}",
            "--set", f"train.model={model}", "--set", f"train.batch_size={batch}", "--set", f"train.steps={steps}",
            "--set", f"train.num_workers={workers}", "--set", f"train.device={device}", "--set", "train.log_every=5",
            "--set", f"train.checkpoint_every={steps}", "--set", f"train.eval_dir={out}/no-eval", "--set", "train.lr=5e-4",
-           "--set", "train.warmup_steps=10"]
+           "--set", "train.warmup_steps=10", "--set", f"train.gpu_preprocess={where}"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, env=_env())
     wall = time.perf_counter() - t0
@@ -117,6 +118,31 @@ def ours(shards: str, out: str, model: str, batch: int, steps: int, warm: int, w
     sps = len(steady) and sum(r["samples_per_s"] for r in steady) / len(steady)
     wait = len(steady) and sum(r["data_wait"] for r in steady) / len(steady)
     return {"samples_per_s": sps, "data_wait": wait, "wall_s": wall, "loss_last": rows[-1]["loss"]}
+
+
+def loader_only(shards: str, model_name: str, batch: int, workers: int, batches: int, where: str) -> float:
+    """Samples/s our loader workers sustain alone (no model), once the batches they prefetched
+    while starting are used up: what the loop can be fed in a long run. ``where`` = "decode":
+    workers send JPEG bytes + crop boxes (the device's decoding is not counted here)."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    from pipeline.evaluate import shard_urls
+    from pipeline.models import register_models
+    from pipeline.train import device_crop_of, make_loader, make_shard_stream, split_preprocess
+
+    register_models()
+    cfg = open_clip.get_model_config(model_name)["vision_cfg"]
+    pre = split_preprocess(image_transform_v2(PreprocessCfg(size=cfg.get("image_size", 224)), is_train=True))[0]
+    crop = device_crop_of(pre) if where == "decode" else None
+    stream = make_shard_stream(shard_urls(shards), pre, open_clip.get_tokenizer(model_name), batch, device_crop=crop)
+    it = iter(make_loader(stream, workers, pin_memory=False))
+    for _ in range(workers * 5 if workers else 1):  # past what the workers prefetch (4 each) while starting
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.perf_counter() - t0)
 
 
 OPENCLIP_LINE = re.compile(r"Train Epoch: \d+ \[\s*(\d+)/.*Data \(t\): ([\d.]+) Batch \(t\): ([\d.]+), ([\d.]+)/s")
@@ -160,8 +186,8 @@ def main(quick: bool = False, device: str = "cpu") -> dict:
 
     os.environ.setdefault("WANDB_MODE", "disabled")
     device = "cuda" if device in ("cuda", "gpu") or (device == "auto" and torch.cuda.is_available()) else "cpu"
-    if device == "cuda":
-        model, batch, steps, warm, n_shards, per_shard = "ViT-B-32", 512, 100 if not quick else 40, 20, 16, 1000
+    if device == "cuda":  # warm: past the 14 workers × 4 batches prefetched while the model loads
+        model, batch, steps, warm, n_shards, per_shard = "ViT-B-32", 512, 160 if not quick else 80, 60, 16, 1000
         workers = max(1, min(14, (os.cpu_count() or 2) - 2))
     else:
         torch.set_num_threads(2)
@@ -174,17 +200,26 @@ def main(quick: bool = False, device: str = "cpu") -> dict:
     print(f"shards: {n_shards}×{per_shard} in {gen_s:.1f}s", flush=True)
     syn = synthetic(model, batch, 10 if device == "cuda" else 5, 3, device)
     print(f"synthetic: {syn['samples_per_s']:.1f} samples/s ({syn['step_s'] * 1000:.1f} ms/step)", flush=True)
+    feed = {where: loader_only(f"{tmp}/shards", model, batch, workers, 20 if device == "cuda" else 4, where)
+            for where in ("decode", "none")}
+    print(f"loader workers alone, sustained: {feed['decode']:.1f} samples/s sending JPEGs to the device, "
+          f"{feed['none']:.1f} decoding + cropping themselves", flush=True)
     our = ours(f"{tmp}/shards", f"{tmp}/ours", model, batch, steps, warm, workers, device)
     print(f"ours: {our['samples_per_s']:.1f} samples/s, data-wait {our['data_wait']:.1%}", flush=True)
     pattern = f"{tmp}/shards/{{00000..{n_shards - 1:05d}}}.tar"
     oc = open_clip_baseline(pattern, f"{tmp}/oc", model, batch, steps, warm, workers, device)
     print(f"open_clip_train: {oc.get('samples_per_s', 0):.1f} samples/s, data-wait {oc.get('data_wait', 0):.1%} {oc.get('error', '')}", flush=True)
+    cpu_path = None
+    if device == "cuda":  # our loop with the images decoded + cropped in the workers, as open_clip does
+        cpu_path = ours(f"{tmp}/shards", f"{tmp}/ours-cpu", model, batch, steps, warm, workers, device, "none")
+        print(f"ours, gpu_preprocess=none: {cpu_path['samples_per_s']:.1f} samples/s, data-wait {cpu_path['data_wait']:.1%}", flush=True)
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     result = {
         "device": device, "gpu": gpu, "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "torch": torch.__version__, "model": model, "batch_size": batch, "steps": steps, "warm_steps_excluded": warm,
         "loader_workers": workers, "precision": "bf16" if device == "cuda" else "fp32",
-        "synthetic": syn, "ours": our, "open_clip_train": oc,
+        "synthetic": syn, "loader_workers_alone_samples_per_s": feed, "ours": our, "open_clip_train": oc,
+        "ours_gpu_preprocess_none": cpu_path,
         "ours_vs_synthetic": our["samples_per_s"] / syn["samples_per_s"],
         "ours_vs_open_clip": our["samples_per_s"] / oc["samples_per_s"] if oc.get("samples_per_s") else None,
         "quick": quick,
@@ -195,6 +230,8 @@ def main(quick: bool = False, device: str = "cpu") -> dict:
     out = ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    if os.environ.get("OUT"):  # the device machine's folder of files that come back
+        Path(os.environ["OUT"], name).write_text(json.dumps(result, indent=2))
     return result
 
 

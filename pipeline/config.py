@@ -145,6 +145,9 @@ class ScoreConfig(Section):
     gpu_preprocess: Literal["auto", "none", "resize", "decode"] = Field(
         "auto", description="image work on the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU, none on CPU"
     )
+    gpu_decode_share: float = Field(
+        1.0, ge=0.0, le=1.0, description="with decode: the share of JPEGs the GPU decodes; CPU workers decode the rest"
+    )
 
 
 class SelectConfig(Section):
@@ -181,6 +184,10 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     device: str = "auto"
+    gpu_preprocess: Literal["auto", "none", "decode"] = Field(
+        "auto", description="decode: JPEGs decoded (nvjpeg) and cropped on the device; none: all in the loader workers; "
+        "auto = decode on GPU, none on CPU"
+    )
     seed: int = 0
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,7 +47,8 @@ class Scorer:
     """A loaded open_clip model + its preprocessing, scoring batches on one device."""
 
     def __init__(
-        self, model: str, pretrained: str | None, device: str = "auto", precision: str = "auto", gpu_preprocess: str = "auto"
+        self, model: str, pretrained: str | None, device: str = "auto", precision: str = "auto", gpu_preprocess: str = "auto",
+        gpu_decode_share: float = 1.0,
     ):
         import torch
 
@@ -61,19 +63,22 @@ class Scorer:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
-        self.gpu_preprocess = "none"
-        self.set_gpu_preprocess(gpu_preprocess)
+        self.gpu_preprocess, self.gpu_decode_share = "none", 1.0
+        self.feed = "ahead"  # how batches are prepared on a GPU (gpu_feed.FEED_MODES); the benchmark compares them
+        self.set_gpu_preprocess(gpu_preprocess, gpu_decode_share)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-    def set_gpu_preprocess(self, where: str) -> None:
+    def set_gpu_preprocess(self, where: str, gpu_decode_share: float = 1.0) -> None:
         """How much image work moves to the device: none (exact PIL), resize, or decode (nvjpeg).
 
         Decoding/resizing on the device (nvjpeg, torch's antialiased bicubic instead of PIL's)
         changes scores by ~1e-4, below bf16's own error, so "auto" = decode on a GPU (the fastest
-        path: CPU workers then only read tars and tokenise) and none (exact PIL) on a CPU.
+        path: CPU workers then only read tars and tokenise) and none (exact PIL) on a CPU. With
+        "decode", ``gpu_decode_share`` of the JPEGs go to nvjpeg and the CPU workers decode the rest.
         """
+        self.gpu_decode_share = gpu_decode_share
         if where == "auto":
             where = "decode" if self.device.type == "cuda" else "none"
         if self.tensor_part is None:  # a transform we can't split: workers run all of it
@@ -83,34 +88,19 @@ class Scorer:
     def _device_images(self, kind: str, data, n: int) -> tuple[object, list[int]]:
         """One batch group → (uint8/float images on the device at model size, indices that failed)."""
         import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
 
-        from pipeline.score_data import decode
+        from pipeline.gpu_feed import decode_jpegs, pil_decode, unpack_blobs
 
         if kind == "ready":
             return data.to(self.device, non_blocking=True), []
         if kind == "raw":  # same-size decoded images: the transform's Resize/CenterCrop, batched
             return self.pil_part(data.to(self.device, non_blocking=True)), []
-        raw, offsets = data
-        blobs = [raw[offsets[i]:offsets[i + 1]] for i in range(n)]
-        try:
-            dec = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError:
-            dec = []
-            for b in blobs:
-                try:
-                    dec.append(decode_jpeg(b, mode=ImageReadMode.RGB, device=self.device))
-                except RuntimeError:
-                    dec.append(None)
+        blobs = unpack_blobs(data)
+        dec = [d if d is not None else pil_decode(b, self.device) for d, b in zip(decode_jpegs(blobs, self.device), blobs, strict=True)]
         out: list = [None] * n
         groups: dict[tuple, list[int]] = {}
         for i, d in enumerate(dec):
-            if d is None:  # nvjpeg refused it: PIL decides
-                try:
-                    out[i] = torch.from_numpy(decode(blobs[i].numpy().tobytes(), self.pil_part)).to(self.device)
-                except Exception:  # noqa: BLE001 - bad image
-                    pass
-            else:
+            if d is not None:
                 groups.setdefault(tuple(d.shape), []).append(i)
         for idx in groups.values():
             y = self.pil_part(torch.stack([dec[i] for i in idx]))
@@ -140,56 +130,10 @@ class Scorer:
         return [rows[i] for i in keep], images, tokens.to(self.device, non_blocking=True), errors
 
     def prepared(self, loader):
-        """Yield (batch, prepare(batch)) for each loader batch. On a GPU, a background thread runs
-        the loader and ``prepare`` (copies, nvjpeg decoding, resizing) on a side CUDA stream, so
-        they overlap with the model running on the main stream."""
-        if self.device.type != "cuda":
-            for b in loader:
-                yield b, self.prepare(b)
-            return
-        import queue
-        import threading
+        """Yield (batch, prepare(batch)); on a GPU prepared ahead on a side stream (gpu_feed.prefetch)."""
+        from pipeline.gpu_feed import prefetch
 
-        import torch
-
-        q: queue.Queue = queue.Queue(maxsize=3)
-        stop = threading.Event()
-        stream = torch.cuda.Stream(self.device)
-        batches = iter(loader)  # workers start from the main thread
-
-        def work():
-            try:
-                with torch.cuda.device(self.device), torch.cuda.stream(stream):
-                    for b in batches:
-                        out = self.prepare(b)
-                        stream.synchronize()  # ready before the main stream touches it
-                        while not stop.is_set():
-                            try:
-                                q.put((b, out), timeout=0.5)
-                                break
-                            except queue.Full:
-                                pass
-                        if stop.is_set():
-                            return
-                q.put(None)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
-                q.put(e)
-
-        t = threading.Thread(target=work, name="score-prepare", daemon=True)
-        t.start()
-        main = torch.cuda.current_stream(self.device)
-        try:
-            while (item := q.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                b, (rows, images, tokens, bad) = item
-                for x in (images, tokens):
-                    if x is not None:
-                        x.record_stream(main)  # memory made on the side stream, used on main
-                yield b, (rows, images, tokens, bad)
-        finally:
-            stop.set()
-            t.join(timeout=30)
+        return prefetch(loader, self.prepare, self.device, mode=self.feed)
 
     def embed(self, images, tokens):
         """Normalised (image, text) embeddings (float32) of a batch already on the host or device."""
@@ -218,7 +162,7 @@ def get_scorer(sc: ScoreConfig, device: str | None = None) -> Scorer:
     key = (sc.model, sc.pretrained, device or sc.device, sc.precision)
     if key not in _SCORERS:
         _SCORERS[key] = Scorer(sc.model, sc.pretrained, device or sc.device, sc.precision)
-    _SCORERS[key].set_gpu_preprocess(sc.gpu_preprocess)
+    _SCORERS[key].set_gpu_preprocess(sc.gpu_preprocess, sc.gpu_decode_share)
     return _SCORERS[key]
 
 
@@ -236,7 +180,7 @@ def score_shards(
         return {"scored": 0, "errors": 0, "shards": 0}
     from pipeline.score_data import ShardBatches, parts_per_shard
 
-    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, gpu_preprocess=scorer.gpu_preprocess)
+    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess, scorer.gpu_decode_share)
     on_gpu = scorer.device.type == "cuda"
     nw = num_workers
     loader = torch.utils.data.DataLoader(
@@ -248,18 +192,36 @@ def score_shards(
     done_count: dict[int, int] = {s: 0 for s, _ in shards}
     counts = {"scored": 0, "errors": 0, "shards": 0}
     progress = log.Progress("score", unit="pairs", every_s=10.0)
-    pending = None  # (rows, img, txt) on the device, fetched after the next batch is launched
 
-    def collect(p):
-        rows, img, txt = p
-        scores = (img * txt).sum(-1).cpu().numpy()
-        ie = img.half().cpu().numpy() if save_embeddings else None
-        te = txt.half().cpu().numpy() if save_embeddings else None
-        for i, (shard, key, uid) in enumerate(rows):
-            emb = (ie[i].astype("<f2").tobytes(), te[i].astype("<f2").tobytes()) if save_embeddings else (None, None)
-            results[shard].append((uid, key, shard, float(scores[i]), None, *emb))
-        counts["scored"] += len(rows)
-        progress.update(len(rows))
+    def launch(images, tokens):
+        """Encode a batch and start copying its results to the host; settle() waits for them."""
+        img, txt = scorer.embed(images, tokens)
+        outs = [(img * txt).sum(-1)] + ([img.half(), txt.half()] if save_embeddings else [])
+        if not on_gpu:
+            return outs, None
+        outs = [x.to("cpu", non_blocking=True) for x in outs]  # into pinned memory, asynchronously
+        event = torch.cuda.Event()
+        event.record()
+        return outs, event
+
+    def settle(item):
+        """Store one launched batch's results, then finish the shard parts that ended with it."""
+        rows, launched, done = item
+        if launched is not None:
+            outs, event = launched
+            if event is not None:
+                event.synchronize()  # this batch only: the next one is already queued on the GPU
+            scores = outs[0].float().numpy()
+            ie, te = (outs[1].numpy(), outs[2].numpy()) if save_embeddings else (None, None)
+            for i, (shard, key, uid) in enumerate(rows):
+                emb = (ie[i].astype("<f2").tobytes(), te[i].astype("<f2").tobytes()) if save_embeddings else (None, None)
+                results[shard].append((uid, key, shard, float(scores[i]), None, *emb))
+            counts["scored"] += len(rows)
+            progress.update(len(rows))
+        for s in done:
+            done_count[s] += 1
+            if done_count[s] == parts:
+                finish(s)
 
     def finish(shard):
         rows = sorted(results.pop(shard), key=lambda r: r[1])
@@ -274,25 +236,16 @@ def score_shards(
                 pq.write_table(table, f)
         counts["shards"] += 1
 
+    inflight: deque = deque()  # (rows, launch(), done shard parts), oldest first
     for b, (rows, images, tokens, bad) in scorer.prepared(loader):
-        if rows:
-            img, txt = scorer.embed(images, tokens)
-            if pending is not None:
-                collect(pending)
-            pending = (rows, img, txt)
         for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
             results[shard].append((uid, key, shard, None, reason, None, None))
             counts["errors"] += 1
-        if b["done"]:
-            if pending is not None:
-                collect(pending)
-                pending = None
-            for s in b["done"]:
-                done_count[s] += 1
-                if done_count[s] == parts:
-                    finish(s)
-    if pending is not None:
-        collect(pending)
+        inflight.append((rows, launch(images, tokens) if rows else None, b["done"]))
+        while len(inflight) > 1:  # keep one batch running on the device while this one is stored
+            settle(inflight.popleft())
+    while inflight:
+        settle(inflight.popleft())
     for s in list(results):  # workers that had no sample of a shard still mark it done; safety net
         finish(s)
     progress.done()
@@ -387,6 +340,8 @@ def register(sub, common) -> None:
     flag(p, "--mode", key="score.mode", choices=["local", "spark"])
     flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
          help="image work moved to the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU")
+    flag(p, "--gpu-decode-share", key="score.gpu_decode_share", type=float,
+         help="with decode: the share of JPEGs nvjpeg decodes; CPU workers decode the rest")
     flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
     p.add_argument("--input", help="shards folder (default <output_dir>/shards)")
     p.add_argument("--output", help="scores folder (default <output_dir>/scores)")

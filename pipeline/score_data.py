@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from pipeline import storage
+from pipeline.gpu_feed import is_complete_jpeg, pack_blobs
 from pipeline.shards import IMAGE_EXTS, iter_tar, sample_json
 
 
@@ -47,12 +48,6 @@ def decode(data: bytes, pil_part=None):
     return out  # a full preprocess already gave a float tensor
 
 
-def is_complete_jpeg(data: bytes) -> bool:
-    """JPEG with its end-of-image marker: safe to hand to the GPU decoder (which would silently
-    accept a truncated file that PIL, and so the exact CPU path, rejects)."""
-    return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
-
-
 def parts_per_shard(n_shards: int, n_workers: int) -> int:
     """Split each shard into this many interleaved parts so that all workers get about the same
     work (≥ 2 parts per worker) while each worker reads as few tars as possible."""
@@ -64,7 +59,9 @@ class ShardBatches(IterableDataset):
 
     ``where`` says how much of the image work happens here: "none" = decode + the PIL part of the
     transform (resize, crop: exact open_clip), "resize" = decode only (resize/crop on the GPU),
-    "decode" = nothing (complete JPEGs go to the GPU decoder; other formats are decoded here).
+    "decode" = nothing for a ``gpu_decode_share`` of the complete JPEGs (they go to the GPU
+    decoder); the rest, and other formats, are decoded here. A share below 1 splits decoding
+    between the GPU's decoder and these workers when neither alone keeps up with the model.
     Each batch: ``groups`` [(kind, data, n)] with kind "ready" (uint8 [n,3,S,S] or float),
     "raw" (uint8 [n,3,H,W], one size per group) or "jpeg" ((bytes, offsets)); ``tokens``;
     ``rows`` [(shard, key, uid)] in group order; ``errors`` [(shard, key, uid, reason)]; ``done``
@@ -72,9 +69,10 @@ class ShardBatches(IterableDataset):
     batch; a shard is complete after ``parts_per_shard`` entries).
     """
 
-    def __init__(self, shards: list[tuple[int, str]], pil_part, tokenizer, batch_size: int, gpu_preprocess: str = "none"):
+    def __init__(self, shards: list[tuple[int, str]], pil_part, tokenizer, batch_size: int, gpu_preprocess: str = "none",
+                 gpu_decode_share: float = 1.0):
         self.shards, self.pil_part, self.tokenizer = shards, pil_part, tokenizer
-        self.batch_size, self.where = batch_size, gpu_preprocess
+        self.batch_size, self.where, self.gpu_decode_share = batch_size, gpu_preprocess, gpu_decode_share
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -83,13 +81,14 @@ class ShardBatches(IterableDataset):
         pending: dict = {}
         errors, done = [], []
         count = 0
+        share = self.gpu_decode_share if self.where == "decode" else 0.0
+        to_gpu = 0.0  # images owed to the GPU decoder so far: sends every 1/share-th one there
 
         def batch():
             groups, texts, rows = [], [], []
             for name, (items, gtexts, grows) in pending.items():
                 if name == "jpeg":
-                    offsets = torch.tensor(np.cumsum([0] + [len(r) for r in items]), dtype=torch.int64)
-                    data = (torch.frombuffer(bytearray(b"".join(items)), dtype=torch.uint8), offsets)
+                    data = pack_blobs(items)
                 elif isinstance(items[0], np.ndarray):
                     data = torch.from_numpy(np.stack(items))
                 else:
@@ -118,7 +117,9 @@ class ShardBatches(IterableDataset):
                     if text is None:
                         errors.append((shard, key, uid, "missing_text"))
                         continue
-                    if self.where == "decode" and is_complete_jpeg(sample[ext]):
+                    gpu = share > 0 and to_gpu + share >= 1 and is_complete_jpeg(sample[ext])
+                    to_gpu += share - gpu
+                    if gpu:
                         name, item = "jpeg", sample[ext]
                     else:
                         try:

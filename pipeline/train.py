@@ -18,6 +18,7 @@ batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -48,27 +49,34 @@ def _seed_int(*parts: object) -> int:
 
 
 def make_shard_stream(urls, preprocess, tokenizer, batch_size, seed=0, shuffle_buffer=1000,
-                      online_balancing=False, rank=0, start_step=0, positions=None):
+                      online_balancing=False, rank=0, start_step=0, positions=None, device_crop=None):
     """One rank's endless, reproducible stream of (images, tokens, position) batches.
 
     Resampled shards → samples → shuffle buffer → skip what a resumed run already consumed →
     optional online balancing (keep with the sample's ``keep_prob``) → decode + preprocess →
     batches. Bad samples are skipped and counted by reason in the batch's position record.
+    With ``device_crop`` (the transform's RandomResizedCrop), complete JPEGs are not decoded here:
+    they travel as bytes with the crop box drawn here, and `device_batch` decodes and crops them
+    on the device. ``images`` = {"ready": uint8 [n, H, W, 3] or float, "jpegs": packed bytes,
+    "boxes": [m, 4]}; tokens are in that order (ready, then jpegs).
     """
     import torch
 
     class ShardStream(torch.utils.data.IterableDataset):
         def __iter__(self):
             return _iterate(urls, preprocess, tokenizer, batch_size, seed, shuffle_buffer, online_balancing,
-                            rank, start_step, positions or {})
+                            rank, start_step, positions or {}, device_crop)
 
     return ShardStream()
 
 
-def _iterate(urls, preprocess, tokenizer, batch_size, seed, shuffle_buffer, online_balancing, rank, start_step, positions):
+def _iterate(urls, preprocess, tokenizer, batch_size, seed, shuffle_buffer, online_balancing, rank, start_step, positions,
+             device_crop):
     import torch
     import webdataset as wds
     from webdataset.filters import _shuffle
+
+    from pipeline.gpu_feed import pack_blobs
 
     wi = torch.utils.data.get_worker_info()
     worker, n_workers = (wi.id, wi.num_workers) if wi else (0, 1)
@@ -93,7 +101,7 @@ def _iterate(urls, preprocess, tokenizer, batch_size, seed, shuffle_buffer, onli
     if shuffle_buffer > 1:
         samples = _shuffle(samples, shuffle_buffer, shuffle_buffer, rng=random.Random(stream_seed))
     raw = kept = 0
-    images, texts = [], []
+    images, texts, jpegs, boxes, jpeg_texts = [], [], [], [], []
     for sample in samples:
         raw += 1
         if raw <= skip:
@@ -103,18 +111,27 @@ def _iterate(urls, preprocess, tokenizer, batch_size, seed, shuffle_buffer, onli
         if online_balancing and hash_to_unit(stream_seed, raw) >= _keep_prob(sample):
             drops["balancing"] += 1
             continue
+        aug_seed = _seed_int(stream_seed, raw)
         try:
-            image, text = _decode(sample, preprocess, _seed_int(stream_seed, raw))
+            key, text = _image_and_text(sample)
+            job = _jpeg_for_device(sample[key], device_crop, aug_seed) if device_crop is not None else None
+            if job is None:
+                images.append(_decode(sample[key], preprocess, aug_seed))
+                texts.append(text)
+            else:
+                jpegs.append(job[0])
+                boxes.append(job[1])
+                jpeg_texts.append(text)
         except _BadSample as e:
             drops[str(e)] += 1
             continue
         kept += 1
-        images.append(image)
-        texts.append(text)
-        if len(images) == batch_size:
+        if len(images) + len(jpegs) == batch_size:
             position = {"stream": stream, "raw": raw, "drops": dict(drops), "kept": kept}
-            yield torch.stack(images), tokenizer(texts), position
-            images, texts = [], []
+            batch = {"ready": torch.stack(images) if images else None, "jpegs": pack_blobs(jpegs) if jpegs else None,
+                     "boxes": torch.tensor(boxes, dtype=torch.int64) if boxes else None}
+            yield batch, tokenizer(texts + jpeg_texts), position
+            images, texts, jpegs, boxes, jpeg_texts = [], [], [], [], []
 
 
 class _BadSample(Exception):
@@ -128,20 +145,25 @@ def _keep_prob(sample: dict) -> float:
         return 1.0
 
 
-def _decode(sample: dict, preprocess, aug_seed: int):
-    import io
-
-    import torch
-    from PIL import Image
-
+def _image_and_text(sample: dict) -> tuple[str, str]:
+    """The sample's image key and caption, or the reason it cannot be trained on."""
     key = next((k for k in IMAGE_KEYS if k in sample), None)
     if key is None:
         raise _BadSample("missing_image")
     text = sample.get("txt", b"").decode("utf-8", "replace").strip()
     if not text:
         raise _BadSample("missing_text")
+    return key, text
+
+
+def _decode(data: bytes, preprocess, aug_seed: int):
+    import io
+
+    import torch
+    from PIL import Image
+
     try:
-        img = Image.open(io.BytesIO(sample[key]))
+        img = Image.open(io.BytesIO(data))
         img = img.convert("RGB")
     except Exception:  # noqa: BLE001 - any undecodable image is one counted drop
         raise _BadSample("decode_error") from None
@@ -153,7 +175,44 @@ def _decode(sample: dict, preprocess, aug_seed: int):
         import numpy as np
 
         out = torch.from_numpy(np.array(out, dtype=np.uint8))
-    return out, text
+    return out
+
+
+def _jpeg_for_device(data: bytes, crop, aug_seed: int):
+    """(JPEG bytes, crop box (top, left, height, width)) for the device to decode and crop, the box
+    drawn from the same seed as the CPU path draws it; None where this worker must decode the
+    image itself (not a complete baseline-readable JPEG, CMYK, unreadable header)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from pipeline.gpu_feed import is_complete_jpeg
+
+    if not is_complete_jpeg(data):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(aug_seed)
+                box = crop.get_params(im, crop.scale, crop.ratio)
+    except Exception:  # noqa: BLE001 - the CPU path decides what is wrong with it
+        return None
+    return data, box
+
+
+def device_crop_of(pil_part):
+    """The RandomResizedCrop the device can run for the workers: open_clip's plain training
+    transform is exactly [RandomResizedCrop, MaybeConvertMode]; None for anything else (other
+    augmentations stay on the CPU path)."""
+    from torchvision import transforms as T
+
+    ts = list(getattr(pil_part, "transforms", []))
+    if len(ts) == 2 and isinstance(ts[0], T.RandomResizedCrop) and type(ts[1]).__name__ == "MaybeConvertMode":
+        return ts[0]
+    return None
 
 
 def split_preprocess(preprocess):
@@ -170,16 +229,47 @@ def split_preprocess(preprocess):
     return T.Compose(ts[:-2]), ts[-1].mean, ts[-1].std
 
 
-def to_model_input(images, device, mean_std):
-    """Batch from the loader → normalised float images on the device (uint8 HWC or ready floats)."""
-    import torch
+def device_batch(batch, device, mean_std, crop=None):
+    """Loader batch → (normalised float images on the device, tokens on the device, images dropped).
 
-    images = images.to(device, non_blocking=True)
-    if images.dtype != torch.uint8:
-        return images
-    mean, std = mean_std
-    x = images.permute(0, 3, 1, 2).contiguous().float().div(255)
-    return x.sub_(mean).div_(std)
+    Ready images (uint8 HWC from the workers) get ToTensor's /255 and Normalize here, with the
+    same arithmetic as torchvision's; JPEGs are decoded on the device (nvjpeg on a GPU) and cropped
+    + resized there with their worker-drawn boxes (torchvision's tensor resized_crop, same
+    interpolation and antialiasing). An image no decoder reads is dropped with its caption.
+    """
+    import torch
+    from torchvision.transforms import functional as TF
+
+    from pipeline.gpu_feed import decode_jpegs, pil_decode, unpack_blobs
+
+    images, tokens, _ = batch
+    parts, keep = [], []
+    ready = images["ready"]
+    if ready is not None:
+        ready = ready.to(device, non_blocking=True)
+        parts.append(ready.permute(0, 3, 1, 2).float() if ready.dtype == torch.uint8 else ready)
+        keep += range(len(ready))
+    if images["jpegs"] is not None:
+        blobs, offset = unpack_blobs(images["jpegs"]), len(keep)
+        decoded = decode_jpegs(blobs, device)
+        crops = []
+        for i, ((top, left, h, w), d) in enumerate(zip(images["boxes"].tolist(), decoded, strict=True)):
+            d = d if d is not None else pil_decode(blobs[i], device)
+            if d is None:
+                continue
+            crops.append(TF.resized_crop(d.float(), top, left, h, w, list(crop.size), crop.interpolation, antialias=True))
+            keep.append(offset + i)
+        if crops:
+            parts.append(torch.stack(crops).clamp_(0, 255))  # as the uint8 CPU path clamps
+    if not parts:
+        return None, None, len(tokens)
+    x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if ready is None or ready.dtype == torch.uint8:
+        mean, std = mean_std
+        x = x.div_(255).sub_(mean).div_(std)
+    dropped = len(tokens) - len(keep)
+    tokens = tokens[keep] if dropped else tokens
+    return x, tokens.to(device, non_blocking=True), dropped
 
 
 def make_loader(dataset, num_workers: int, pin_memory: bool):
@@ -275,6 +365,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     from pipeline.evaluate import evaluate, shard_urls
+    from pipeline.gpu_feed import prefetch
     from pipeline.models import load_clip, resolve_device
 
     t = cfg.train
@@ -333,11 +424,15 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
     if t.compile:
         model = torch.compile(model)
     loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
+    where = t.gpu_preprocess if t.gpu_preprocess != "auto" else "decode" if device.type == "cuda" else "none"
+    crop = device_crop_of(preprocess_train) if split and where == "decode" else None
     dataset = make_shard_stream(urls, preprocess_train, tokenizer, t.batch_size, t.seed, t.shuffle_buffer,
-                                t.online_balancing, rank, step, positions[rank])
-    batches = iter(make_loader(dataset, t.num_workers, device.type == "cuda"))
+                                t.online_balancing, rank, step, positions[rank], device_crop=crop)
+    loader = make_loader(dataset, t.num_workers, device.type == "cuda")
+    batches = prefetch(loader, functools.partial(device_batch, device=device, mean_std=mean_std, crop=crop), device)
     stream_pos = {int(k): v for k, v in positions[rank].items()}
     drops_by_stream: dict[int, dict] = {}
+    device_drops = Counter()  # images the device could not decode (the workers count the rest)
 
     if master:
         info(f"train: {t.model} on {len(urls)} shard(s) at {data}, {world}×{device}, batch {t.batch_size}×{world}, "
@@ -347,12 +442,17 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
     end = min(t.steps, stop_after) if stop_after else t.steps
     while step < end:
         t0 = time.perf_counter()
-        images, texts, pos = next(batches)
+        (_, _, pos), (images, texts, dropped) = next(batches)
         data_wait += time.perf_counter() - t0
         stream_pos[pos["stream"]] = pos["raw"]
         drops_by_stream[pos["stream"]] = pos["drops"]
-        images = to_model_input(images, device, mean_std)
-        texts = texts.to(device, non_blocking=True)
+        if dropped:
+            device_drops["decode_error"] += dropped
+            if images is None:
+                continue
+            if world > 1:  # every rank must gather the same batch size: repeat samples to fill it
+                fill = torch.arange(t.batch_size, device=device) % len(images)
+                images, texts = images[fill], texts[fill]
         lr = lr_at(step, t.lr, t.warmup_steps, t.steps)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -382,7 +482,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
                 "logit_scale": float(raw_model.logit_scale.detach().exp()),
                 "samples_per_s": n_since * t.batch_size * world / (now - t_log),
                 "data_wait": data_wait / (now - t_log), "samples_seen": step * t.batch_size * world,
-                "drops": _sum_drops(drops_by_stream),
+                "drops": _sum_drops(drops_by_stream, device_drops),
             }
             info(f"train: step {step}/{t.steps} loss {row['loss_avg']:.4f} {row['samples_per_s']:.1f} samples/s "
                  f"data-wait {row['data_wait']:.0%} lr {lr:.2e} logit-scale {row['logit_scale']:.1f}")
@@ -411,7 +511,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
         "samples_seen": step * t.batch_size * world, "checkpoint": ckpt_path,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "samples_per_s": (step * t.batch_size * world - samples_at_start) / max(train_s, 1e-9),
-        "drops": _sum_drops(drops_by_stream), "data": data,
+        "drops": _sum_drops(drops_by_stream, device_drops), "data": data,
     }
     if step < t.steps:
         info(f"train: stopped at step {step}/{t.steps}; resume with `wit train --resume`")
@@ -432,8 +532,8 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
     return summary
 
 
-def _sum_drops(by_stream: dict[int, dict]) -> dict[str, int]:
-    total: Counter = Counter()
+def _sum_drops(by_stream: dict[int, dict], device_drops: Counter) -> dict[str, int]:
+    total: Counter = Counter(device_drops)
     for d in by_stream.values():
         total.update(d)
     return dict(total)

@@ -86,6 +86,41 @@ def test_parity_and_bad_images(tmp_path, tiny, workers):
     assert stats["drops"] == {"decode_error": 2} and stats["output_rows"] == len(ok)
 
 
+def _odd_jpegs() -> list[dict]:
+    """JPEGs that take other roads on the device path: CMYK, greyscale, and one that looks complete
+    (start and end markers) but that no decoder reads."""
+    rng = np.random.default_rng(7)
+    cmyk, grey = io.BytesIO(), io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 56, 4), dtype=np.uint8), "CMYK").save(cmyk, "JPEG")
+    Image.fromarray(rng.integers(0, 256, (52, 36), dtype=np.uint8), "L").save(grey, "JPEG")
+    return [{"text": "a cmyk photo", "image": cmyk.getvalue()}, {"text": "a grey photo", "image": grey.getvalue()},
+            {"text": "complete but corrupt", "image": b"\xff\xd8\xff\xdb garbage garbage \xff\xd9"}]
+
+
+@pytest.mark.parametrize(("where", "share", "workers"), [("resize", 1.0, 0), ("decode", 1.0, 2), ("decode", 0.5, 0)])
+def test_device_preprocessing_paths_agree_with_the_exact_path(tmp_path, tiny, where, share, workers):
+    """Decoding/resizing on the device (here torchvision's CPU kernels stand in for the GPU's), all of
+    it or split with the workers, scores the same pairs and drops the same bad images as exact PIL."""
+    from pipeline.score import score_shards
+
+    write_shards(tmp_path / "shards", synthetic_samples() + _odd_jpegs(), shard_size=6)
+    shards = list_shards(str(tmp_path / "shards"))
+    try:
+        tiny.set_gpu_preprocess("none")
+        exact = score_shards(tiny, shards, str(tmp_path / "exact"), batch_size=4, num_workers=0)
+        tiny.set_gpu_preprocess(where, share)
+        counts = score_shards(tiny, shards, str(tmp_path / where), batch_size=4, num_workers=workers)
+    finally:
+        tiny.set_gpu_preprocess("none")
+    assert counts == exact and exact["errors"] == 3  # corrupt, truncated, complete-but-corrupt
+    a, b = read_scores(tmp_path / "exact"), read_scores(tmp_path / where)
+    assert a.keys() == b.keys()
+    for key, row in a.items():
+        assert row["score_error"] == b[key]["score_error"], key
+        if row["clip_score"] is not None:  # torch's antialiased bicubic vs PIL's: a small difference
+            assert abs(row["clip_score"] - b[key]["clip_score"]) < 5e-3, key
+
+
 def test_truncated_tar_and_embeddings(tmp_path, tiny):
     samples = [{"text": f"caption {i}", "image": jpeg(50, 50, i)} for i in range(8)]
     write_shards(tmp_path / "shards", samples, shard_size=8)

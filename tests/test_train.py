@@ -152,7 +152,8 @@ def test_a_complete_run_is_skipped_unless_overwrite(short_run):
     assert again["steps"] == summary["steps"] and again["checkpoint"] == summary["checkpoint"]
 
 
-def test_bad_samples_are_skipped_and_counted_and_online_balancing(tmp_path):
+@pytest.mark.parametrize("gpu_preprocess", ["none", "decode"])
+def test_bad_samples_are_skipped_and_counted_and_online_balancing(tmp_path, gpu_preprocess):
     from PIL import Image
 
     def jpg(colour):
@@ -169,7 +170,7 @@ def test_bad_samples_are_skipped_and_counted_and_online_balancing(tmp_path):
     ]
     shards = write_shards(good + bad, tmp_path / "shards")
     cfg = config(tmp_path, shards, batch_size=4, steps=4, warmup_steps=1, num_workers=0, online_balancing=True,
-                 shuffle_buffer=0)
+                 shuffle_buffer=0, gpu_preprocess=gpu_preprocess)
     summary = run_train(cfg)
     assert summary["drops"]["decode_error"] >= 1
     assert summary["drops"]["missing_text"] >= 1
@@ -177,6 +178,59 @@ def test_bad_samples_are_skipped_and_counted_and_online_balancing(tmp_path):
     assert summary["drops"]["balancing"] >= 1
     stats = read_stats(str(tmp_path / "train"))
     assert stats["drops"] == summary["drops"] and stats["input_rows"] == 16
+
+
+def _jpeg(w: int, h: int, seed: int, mode: str = "RGB") -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if mode == "L" else (h, w, len(mode))
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_device_decoding_matches_the_workers_and_drops_what_no_decoder_reads(tmp_path):
+    """gpu_preprocess=decode: complete JPEGs travel as bytes with the crop box the workers draw, and
+    the device (torchvision's CPU kernels stand in for the GPU's here) decodes and crops them. Same
+    samples, same crops, same drops as the worker path; other images still decode in the workers."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    from pipeline.gpu_feed import pack_blobs
+    from pipeline.train import device_batch, device_crop_of, make_shard_stream, split_preprocess
+
+    good = _jpeg(60, 44, 1)
+    samples = [{"jpg": good[: len(good) // 2], "txt": "truncated"}, {"jpg": b"\xff\xd8 junk \xff\xd9", "txt": "junk"}]
+    samples += [{"jpg": _jpeg(40 + 9 * i, 70 - 5 * i, i), "txt": f"photo {i}"} for i in range(6)]
+    samples += [{"jpg": _jpeg(48, 40, 9, "CMYK"), "txt": "cmyk photo"}, {"jpg": _jpeg(36, 52, 10, "L"), "txt": "grey photo"}]
+    urls = [str(write_shards(samples, tmp_path / "shards") / "00000.tar")]
+    pre, mean, std = split_preprocess(image_transform_v2(PreprocessCfg(size=32), is_train=True))
+    mean_std = tuple(torch.tensor(v).view(-1, 1, 1) for v in (mean, std))
+    crop = device_crop_of(pre)
+    tok = open_clip.get_tokenizer("ViT-B-32")
+    n = 8  # the usable samples: 6 RGB + CMYK + grey
+
+    def first_batch(device_crop):
+        return next(iter(make_shard_stream(urls, pre, tok, n, shuffle_buffer=0, device_crop=device_crop)))
+
+    workers, device = first_batch(None), first_batch(crop)
+    assert workers[2]["drops"] == device[2]["drops"] == {"decode_error": 2}  # truncated, junk: the workers decide
+    assert len(device[0]["ready"]) == 1 and len(device[0]["boxes"]) == 7  # CMYK decodes in the workers
+    xw, tw, dw = device_batch(workers, torch.device("cpu"), mean_std)
+    xd, td, dd = device_batch(device, torch.device("cpu"), mean_std, crop)
+    assert dw == dd == 0 and xw.shape == xd.shape == (n, 3, 32, 32)
+    order = {tuple(t.tolist()): i for i, t in enumerate(tw)}
+    for j, t in enumerate(td):  # same caption → same image, the same crop up to interpolation rounding
+        i = order[tuple(t.tolist())]
+        assert (xw[i] - xd[j]).abs().mean() < 0.02, (i, j)
+
+    # An image that passed the workers' checks but that no decoder reads: dropped with its caption.
+    batch = ({"ready": None, "jpegs": pack_blobs([good, b"\xff\xd8 junk \xff\xd9"]),
+              "boxes": torch.tensor([[0, 0, 44, 60], [0, 0, 10, 10]])}, tok(["kept", "dropped"]), {})
+    x, tokens, dropped = device_batch(batch, torch.device("cpu"), mean_std, crop)
+    assert dropped == 1 and x.shape == (1, 3, 32, 32) and torch.equal(tokens, tok(["kept"]))
 
 
 def test_no_shards_is_a_user_error(tmp_path):
