@@ -340,7 +340,7 @@ def register(sub, common) -> None:
     flag(p, "--mode", key="score.mode", choices=["local", "spark"])
     flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
          help="image work moved to the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU")
-    flag(p, "--gpu-decode-share", key="score.gpu_decode_share", type=float,
+    flag(p, "--gpu-decode-share", key="score.gpu_decode_share", type=float, metavar="SHARE",
          help="with decode: the share of JPEGs nvjpeg decodes; CPU workers decode the rest")
     flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
     p.add_argument("--input", help="shards folder (default <output_dir>/shards)")

@@ -557,6 +557,8 @@ def register(sub, common) -> None:
     flag(p, "--lr", key="train.lr", type=float, metavar="LR")
     flag(p, "--workers", key="train.num_workers", type=int, metavar="N")
     flag(p, "--device", key="train.device", metavar="DEV")
+    flag(p, "--gpu-preprocess", key="train.gpu_preprocess", choices=["auto", "none", "decode"],
+         help="decode: JPEGs decoded and cropped on the GPU (auto on a GPU); none: in the loader workers")
     flag(p, "--eval-dir", key="train.eval_dir", metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in output_dir/train (error if none)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run and train from scratch")
