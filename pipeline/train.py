@@ -506,6 +506,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
                 })
 
     train_s = time.perf_counter() - t_start
+    batches.close()  # stop the loader workers (and the GPU feed thread) before evaluating
     summary: dict[str, Any] = {
         "model": t.model, "steps": step, "target_steps": t.steps, "batch_size": t.batch_size * world,
         "samples_seen": step * t.batch_size * world, "checkpoint": ckpt_path,
