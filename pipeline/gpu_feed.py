@@ -25,6 +25,22 @@ def is_complete_jpeg(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
+def jpeg_for_device(data: bytes):
+    """The header of a JPEG the device may decode as it is, as an unloaded PIL image (its size is
+    what a crop box needs); None for what the CPU workers must decode and judge themselves: not a
+    complete JPEG, an unreadable header, CMYK/YCCK, or past PIL's decompression-bomb limit (so one
+    huge image cannot exhaust GPU memory). The one rule for scoring and training."""
+    from PIL import Image
+
+    if not is_complete_jpeg(data):
+        return None
+    try:
+        im = Image.open(io.BytesIO(data))  # reads the header only; raises on a decompression bomb
+    except Exception:  # noqa: BLE001 - the CPU path decides what is wrong with it
+        return None
+    return im if im.format == "JPEG" and im.mode in ("RGB", "L") else None
+
+
 def pack_blobs(blobs: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
     """Byte strings → (one uint8 tensor, offsets): one shared-memory buffer between processes."""
     offsets = torch.tensor(np.cumsum([0] + [len(b) for b in blobs]), dtype=torch.int64)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from pipeline import storage
-from pipeline.gpu_feed import is_complete_jpeg, pack_blobs
+from pipeline.gpu_feed import jpeg_for_device, pack_blobs
 from pipeline.shards import IMAGE_EXTS, iter_tar, sample_json
 
 
@@ -59,8 +59,8 @@ class ShardBatches(IterableDataset):
 
     ``where`` says how much of the image work happens here: "none" = decode + the PIL part of the
     transform (resize, crop: exact open_clip), "resize" = decode only (resize/crop on the GPU),
-    "decode" = nothing for a ``gpu_decode_share`` of the complete JPEGs (they go to the GPU
-    decoder); the rest, and other formats, are decoded here. A share below 1 splits decoding
+    "decode" = nothing for a ``gpu_decode_share`` of the JPEGs the GPU decoder may take
+    (gpu_feed.jpeg_for_device); the rest, and other formats, are decoded here. A share below 1 splits decoding
     between the GPU's decoder and these workers when neither alone keeps up with the model.
     Each batch: ``groups`` [(kind, data, n)] with kind "ready" (uint8 [n,3,S,S] or float),
     "raw" (uint8 [n,3,H,W], one size per group) or "jpeg" ((bytes, offsets)); ``tokens``;
@@ -117,7 +117,7 @@ class ShardBatches(IterableDataset):
                     if text is None:
                         errors.append((shard, key, uid, "missing_text"))
                         continue
-                    gpu = share > 0 and to_gpu + share >= 1 and is_complete_jpeg(sample[ext])
+                    gpu = share > 0 and to_gpu + share >= 1 and jpeg_for_device(sample[ext]) is not None
                     to_gpu += share - gpu
                     if gpu:
                         name, item = "jpeg", sample[ext]

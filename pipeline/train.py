@@ -181,26 +181,17 @@ def _decode(data: bytes, preprocess, aug_seed: int):
 def _jpeg_for_device(data: bytes, crop, aug_seed: int):
     """(JPEG bytes, crop box (top, left, height, width)) for the device to decode and crop, the box
     drawn from the same seed as the CPU path draws it; None where this worker must decode the
-    image itself (not a complete baseline-readable JPEG, CMYK, unreadable header)."""
-    import io
-
+    image itself (gpu_feed.jpeg_for_device says which)."""
     import torch
-    from PIL import Image
 
-    from pipeline.gpu_feed import is_complete_jpeg
+    from pipeline.gpu_feed import jpeg_for_device
 
-    if not is_complete_jpeg(data):
+    header = jpeg_for_device(data)
+    if header is None:
         return None
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
-                return None
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(aug_seed)
-                box = crop.get_params(im, crop.scale, crop.ratio)
-    except Exception:  # noqa: BLE001 - the CPU path decides what is wrong with it
-        return None
-    return data, box
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(aug_seed)
+        return data, crop.get_params(header, crop.scale, crop.ratio)
 
 
 def device_crop_of(pil_part):

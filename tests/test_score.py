@@ -97,6 +97,22 @@ def _odd_jpegs() -> list[dict]:
             {"text": "complete but corrupt", "image": b"\xff\xd8\xff\xdb garbage garbage \xff\xd9"}]
 
 
+def test_which_jpegs_the_device_may_decode(monkeypatch):
+    """One rule for scoring and training: complete RGB or greyscale JPEGs within PIL's bomb limit."""
+    from pipeline.gpu_feed import jpeg_for_device
+
+    good = jpeg(64, 48, 1)
+    odd = {x["text"]: x["image"] for x in _odd_jpegs()}
+    assert jpeg_for_device(good).size == (64, 48)
+    assert jpeg_for_device(odd["a grey photo"]) is not None
+    assert jpeg_for_device(odd["a cmyk photo"]) is None  # the workers decode CMYK
+    assert jpeg_for_device(good[: len(good) // 2]) is None  # truncated: PIL judges it
+    assert jpeg_for_device(odd["complete but corrupt"]) is None
+    assert jpeg_for_device(jpeg(64, 64, 2, fmt="PNG")) is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64×48 = 3,072 > 2×1,000: a "bomb" now
+    assert jpeg_for_device(good) is None
+
+
 @pytest.mark.parametrize(("where", "share", "workers"), [("resize", 1.0, 0), ("decode", 1.0, 2), ("decode", 0.5, 0)])
 def test_device_preprocessing_paths_agree_with_the_exact_path(tmp_path, tiny, where, share, workers):
     """Decoding/resizing on the device (here torchvision's CPU kernels stand in for the GPU's), all of
