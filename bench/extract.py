@@ -1,6 +1,6 @@
 """Extraction throughput per core: pairs/s and records/s on a large sample WAT and WARC, same run.
 
-WAT: ours (`pipeline.extract.extract_file`: line reader + simdjson + clean-up + uid + Arrow batches)
+WAT: ours (`pipeline.extract.extract_file`: FastWARC + orjson + clean-up + uid + Arrow batches)
 vs cc2dataset's own `process_wat(path, "image")` (FastWARC + simdjson, the extraction cc2dataset
 runs per WAT file). WARC: ours (FastWARC + selectolax) vs a warcio + html.parser baseline doing
 the same clean-up. Every run is one single-threaded process (so rates are per core); peak RSS of
@@ -180,6 +180,7 @@ def _worker(impl: str, path: str) -> None:
     import pyarrow as pa
     import resiliparse.parse.encoding  # noqa: F401
     import selectolax.lexbor  # noqa: F401
+    import orjson  # noqa: F401
     import simdjson  # noqa: F401
     import warcio.archiveiterator  # noqa: F401
 

@@ -7,8 +7,9 @@ are written by the task itself as small JSON files that the driver sums into ``_
 pairs never travel to the driver. Exact duplicates of (url, text) across files are removed with
 one Spark aggregation on ``uid``.
 
-Readers: WARC with FastWARC (+ resiliparse for charsets and its lexbor HTML parser), WAT with a
-line reader that tolerates wrong Content-Length values (lenient mode), URL lists with pyarrow.
+Readers: WARC with FastWARC (+ resiliparse for charsets and its lexbor HTML parser), WAT with
+FastWARC + orjson (a file FastWARC cannot read reliably goes on with a line reader that tolerates
+wrong Content-Length values: lenient mode), URL lists with pyarrow.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
+import orjson
 import pyarrow as pa
 
 from pipeline import log, storage
@@ -93,9 +95,22 @@ def clean_text(s: str | None, max_len: int, unescape: bool = True) -> str:
     """Unescape entities, collapse whitespace, cap the length ("" means: no text)."""
     if not s:
         return ""
+    if len(s) > 2 * max_len + 64:  # a gigantic attribute: clean only as much of it as the answer needs
+        head = _clean_head(s[:2 * max_len + 64], unescape)
+        if len(head) >= max_len:
+            return head[:max_len]
     if unescape and "&" in s:
         s = html.unescape(s)
     return " ".join(s.split())[:max_len]
+
+
+def _clean_head(head: str, unescape: bool) -> str:
+    """The start that clean_text(head + anything) is sure to begin with: everything before the last
+    "&" (an entity cut in two changes only what follows it: entities hold no "&"), less the last word
+    (the text that follows may continue it)."""
+    if unescape and "&" in head:
+        head = html.unescape(head[:head.rfind("&")])
+    return " ".join(head.split()[:-1])
 
 
 # Characters for which urljoin does more than the fast paths below (whitespace removal, params, IPv6 checks).
@@ -272,14 +287,15 @@ def clean_text_column(texts: pa.Array, max_len: int, unescape: bool = True) -> p
     return pc.replace_with_mask(texts, work, pa.array(fixed, pa.string()))
 
 
-def join_prefixes(bases: pa.Array, kind: pa.Array, up: pa.Array) -> pa.Array:
-    """What ``urljoin(base, ref)`` puts before a protocol-relative (kind 0: ``scheme:``), root-relative
-    (1: ``scheme://host``) or path-relative reference (2: the base's directory ``up`` levels higher,
-    never above the root, ending in "/"); null where the base needs urljoin itself."""
+def join_prefixes(bases: pa.Array, base_of, kind: pa.Array, up: pa.Array) -> pa.Array:
+    """What ``urljoin(bases[base_of[i]], ref)`` puts before a protocol-relative (kind 0: ``scheme:``),
+    root-relative (1: ``scheme://host``) or path-relative reference (2: the base's directory ``up``
+    levels higher, never above the root, ending in "/"); null where the base needs urljoin itself.
+    Bases are parsed once each (a page has many images), then spread over the rows."""
     import pyarrow.compute as pc
 
     parts = pc.extract_regex(bases, _SIMPLE_BASE)
-    scheme, host, dirs = (pc.struct_field(parts, f) for f in ("scheme", "host", "dirs"))
+    scheme, host, dirs = (pc.take(pc.struct_field(parts, f), base_of) for f in ("scheme", "host", "dirs"))
     origin = pc.binary_join_element_wise(scheme, host, "://")
     dirs = pc.if_else(pc.equal(dirs, ""), "/", dirs)
     for step in range(1, min(pc.max(up).as_py() or 0, 64) + 1):  # "../" × up, on the rows still going up
@@ -316,7 +332,7 @@ def resolve_url_column(raw: pa.Array, bases: pa.Array, page_of, max_len: int,
     rows = np.flatnonzero(joined.to_numpy(zero_copy_only=False))
     if len(rows):
         kind = pc.case_when(pc.make_struct(pc.take(protocol, rows), pc.take(root, rows)), 0, 1, 2)
-        prefix = join_prefixes(pc.take(bases, page_of[rows]), kind, pc.take(up, rows))
+        prefix = join_prefixes(bases, page_of[rows], kind, pc.take(up, rows))
         tail = pc.if_else(pc.take(relative, rows), pc.take(rest, rows), pc.take(raw, rows))
         url = pc.replace_with_mask(url, joined, pc.binary_join_element_wise(prefix, tail, ""))
     reasons: list[str] = []
@@ -333,6 +349,20 @@ def resolve_url_column(raw: pa.Array, bases: pa.Array, page_of, max_len: int,
     if wanted is not None:
         url = pc.if_else(wanted, url, pa.nulls(len(url), pa.string()))
     return url, reasons
+
+
+_IMAGE_ROW = pa.struct([("url", pa.string()), ("alt", pa.string()), ("title", pa.string())])
+_PAGE_ROW = pa.struct([("page_url", pa.string()), ("record_id", pa.string()), ("base", pa.string()), ("lang", pa.string())])
+
+
+def _columns(rows: list[tuple], row_type: pa.StructType) -> list[pa.Array]:
+    """The string columns of parsed rows, converted in one pass in C++ (transposing the tuples in
+    Python first took 5x longer: measured); rows with a value that is not text go column by column."""
+    try:
+        table = pa.array(rows, row_type)
+    except (pa.ArrowException, UnicodeError):
+        return [_strings(list(c)) for c in zip(*rows)]
+    return [table.field(i) for i in range(row_type.num_fields)]
 
 
 def _strings(values: list) -> pa.Array:
@@ -394,7 +424,7 @@ class PairSink:
         st.images += len(images)
         if not images:
             return None
-        raw_url, alt, title = (_strings(list(c)) for c in zip(*images))
+        raw_url, alt, title = _columns(images, _IMAGE_ROW)
         page_of = np.repeat(np.arange(len(pages), dtype=np.int64), n_images)
         # text first: most <img> have no alt (real CC); a title stands in for a missing alt
         text = clean_text_column(alt, opts.max_text_length, self.unescape)
@@ -406,7 +436,7 @@ class PairSink:
         empty = len(text) - pc.sum(has_text).as_py()
         if empty:
             st.drops["empty_text"] += empty
-        page_url, record_id, base, lang = (_strings(list(c)) for c in zip(*pages))
+        page_url, record_id, base, lang = _columns(pages, _PAGE_ROW)
         url, reasons = resolve_url_column(raw_url, base, page_of, opts.max_url_length, has_text)
         st.drops.update(reasons)
         keep = pc.and_(has_text, pc.is_valid(url))
@@ -799,41 +829,48 @@ def wat_records(lines: Iterator[bytes], st: FileStats, lenient: bool = True) -> 
             yield headers, data
 
 
-def _wat_lang(parser, payload: bytes) -> str | None:
-    """languages-cld2 of a WAT metadata record (plain values out: simdjson proxies must not escape)."""
-    doc = parser.parse(payload)
-    records = doc.at_pointer("/Envelope/Payload-Metadata/WARC-Metadata-Metadata/Metadata-Records")
-    for item in records:
+def _json_object(payload: bytes) -> dict:
+    """A WAT payload as a dict. orjson is fast and strict; the standard library also reads what
+    orjson refuses but real pages contain (lone surrogates: replaced later, the page is kept)."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        doc = json.loads(payload)  # raises ValueError when the payload really is not JSON
+    if not isinstance(doc, dict):
+        raise TypeError(f"a JSON {type(doc).__name__}, not an object")
+    return doc
+
+
+def _wat_lang(payload: bytes) -> str | None:
+    """languages-cld2 of a WAT metadata record."""
+    env = _json_object(payload)["Envelope"]
+    for item in env["Payload-Metadata"]["WARC-Metadata-Metadata"]["Metadata-Records"]:
         if item.get("Name") == "languages-cld2":
             return _cld2_lang(str(item.get("Value") or ""))
     return None
 
 
-def _wat_page(parser, payload: bytes) -> tuple[str | None, str | None, str | None, list[tuple]] | None:
-    """(page URL, record id, <base href>, [(url, alt, title)]) of a WAT response record, None if no HTML."""
-    doc = parser.parse(payload)
-    env = doc["Envelope"]
-    try:
-        meta = env.at_pointer("/Payload-Metadata/HTTP-Response-Metadata/HTML-Metadata")
-    except KeyError:
+def _wat_page(payload: bytes) -> tuple[str | None, str | None, str | None, list[tuple]] | None:
+    """(page URL, record id, <base href>, [(url, alt, title)]) of a WAT response record, None if no HTML.
+    Parsing the whole record with orjson beats simdjson's lazy proxies here (measured on sample and
+    real CC records): most of a record is the Links list, which is read in full anyway."""
+    env = _json_object(payload)["Envelope"]
+    meta = ((env.get("Payload-Metadata") or {}).get("HTTP-Response-Metadata") or {}).get("HTML-Metadata")
+    if meta is None:
         return None
-    links = meta.get("Links")
-    links = links.as_list() if links is not None else []  # one conversion in C++, not a proxy per link
-    images = [(lk.get("url"), lk.get("alt"), lk.get("title")) for lk in links if lk.get("path") == "IMG@/src"]
-    head = meta.get("Head")
-    base = head.get("Base") if head is not None else None
-    whm = env.get("WARC-Header-Metadata")
-    page = whm.get("WARC-Target-URI") if whm is not None else None
-    rid = whm.get("WARC-Record-ID") if whm is not None else None
-    return page, rid, base, images
+    images = [(lk.get("url"), lk.get("alt"), lk.get("title")) for lk in meta.get("Links") or () if lk.get("path") == "IMG@/src"]
+    base = (meta.get("Head") or {}).get("Base")
+    whm = env.get("WARC-Header-Metadata") or {}
+    return whm.get("WARC-Target-URI"), whm.get("WARC-Record-ID"), base, images
 
 
 class _NotWellFormed(Exception):
     """FastWARC met something it cannot read reliably: switch to the lenient line reader."""
 
 
-def wat_payloads(path: str, st: FileStats, lenient: bool = True) -> Iterator[tuple[str, bytes]]:
-    """(WARC-Target-URI, payload) of each record of a WAT file.
+def wat_payloads(path: str, st: FileStats, lenient: bool = True) -> Iterator[tuple[Any, bytes]]:
+    """(WARC headers, payload) of each record of a WAT file; ``headers.get("WARC-Target-URI")`` is
+    the page (asked only when needed: a header lookup costs more than a page's other checks).
 
     FastWARC reads well-formed files (4x faster than a Python line loop). At the first record that
     does not look right (unknown type, short payload, a payload that is not one JSON object, an
@@ -856,7 +893,7 @@ def wat_payloads(path: str, st: FileStats, lenient: bool = True) -> Iterator[tup
                 if rtype == metadata and not (payload[:1] == b"{" and payload.endswith(json_ends)):
                     raise _NotWellFormed
                 done += 1
-                yield rec.headers.get("WARC-Target-URI") or "", payload
+                yield rec.headers, payload
             if f.read(1):
                 raise _NotWellFormed
         if done == 0:
@@ -865,21 +902,18 @@ def wat_payloads(path: str, st: FileStats, lenient: bool = True) -> Iterator[tup
         with open_binary(path) as raw:
             for i, (headers, payload) in enumerate(wat_records(read_lines(raw, st), st, lenient)):
                 if i >= done:
-                    yield headers.get(b"warc-target-uri", b"").decode("utf-8", "replace"), payload
+                    yield {"WARC-Target-URI": headers.get(b"warc-target-uri", b"").decode("utf-8", "replace")}, payload
 
 
 def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordBatch]:
     """Every IMG@/src link of the WAT's HTML metadata, resolved against <base> or the page URL."""
-    import simdjson
-
     st = sink.stats
-    parser = simdjson.Parser()
     pending: _PendingPage | None = None
 
     def emit(p: _PendingPage):
         sink.add_page(p.images, p.base, p.uri, p.record_id, p.lang)
 
-    for uri, payload in wat_payloads(path, st, opts.lenient):
+    for headers, payload in wat_payloads(path, st, opts.lenient):
         st.records += 1
         has_html = b'"HTML-Metadata"' in payload
         if not has_html and b"languages-cld2" not in payload:
@@ -892,12 +926,12 @@ def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordB
             continue
         try:
             if not has_html:
-                if pending is not None and uri == pending.uri:
-                    pending.lang = _wat_lang(parser, payload)
+                if pending is not None and headers.get("WARC-Target-URI") == pending.uri:
+                    pending.lang = _wat_lang(payload)
                 continue
-            page = _wat_page(parser, payload)
+            page = _wat_page(payload)
         except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
-            st.error("invalid_json", f"{uri[:200]}: {e}")
+            st.error("invalid_json", f"{(headers.get('WARC-Target-URI') or '')[:200]}: {e}")
             continue
         if page is None:
             continue
@@ -905,9 +939,10 @@ def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordB
         if pending is not None:
             emit(pending)
         page_url, rid, base_href, images = page
-        page_url = page_url or uri
+        page_url = page_url or headers.get("WARC-Target-URI") or ""
         pending = _PendingPage(page_url, rid, page_base(page_url, base_href), images)
-        yield from sink.full_batch()
+        if len(sink) >= BATCH_ROWS:
+            yield from sink.full_batch()
     if pending is not None:
         emit(pending)
 
