@@ -177,10 +177,10 @@ def _worker(impl: str, path: str) -> None:
     # import everything first: the timings are for the extraction, not for module loading
     import cc2dataset.main  # noqa: F401
     import fastwarc.warc  # noqa: F401
+    import orjson  # noqa: F401
     import pyarrow as pa
     import resiliparse.parse.encoding  # noqa: F401
     import selectolax.lexbor  # noqa: F401
-    import orjson  # noqa: F401
     import simdjson  # noqa: F401
     import warcio.archiveiterator  # noqa: F401
 
