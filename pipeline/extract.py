@@ -941,8 +941,7 @@ def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordB
         page_url, rid, base_href, images = page
         page_url = page_url or headers.get("WARC-Target-URI") or ""
         pending = _PendingPage(page_url, rid, page_base(page_url, base_href), images)
-        if len(sink) >= BATCH_ROWS:
-            yield from sink.full_batch()
+        yield from sink.full_batch()
     if pending is not None:
         emit(pending)
 
