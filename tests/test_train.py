@@ -87,8 +87,8 @@ def test_training_on_the_sample_web_learns(sample_web, web_shards, tmp_path):
     assert r["n_images"] == 200
     assert r["image_to_text_R@5"] >= 3 * 5 / 200 and r["text_to_image_R@5"] >= 3 * 5 / 200
     assert r["image_to_text_R@10"] >= r["image_to_text_R@5"] >= r["image_to_text_R@1"]
-    # Zero-shot runs on the labelled split (8 shapes); shape is the last thing a tiny CLIP learns,
-    # so at this budget top-5 (not top-1) is what is clearly above chance.
+    # Zero-shot runs on the labelled split (8 shapes). At this budget it stays near chance: colour and
+    # background tell almost every in-batch pair apart, so the loss barely needs shape (issue 8 notes).
     z = summary["eval"]["zeroshot"]
     assert z["n_classes"] == 8 and z["n_images"] == 200
     assert 0 <= z["top1"] <= z["top5"] <= 1
