@@ -70,11 +70,13 @@ def test_same_seed_same_bytes_other_seed_differs(sample, tmp_path):
     generate_sample_web(str(again), n_pairs=N_PAIRS, seed=7, base_url=base)
     first, second = _digests(out), _digests(again)
     assert first == second
-    assert {"crawl.warc.gz", "crawl.warc.wat.gz", "ground_truth.parquet", "eval/classes.json"} <= set(first)
+    assert {"crawl.warc.gz", "crawl.warc.wat.gz", "ground_truth.parquet", "eval/classes.json",
+            "eval_background/classes.json"} <= set(first)
     other = tmp_path / "other"
     generate_sample_web(str(other), n_pairs=N_PAIRS, seed=8, base_url=base)
     third = _digests(other)
-    for name in ["crawl.warc.gz", "crawl.warc.wat.gz", "ground_truth.parquet", "eval/pairs.parquet"]:
+    for name in ["crawl.warc.gz", "crawl.warc.wat.gz", "ground_truth.parquet", "eval/pairs.parquet",
+                 "eval_background/pairs.parquet"]:
         assert third[name] != first[name], name
     images = [k for k in first if k.startswith("site/img/0000/")]
     assert sum(third.get(k) != first[k] for k in images) > len(images) // 2
@@ -244,15 +246,18 @@ def test_images_decode_and_eval_split(sample, gt):
                 im.load()
                 formats.add(im.format)
     assert formats == {"JPEG", "PNG", "WEBP"}
-    classes = json.loads((out / "eval" / "classes.json").read_text())
-    assert classes == sorted(classes) and {r["label"] for r in gt} <= set(classes)
-    assert sorted(p.name for p in (out / "eval").iterdir() if p.is_dir()) == classes
-    pairs = pq.read_table(out / "eval" / "pairs.parquet").to_pylist()
     crawl = {(out / "site" / r["image_path"]).read_bytes() for r in gt if r["image_path"]}
-    for p in pairs:
-        data = (out / "eval" / p["image"]).read_bytes()
-        assert data not in crawl
-        assert p["image"].split("/")[0] == classes[p["label"]] and classes[p["label"]] in p["caption"]
+    for split, n_classes in (("eval", 8), ("eval_background", 10)):  # labelled by shape; by background colour
+        classes = json.loads((out / split / "classes.json").read_text())
+        assert classes == sorted(classes) and len(classes) == n_classes
+        assert sorted(p.name for p in (out / split).iterdir() if p.is_dir()) == classes
+        pairs = pq.read_table(out / split / "pairs.parquet").to_pylist()
+        assert len(pairs) == 25 * n_classes
+        for p in pairs:
+            data = (out / split / p["image"]).read_bytes()
+            assert data not in crawl
+            assert p["image"].split("/")[0] == classes[p["label"]] and classes[p["label"]] in p["caption"]
+    assert {r["label"] for r in gt} <= set(json.loads((out / "eval" / "classes.json").read_text()))
 
 
 # --- the server --------------------------------------------------------------------------------

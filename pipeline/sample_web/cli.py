@@ -16,8 +16,8 @@ def register(sub, common) -> None:
         "sample", parents=[common], help="generate the built-in sample web (images, pages, WARC/WAT, ground truth)",
         description="Generate a deterministic sample web under OUT (default <output_dir>/sample): site/ "
         "(images + HTML pages + faults.json, served by `wit serve`), crawl.warc.gz and crawl.warc.wat.gz "
-        "(Common Crawl style), ground_truth.parquet (one row per <img>), eval/ (labelled zero-shot split) "
-        "and sample.json. Same seed -> same bytes.",
+        "(Common Crawl style), ground_truth.parquet (one row per <img>), eval/ (zero-shot split labelled "
+        "by shape), eval_background/ (labelled by background colour) and sample.json. Same seed -> same bytes.",
     )
     p.add_argument("out", nargs="?", default=None, help="output folder (default <output_dir>/sample)")
     p.add_argument("--out", dest="out_opt", metavar="DIR", help="same as OUT")
@@ -53,7 +53,7 @@ def _cli_sample(args: argparse.Namespace, cfg: RunConfig) -> int:
     print(f"sample web: {s['pairs']} pairs, {s['pages']} pages, {s['images']} images, "
           f"{s['faulty_urls']} faulty URLs in {s['seconds']}s")
     print(f"  WARC: {out}/crawl.warc.gz   WAT: {out}/crawl.warc.wat.gz")
-    print(f"  ground truth: {out}/ground_truth.parquet   eval split: {out}/eval/")
+    print(f"  ground truth: {out}/ground_truth.parquet   labelled splits: {out}/eval/ (shape), {out}/eval_background/")
     print(f"  serve it with: wit serve {out} --port {_port_of(want['base_url'])}")
     return 0
 

@@ -459,19 +459,31 @@ class _Generator:
         prog.done()
 
 
-def _write_eval(root: Path, seed: int, per_class: int) -> int:
-    """A labelled split rendered from its own seed, in ImageFolder layout (classes sorted)."""
-    rng = random.Random(f"{seed}-eval")
-    classes = sorted(scenes.SHAPES)
-    out = root / "eval"
+# The labelled splits, ImageFolder layout: folder → (class of a scene, all classes, RNG salt). "eval" labels
+# the object's shape (the natural class, but the slowest thing a small CLIP learns: colour and
+# background tell almost every pair in a batch apart); "eval_background" labels the background
+# colour, which a few CPU minutes of training already learn, so it shows zero-shot working end to end.
+LABELLED_SPLITS = {
+    "eval": (lambda s: s.shape, sorted(scenes.SHAPES), "eval"),
+    "eval_background": (lambda s: f"{s.background} background",
+                        sorted(f"{c} background" for c in scenes.COLOUR_NAMES), "eval-background"),
+}
+
+
+def _write_labelled_split(root: Path, name: str, seed: int, per_class: int) -> int:
+    """A labelled split rendered from its own seed: <class>/<n>.jpg, classes.json (sorted) and
+    pairs.parquet (each image with its true caption, for retrieval)."""
+    label_of, classes, salt = LABELLED_SPLITS[name]
+    rng = random.Random(f"{seed}-{salt}")
+    out = root / name
     rows = []
-    for label, name in enumerate(classes):
-        (out / name).mkdir(parents=True)
+    for label, cls in enumerate(classes):
+        (out / cls).mkdir(parents=True)
         for n in range(per_class):
             scene = scenes.random_scene(rng)
-            while scene.shape != name:
+            while label_of(scene) != cls:
                 scene = scenes.random_scene(rng)
-            rel = f"{name}/{n}.jpg"
+            rel = f"{cls}/{n}.jpg"
             (out / rel).write_bytes(scenes.encode(scenes.render(scene, 96, 96), "jpg"))
             rows.append({"image": rel, "caption": scenes.english(scene), "label": label})
     (out / "classes.json").write_text(json.dumps(classes) + "\n")
@@ -506,16 +518,16 @@ def generate_sample_web(out_dir: str, n_pairs: int = 3000, seed: int = 0,
         finally:
             gen.w.close()
         (tmp / "site" / "faults.json").write_text(json.dumps(gen.w.faults, indent=0, sort_keys=True) + "\n")
-        n_eval = _write_eval(tmp, seed, eval_per_class)
+        n_eval = {name: _write_labelled_split(tmp, name, seed, eval_per_class) for name in LABELLED_SPLITS}
         w = gen.w
         summary = {
             "args": {"n_pairs": n_pairs, "seed": seed, "base_url": base_url.rstrip("/")},
             "pages": w.n_pages, "pairs": w.n_rows, "images": w.n_images, "image_bytes": w.image_bytes,
-            "eval_images": n_eval, "faulty_urls": len(w.faults),
+            "eval_images": n_eval["eval"], "eval_background_images": n_eval["eval_background"], "faulty_urls": len(w.faults),
             "counts": {**{k: dict(sorted(v.items())) for k, v in w.counts.items()},
                        "format": dict(sorted(gen.counts_format.items()))},
             "files": {"site": "site/", "warc": "crawl.warc.gz", "wat": "crawl.warc.wat.gz",
-                      "ground_truth": "ground_truth.parquet", "eval": "eval/"},
+                      "ground_truth": "ground_truth.parquet", "eval": "eval/", "eval_background": "eval_background/"},
         }
         (tmp / "sample.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         (tmp / "_SUCCESS").write_bytes(b"")
