@@ -164,8 +164,11 @@ class TrainConfig(Section):
     model: str = Field("wit-tiny", description="open_clip architecture (wit-tiny, ViT-B-32, RN50 ...)")
     pretrained: str | None = Field(None, description="open_clip tag or checkpoint path to start from; None = random init")
     data: str | None = Field(None, description="webdataset shards: folder, brace pattern or list file; None = output_dir/final")
-    eval_dir: str | None = Field(None, description="labelled folder <class>/*.jpg (+classes.json); None = output_dir/sample/eval")
-    eval_pairs: str | None = Field(None, description="held-out (image, caption) parquet or shards; None = eval_dir/pairs.parquet")
+    eval_dir: str | list[str] | None = Field(
+        None, description="labelled folder(s) <class>/*.jpg (+classes.json), zero-shot on each; None = the sample web's "
+        "eval/ (shapes) and eval_background/ (background colours) under output_dir/sample")
+    eval_pairs: str | None = Field(None, description="held-out (image, caption) parquet or shards; None = pairs.parquet "
+                                   "of the first eval_dir")
     templates: str | list[str] = Field("simple", description="zero-shot prompts: simple, openai, or a list like ['a photo of a {}.']")
     batch_size: int = Field(64, ge=2)
     steps: int = Field(160, ge=1, description="optimizer steps; the default fits ≈2 min of wit-tiny on 2 CPU cores")

@@ -3,7 +3,8 @@
 Zero-shot: every class name is put into prompt templates (open_clip's lists), the text embeddings
 are averaged per class, and an image is classified by its nearest class embedding (top-1/top-5).
 The labelled set is a folder with one sub-folder per class (``eval/<class>/*.jpg``, ImageFolder
-layout) and an optional ``classes.json`` (list of class names, index = label).
+layout) and an optional ``classes.json`` (list of class names, index = label). Several folders can
+be given: each gets its own zero-shot result, the first is the headline one.
 
 Retrieval: held-out (image, caption) pairs, from a parquet (image path + caption columns) or from
 webdataset shards; recall@1/5/10 in both directions. An image with several captions (COCO) counts
@@ -248,17 +249,33 @@ def default_pairs(eval_dir: str | None) -> str | None:
     return p if os.path.isfile(p) else None
 
 
-def evaluate(model, preprocess, tokenizer, eval_dir: str | None, pairs: str | None, device="cpu",
+def labelled_folders(eval_dir: str | Sequence[str] | None, cfg: RunConfig) -> list[str]:
+    """``train.eval_dir`` as a list; None = every labelled split of this run's sample web."""
+    if eval_dir is None:
+        from pipeline.sample_web.generate import LABELLED_SPLITS
+
+        return [join_path(cfg.path("sample"), name) for name in LABELLED_SPLITS]
+    return [eval_dir] if isinstance(eval_dir, str) else list(eval_dir)
+
+
+def evaluate(model, preprocess, tokenizer, eval_dirs: str | Sequence[str] | None, pairs: str | None, device="cpu",
              templates: str | Sequence[str] = "simple") -> dict[str, Any]:
-    """Zero-shot on ``eval_dir`` and retrieval on ``pairs`` (each skipped with a warning when absent)."""
-    out: dict[str, Any] = {"zeroshot": None, "retrieval": None}
-    if eval_dir and os.path.isdir(eval_dir):
-        out["zeroshot"] = zero_shot(model, preprocess, tokenizer, eval_dir, device, templates)
-        z = out["zeroshot"]
-        info(f"eval: zero-shot top1 {z['top1']:.3f} top5 {z['top5']:.3f} on {z['n_images']} images, {z['n_classes']} classes (chance {z['chance_top1']:.3f})")
-    else:
-        warn(f"eval: no labelled folder at {eval_dir}; zero-shot skipped")
-    pairs = pairs or default_pairs(eval_dir)
+    """Zero-shot on each labelled folder and retrieval on ``pairs`` (default: the first folder's
+    pairs.parquet); a missing folder or pairs file is skipped with a warning. ``zeroshot`` is the
+    first folder's result (the headline), ``zeroshot_splits`` every folder's, by folder name."""
+    folders = [eval_dirs] if isinstance(eval_dirs, str) else list(eval_dirs or [])
+    for folder in folders:
+        if not os.path.isdir(folder):
+            warn(f"eval: no labelled folder at {folder}; zero-shot skipped")
+    folders = [f for f in folders if os.path.isdir(f)]
+    out: dict[str, Any] = {"zeroshot": None, "zeroshot_splits": {}, "retrieval": None}
+    for folder in folders:
+        z = zero_shot(model, preprocess, tokenizer, folder, device, templates)
+        out["zeroshot_splits"][os.path.basename(os.path.normpath(folder))] = z
+        out["zeroshot"] = out["zeroshot"] or z
+        info(f"eval: zero-shot top1 {z['top1']:.3f} top5 {z['top5']:.3f} on {z['n_images']} images of {folder}, "
+             f"{z['n_classes']} classes (chance {z['chance_top1']:.3f})")
+    pairs = pairs or default_pairs(folders[0] if folders else None)
     if pairs and (os.path.exists(pairs) or "{" in pairs or "*" in pairs):
         out["retrieval"] = r = retrieval(model, preprocess, tokenizer, pairs, device)
         info(f"eval: retrieval i→t R@1/5/10 {r['image_to_text_R@1']:.3f}/{r['image_to_text_R@5']:.3f}/{r['image_to_text_R@10']:.3f}, "
@@ -273,20 +290,21 @@ def latest_checkpoint(cfg: RunConfig) -> str | None:
     return p if os.path.isfile(p) else None
 
 
-def run_eval(cfg: RunConfig, checkpoint: str | None = None, eval_dir: str | None = None, pairs: str | None = None,
+def run_eval(cfg: RunConfig, checkpoint: str | None = None, eval_dir: str | Sequence[str] | None = None, pairs: str | None = None,
              out: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (default: this run's latest training checkpoint, else train.pretrained)."""
     from pipeline.models import load_clip, resolve_device
 
     t = cfg.train
     ckpt = checkpoint or latest_checkpoint(cfg) or t.pretrained
-    eval_dir = eval_dir or t.eval_dir or join_path(cfg.path("sample"), "eval")
+    folders = labelled_folders(eval_dir or t.eval_dir, cfg)
     pairs = pairs or t.eval_pairs
     device = resolve_device(t.device)
     info(f"eval: {t.model} from {ckpt or 'random init'} on {device}")
     model, preprocess, tokenizer = load_clip(t.model, ckpt, device)
-    result = {"model": t.model, "checkpoint": ckpt, "eval_dir": eval_dir, "pairs": pairs or default_pairs(eval_dir)}
-    result.update(evaluate(model, preprocess, tokenizer, eval_dir, pairs, device, t.templates))
+    result = {"model": t.model, "checkpoint": ckpt, "eval_dir": folders,
+              "pairs": pairs or default_pairs(folders[0] if folders else None)}
+    result.update(evaluate(model, preprocess, tokenizer, folders, pairs, device, t.templates))
     if out:
         storage.write_json(out, result)
     return result
@@ -295,13 +313,13 @@ def run_eval(cfg: RunConfig, checkpoint: str | None = None, eval_dir: str | None
 def register(sub, common) -> None:
     p = sub.add_parser(
         "eval", parents=[common], help="zero-shot accuracy and retrieval recall of a CLIP checkpoint",
-        description="Zero-shot top-1/top-5 on a labelled folder (<class>/*.jpg + optional classes.json; default "
-        "output_dir/sample/eval) and image<->text recall@1/5/10 on held-out pairs (parquet of image path + caption, "
-        "or webdataset shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
+        description="Zero-shot top-1/top-5 on labelled folders (<class>/*.jpg + optional classes.json; default "
+        "the sample web's eval/ and eval_background/ under output_dir/sample) and image<->text recall@1/5/10 on "
+        "held-out pairs (parquet of image path + caption, default the first folder's pairs.parquet, or webdataset shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint path or open_clip pretrained tag (default: this run's latest)")
     flag(p, "--model", key="train.model", help="open_clip architecture of the checkpoint (config train.model)", metavar="ARCH")
-    flag(p, "--eval-dir", key="train.eval_dir", help="labelled folder (config train.eval_dir)", metavar="DIR")
+    flag(p, "--eval-dir", key="train.eval_dir", help="labelled folder (config train.eval_dir: one or a list)", metavar="DIR")
     flag(p, "--pairs", key="train.eval_pairs", help="held-out pairs: parquet or shards (config train.eval_pairs)", metavar="PATH")
     flag(p, "--device", key="train.device", metavar="DEV")
     p.add_argument("--out", help="also write the result as JSON to this file")

@@ -276,12 +276,16 @@ def training_section(cfg: RunConfig) -> str:
         zs, ret = ev.get("zeroshot") or {}, ev.get("retrieval") or {}
         cells = [_num(zs, "top1"), _num(zs, "top5"), _num(ret, "image_to_text_R@1"), _num(ret, "text_to_image_R@1"),
                  _num(zs, "chance_top1"), _fmt(summary.get("steps"))]
-        rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
+        splits = [f"{html.escape(split)}: {_num(z, 'top1')} (chance {_num(z, 'chance_top1')})"
+                  for split, z in (ev.get("zeroshot_splits") or {}).items()]
+        rows.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells)
+                    + f"<td>{'<br>'.join(splits) or '—'}</td></tr>")
     ax.set_xlabel("step")
     ax.set_ylabel("contrastive loss")
     ax.legend(fontsize=8)
     table = ("<table><tr><th>model</th><th>zero-shot top-1</th><th>zero-shot top-5</th>"
-             "<th>image→text R@1</th><th>text→image R@1</th><th>chance top-1</th><th>steps</th></tr>" + "".join(rows) + "</table>")
+             "<th>image→text R@1</th><th>text→image R@1</th><th>chance top-1</th><th>steps</th>"
+             "<th>zero-shot top-1 per labelled split</th></tr>" + "".join(rows) + "</table>")
     comparison = ""
     cmp_path = join_path(cfg.path("train"), "curation.json")
     if storage.exists(cmp_path):

@@ -355,7 +355,7 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
     from open_clip.loss import ClipLoss
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from pipeline.evaluate import evaluate, shard_urls
+    from pipeline.evaluate import evaluate, labelled_folders, shard_urls
     from pipeline.gpu_feed import prefetch
     from pipeline.models import load_clip, resolve_device
 
@@ -510,8 +510,8 @@ def run_train(cfg: RunConfig, spark=None, data: str | None = None, out: str | No
         return summary
     if master:
         raw_model.eval()
-        eval_dir = t.eval_dir or join_path(cfg.path("sample"), "eval")
-        summary["eval"] = evaluate(raw_model, preprocess_val, tokenizer, eval_dir, t.eval_pairs, device, t.templates)
+        folders = labelled_folders(t.eval_dir, cfg)
+        summary["eval"] = evaluate(raw_model, preprocess_val, tokenizer, folders, t.eval_pairs, device, t.templates)
         storage.write_json(join_path(out, "summary.json"), summary)
         stats = StageStats("train", input_rows=summary["samples_seen"])
         for reason, n in summary["drops"].items():

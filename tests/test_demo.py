@@ -19,7 +19,13 @@ def test_demo_runs_end_to_end_and_reruns_from_its_outputs(tmp_path):
     curation = json.loads((tmp_path / "demo" / "train" / "curation.json").read_text())
     assert curation["filtered_top1"] is not None and curation["unfiltered_top1"] is not None
     assert curation["verdict"] in out.stdout
-    assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert len(report) > 10_000
+    # both models are evaluated zero-shot on both labelled splits of the sample web, shown in the report
+    for model in ("unfiltered", "filtered"):
+        splits = json.loads((tmp_path / "demo" / "train" / model / "summary.json").read_text())["eval"]["zeroshot_splits"]
+        assert list(splits) == ["eval", "eval_background"]
+    assert report.count("eval_background: ") == 2
     # --port 0 picked another free port: the rerun regenerates the sample and redoes what depends on its URLs
     again = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

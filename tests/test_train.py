@@ -72,7 +72,8 @@ def read_metrics(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_training_on_the_sample_web_learns(sample_web, web_shards, tmp_path):
     cfg = config(tmp_path, web_shards, model="wit-tiny", batch_size=32, steps=60, lr=1e-3, warmup_steps=6,
-                 num_workers=1, log_every=5, checkpoint_every=1000, eval_dir=str(sample_web / "eval"))
+                 num_workers=1, log_every=5, checkpoint_every=1000,
+                 eval_dir=[str(sample_web / "eval"), str(sample_web / "eval_background")])
     summary = run_train(cfg)
     out = tmp_path / "train"
     assert (out / "_SUCCESS").exists() and (out / "checkpoints" / "epoch_latest.pt").is_file()
@@ -95,7 +96,9 @@ def test_training_on_the_sample_web_learns(sample_web, web_shards, tmp_path):
     assert 0 <= z["top1"] <= z["top5"] <= 1
     # Background colour is learned within these 60 steps: zero-shot from the class names alone ("red
     # background" × templates) is far above chance on the split labelled by it (chance 0.1).
-    bg = run_eval(cfg, eval_dir=str(sample_web / "eval_background"))["zeroshot"]
+    splits = summary["eval"]["zeroshot_splits"]
+    assert list(splits) == ["eval", "eval_background"] and splits["eval"] == z
+    bg = splits["eval_background"]
     assert bg["n_classes"] == 10 and bg["n_images"] == 250
     assert bg["top1"] >= 3 * bg["chance_top1"], bg
 
@@ -260,6 +263,20 @@ def test_schedule_and_weight_decay_groups():
     assert any(n.endswith(".bias") for n in names) and any("ln_" in n for n in names)
     assert decay["weight_decay"] == 0.2 and no_decay["weight_decay"] == 0.0
     assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07), rel=1e-6)
+
+
+def test_eval_defaults_to_every_labelled_split_of_the_sample_web(short_run, sample_web):
+    cfg_run, summary = short_run
+    cfg = load_config(None, {"output_dir": str(sample_web.parent), "train.batch_size": 8})  # its sample/ is sample_web
+    result = run_eval(cfg, checkpoint=summary["checkpoint"])
+    assert result["eval_dir"] == [str(sample_web / "eval"), str(sample_web / "eval_background")]
+    assert {k: v["n_classes"] for k, v in result["zeroshot_splits"].items()} == {"eval": 8, "eval_background": 10}
+    assert result["zeroshot"] == result["zeroshot_splits"]["eval"]
+    assert result["retrieval"]["n_images"] == 200  # the first folder's pairs.parquet
+    # a folder that is missing is skipped with a warning; the first one found is the headline
+    missing = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(sample_web / "nowhere"), str(sample_web / "eval")])
+    assert list(missing["zeroshot_splits"]) == ["eval"] and missing["zeroshot"] == missing["zeroshot_splits"]["eval"]
+    assert missing["retrieval"]["n_images"] == 200
 
 
 def test_wit_eval_cli_on_a_checkpoint(short_run, sample_web, capsys):
