@@ -26,6 +26,7 @@ def test_demo_runs_end_to_end_and_reruns_from_its_outputs(tmp_path):
         splits = json.loads((tmp_path / "demo" / "train" / model / "summary.json").read_text())["eval"]["zeroshot_splits"]
         assert list(splits) == ["eval", "eval_background"]
     assert report.count("eval_background: ") == 2
+    assert set(curation["other_splits"]) == {"eval_background"} and "eval_background" in curation["verdict"]
     # --port 0 picked another free port: the rerun regenerates the sample and redoes what depends on its URLs
     again = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
