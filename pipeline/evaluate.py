@@ -271,7 +271,8 @@ def evaluate(model, preprocess, tokenizer, eval_dirs: str | Sequence[str] | None
     out: dict[str, Any] = {"zeroshot": None, "zeroshot_splits": {}, "retrieval": None}
     for folder in folders:
         z = zero_shot(model, preprocess, tokenizer, folder, device, templates)
-        out["zeroshot_splits"][os.path.basename(os.path.normpath(folder))] = z
+        name = os.path.basename(os.path.normpath(folder))
+        out["zeroshot_splits"][folder if name in out["zeroshot_splits"] else name] = z  # two "eval/": full path
         out["zeroshot"] = out["zeroshot"] or z
         info(f"eval: zero-shot top1 {z['top1']:.3f} top5 {z['top5']:.3f} on {z['n_images']} images of {folder}, "
              f"{z['n_classes']} classes (chance {z['chance_top1']:.3f})")
@@ -315,7 +316,8 @@ def register(sub, common) -> None:
         "eval", parents=[common], help="zero-shot accuracy and retrieval recall of a CLIP checkpoint",
         description="Zero-shot top-1/top-5 on labelled folders (<class>/*.jpg + optional classes.json; default "
         "the sample web's eval/ and eval_background/ under output_dir/sample) and image<->text recall@1/5/10 on "
-        "held-out pairs (parquet of image path + caption, default the first folder's pairs.parquet, or webdataset shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
+        "held-out pairs (parquet of image path + caption, default the first folder's pairs.parquet, or webdataset "
+        "shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint path or open_clip pretrained tag (default: this run's latest)")
     flag(p, "--model", key="train.model", help="open_clip architecture of the checkpoint (config train.model)", metavar="ARCH")

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,12 @@ def test_eval_defaults_to_every_labelled_split_of_the_sample_web(short_run, samp
     missing = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(sample_web / "nowhere"), str(sample_web / "eval")])
     assert list(missing["zeroshot_splits"]) == ["eval"] and missing["zeroshot"] == missing["zeroshot_splits"]["eval"]
     assert missing["retrieval"]["n_images"] == 200
+    # two folders with the same name are told apart by their path
+    copy = sample_web.parent / "copy" / "eval"
+    shutil.copytree(sample_web / "eval", copy)
+    twice = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(sample_web / "eval"), str(copy)])
+    assert list(twice["zeroshot_splits"]) == ["eval", str(copy)]
+    assert twice["zeroshot_splits"]["eval"]["top1"] == twice["zeroshot_splits"][str(copy)]["top1"]
 
 
 def test_wit_eval_cli_on_a_checkpoint(short_run, sample_web, capsys):
