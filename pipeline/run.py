@@ -174,13 +174,9 @@ def _demo_config(cfg: RunConfig, base_url: str) -> RunConfig:
 
 
 def _sample_matches(sample_dir: str, cfg: RunConfig) -> bool:
-    path = join_path(sample_dir, "sample.json")
-    if not storage.exists(path):
-        return False
-    info = storage.read_json(path)
-    args = info.get("args", info)
-    return (args.get("n_pairs") == cfg.sample.n_pairs and args.get("seed") == cfg.sample.seed
-            and str(args.get("base_url", "")).rstrip("/") == cfg.sample.base_url.rstrip("/"))
+    from pipeline.sample_web.generate import sample_is_complete
+
+    return sample_is_complete(sample_dir, cfg.sample.n_pairs, cfg.sample.seed, cfg.sample.base_url)
 
 
 def _curation_experiment(cfg: RunConfig, spark) -> dict:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -421,6 +422,11 @@ def test_wit_sample_cli(tmp_path, capsys):
     assert meta["args"] == {"n_pairs": 40, "seed": 2, "base_url": "http://127.0.0.1:9999"}
     assert wit(["sample", str(out), "--n-pairs", "40", "--seed", "2", "--base-url", "http://127.0.0.1:9999"]) == 0
     assert "already complete" in capsys.readouterr().out
+    # a sample made before eval_background/ existed is made again, not taken as complete
+    shutil.rmtree(out / "eval_background")
+    assert wit(["sample", str(out), "--n-pairs", "40", "--seed", "2", "--base-url", "http://127.0.0.1:9999"]) == 0
+    assert "already complete" not in capsys.readouterr().out
+    assert (out / "eval_background" / "classes.json").is_file()
     # default folder: <output_dir>/sample
     assert wit(["sample", "-o", str(tmp_path / "run"), "--n-pairs", "20"]) == 0
     assert (tmp_path / "run" / "sample" / "_SUCCESS").exists()

@@ -41,14 +41,13 @@ def register(sub, common) -> None:
 
 def _cli_sample(args: argparse.Namespace, cfg: RunConfig) -> int:
     from pipeline.sample_web import generate_sample_web
+    from pipeline.sample_web.generate import sample_is_complete
 
     out = args.out_opt or args.out or cfg.path("sample")
     want = {"n_pairs": cfg.sample.n_pairs, "seed": cfg.sample.seed, "base_url": cfg.sample.base_url.rstrip("/")}
-    done = Path(out) / "sample.json"
-    if not args.overwrite and (Path(out) / "_SUCCESS").exists() and done.exists():
-        if json.loads(done.read_text()).get("args") == want:
-            print(f"sample web already complete at {out} (use --overwrite to regenerate)")
-            return 0
+    if not args.overwrite and sample_is_complete(out, **want):
+        print(f"sample web already complete at {out} (use --overwrite to regenerate)")
+        return 0
     s = generate_sample_web(out, **want)
     print(f"sample web: {s['pairs']} pairs, {s['pages']} pages, {s['images']} images, "
           f"{s['faulty_urls']} faulty URLs in {s['seconds']}s")

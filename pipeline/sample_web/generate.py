@@ -491,6 +491,18 @@ def _write_labelled_split(root: Path, name: str, seed: int, per_class: int) -> i
     return len(rows)
 
 
+def sample_is_complete(out_dir: str, n_pairs: int, seed: int, base_url: str) -> bool:
+    """Whether ``out_dir`` holds a finished sample web made with these arguments and every labelled
+    split this version writes (an older sample lacks the newer splits: it is made again)."""
+    root = Path(out_dir)
+    if not (root / "_SUCCESS").exists() or not (root / "sample.json").exists():
+        return False
+    args = json.loads((root / "sample.json").read_text()).get("args") or {}
+    return (args.get("n_pairs") == n_pairs and args.get("seed") == seed
+            and str(args.get("base_url", "")).rstrip("/") == base_url.rstrip("/")
+            and all((root / name / "classes.json").is_file() for name in LABELLED_SPLITS))
+
+
 def generate_sample_web(out_dir: str, n_pairs: int = 3000, seed: int = 0,
                         base_url: str = "http://127.0.0.1:8765", *, eval_per_class: int = 25) -> dict:
     """Write the sample web under ``out_dir`` (replacing it) and return the summary (sample.json).
