@@ -427,6 +427,9 @@ def test_wit_sample_cli(tmp_path, capsys):
     assert wit(["sample", str(out), "--n-pairs", "40", "--seed", "2", "--base-url", "http://127.0.0.1:9999"]) == 0
     assert "already complete" not in capsys.readouterr().out
     assert (out / "eval_background" / "classes.json").is_file()
+    (out / "sample.json").write_text("{not json")  # a damaged sample.json: made again, no crash
+    assert wit(["sample", str(out), "--n-pairs", "40", "--seed", "2", "--base-url", "http://127.0.0.1:9999"]) == 0
+    assert json.loads((out / "sample.json").read_text())["args"]["n_pairs"] == 40
     # default folder: <output_dir>/sample
     assert wit(["sample", "-o", str(tmp_path / "run"), "--n-pairs", "20"]) == 0
     assert (tmp_path / "run" / "sample" / "_SUCCESS").exists()

@@ -497,7 +497,10 @@ def sample_is_complete(out_dir: str, n_pairs: int, seed: int, base_url: str) -> 
     root = Path(out_dir)
     if not (root / "_SUCCESS").exists() or not (root / "sample.json").exists():
         return False
-    args = json.loads((root / "sample.json").read_text()).get("args") or {}
+    try:
+        args = json.loads((root / "sample.json").read_text()).get("args") or {}
+    except (ValueError, AttributeError):  # unreadable: not a sample this version can trust, make it again
+        return False
     return (args.get("n_pairs") == n_pairs and args.get("seed") == seed
             and str(args.get("base_url", "")).rstrip("/") == base_url.rstrip("/")
             and all((root / name / "classes.json").is_file() for name in LABELLED_SPLITS))
