@@ -168,7 +168,7 @@ class TrainConfig(Section):
         None, description="labelled folder(s) <class>/*.jpg (+classes.json), zero-shot on each; None = the sample web's "
         "eval/ (shapes) and eval_background/ (background colours) under output_dir/sample")
     eval_pairs: str | None = Field(None, description="held-out (image, caption) parquet or shards; None = pairs.parquet "
-                                   "of the first eval_dir")
+                                   "of the first eval_dir evaluated")
     templates: str | list[str] = Field("simple", description="zero-shot prompts: simple, openai, or a list like ['a photo of a {}.']")
     batch_size: int = Field(64, ge=2)
     steps: int = Field(160, ge=1, description="optimizer steps; the default fits ≈2 min of wit-tiny on 2 CPU cores")

@@ -260,23 +260,29 @@ def labelled_folders(eval_dir: str | Sequence[str] | None, cfg: RunConfig) -> li
 
 def evaluate(model, preprocess, tokenizer, eval_dirs: str | Sequence[str] | None, pairs: str | None, device="cpu",
              templates: str | Sequence[str] = "simple") -> dict[str, Any]:
-    """Zero-shot on each labelled folder and retrieval on ``pairs`` (default: the first folder's
-    pairs.parquet); a missing folder or pairs file is skipped with a warning. ``zeroshot`` is the
-    first folder's result (the headline), ``zeroshot_splits`` every folder's, by folder name."""
-    folders = [eval_dirs] if isinstance(eval_dirs, str) else list(eval_dirs or [])
-    for folder in folders:
-        if not os.path.isdir(folder):
-            warn(f"eval: no labelled folder at {folder}; zero-shot skipped")
-    folders = [f for f in folders if os.path.isdir(f)]
-    out: dict[str, Any] = {"zeroshot": None, "zeroshot_splits": {}, "retrieval": None}
-    for folder in folders:
-        z = zero_shot(model, preprocess, tokenizer, folder, device, templates)
+    """Zero-shot on each labelled folder and retrieval on ``pairs`` (default: the pairs.parquet of the
+    first folder evaluated). ``zeroshot`` is the first evaluated folder's result (the headline),
+    ``zeroshot_splits`` every folder's, by folder name; a folder that is missing or unusable (no
+    images, none readable) is skipped with a warning and its reason kept in ``zeroshot_skipped``,
+    so a bad eval folder never fails a finished training run."""
+    out: dict[str, Any] = {"zeroshot": None, "zeroshot_splits": {}, "zeroshot_skipped": {}, "pairs": None, "retrieval": None}
+    evaluated = []
+    for folder in [eval_dirs] if isinstance(eval_dirs, str) else list(eval_dirs or []):
+        try:
+            if not os.path.isdir(folder):
+                raise UserError(f"no labelled folder at {folder}")
+            z = zero_shot(model, preprocess, tokenizer, folder, device, templates)
+        except UserError as e:
+            warn(f"eval: {e}; zero-shot skipped")
+            out["zeroshot_skipped"][folder] = str(e)
+            continue
         name = os.path.basename(os.path.normpath(folder))
         out["zeroshot_splits"][folder if name in out["zeroshot_splits"] else name] = z  # two "eval/": full path
         out["zeroshot"] = out["zeroshot"] or z
+        evaluated.append(folder)
         info(f"eval: zero-shot top1 {z['top1']:.3f} top5 {z['top5']:.3f} on {z['n_images']} images of {folder}, "
              f"{z['n_classes']} classes (chance {z['chance_top1']:.3f})")
-    pairs = pairs or default_pairs(folders[0] if folders else None)
+    out["pairs"] = pairs = pairs or default_pairs(evaluated[0] if evaluated else None)
     if pairs and (os.path.exists(pairs) or "{" in pairs or "*" in pairs):
         out["retrieval"] = r = retrieval(model, preprocess, tokenizer, pairs, device)
         info(f"eval: retrieval i→t R@1/5/10 {r['image_to_text_R@1']:.3f}/{r['image_to_text_R@5']:.3f}/{r['image_to_text_R@10']:.3f}, "
@@ -303,8 +309,7 @@ def run_eval(cfg: RunConfig, checkpoint: str | None = None, eval_dir: str | Sequ
     device = resolve_device(t.device)
     info(f"eval: {t.model} from {ckpt or 'random init'} on {device}")
     model, preprocess, tokenizer = load_clip(t.model, ckpt, device)
-    result = {"model": t.model, "checkpoint": ckpt, "eval_dir": folders,
-              "pairs": pairs or default_pairs(folders[0] if folders else None)}
+    result = {"model": t.model, "checkpoint": ckpt, "eval_dir": folders}
     result.update(evaluate(model, preprocess, tokenizer, folders, pairs, device, t.templates))
     if out:
         storage.write_json(out, result)
@@ -316,7 +321,7 @@ def register(sub, common) -> None:
         "eval", parents=[common], help="zero-shot accuracy and retrieval recall of a CLIP checkpoint",
         description="Zero-shot top-1/top-5 on labelled folders (<class>/*.jpg + optional classes.json; default "
         "the sample web's eval/ and eval_background/ under output_dir/sample) and image<->text recall@1/5/10 on "
-        "held-out pairs (parquet of image path + caption, default the first folder's pairs.parquet, or webdataset "
+        "held-out pairs (parquet of image path + caption, default the first evaluated folder's pairs.parquet, or webdataset "
         "shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint path or open_clip pretrained tag (default: this run's latest)")

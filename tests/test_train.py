@@ -277,7 +277,16 @@ def test_eval_defaults_to_every_labelled_split_of_the_sample_web(short_run, samp
     # a folder that is missing is skipped with a warning; the first one found is the headline
     missing = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(sample_web / "nowhere"), str(sample_web / "eval")])
     assert list(missing["zeroshot_splits"]) == ["eval"] and missing["zeroshot"] == missing["zeroshot_splits"]["eval"]
-    assert missing["retrieval"]["n_images"] == 200
+    assert missing["retrieval"]["n_images"] == 200 and missing["pairs"] == str(sample_web / "eval" / "pairs.parquet")
+    assert "no labelled folder" in missing["zeroshot_skipped"][str(sample_web / "nowhere")]
+    # an unusable folder (no images, or none readable) is skipped with its reason, not a failed run
+    empty, junk = sample_web.parent / "empty", sample_web.parent / "junk"
+    (empty / "cat").mkdir(parents=True)
+    (junk / "cat").mkdir(parents=True)
+    (junk / "cat" / "0.jpg").write_bytes(b"not a jpeg")
+    bad = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(empty), str(junk), str(sample_web / "eval_background")])
+    assert list(bad["zeroshot_splits"]) == ["eval_background"] and bad["zeroshot"]["n_classes"] == 10
+    assert "no images" in bad["zeroshot_skipped"][str(empty)] and "no readable images" in bad["zeroshot_skipped"][str(junk)]
     # two folders with the same name are told apart by their path
     copy = sample_web.parent / "copy" / "eval"
     shutil.copytree(sample_web / "eval", copy)

@@ -459,22 +459,21 @@ class _Generator:
         prog.done()
 
 
-# The labelled splits, ImageFolder layout: folder → (class of a scene, all classes, RNG salt). "eval" labels
+# The labelled splits, ImageFolder layout: folder → (class of a scene, all classes). "eval" labels
 # the object's shape (the natural class, but the slowest thing a small CLIP learns: colour and
 # background tell almost every pair in a batch apart); "eval_background" labels the background
 # colour, which a few CPU minutes of training already learn, so it shows zero-shot working end to end.
 LABELLED_SPLITS = {
-    "eval": (lambda s: s.shape, sorted(scenes.SHAPES), "eval"),
-    "eval_background": (lambda s: f"{s.background} background",
-                        sorted(f"{c} background" for c in scenes.COLOUR_NAMES), "eval-background"),
+    "eval": (lambda s: s.shape, sorted(scenes.SHAPES)),
+    "eval_background": (lambda s: f"{s.background} background", sorted(f"{c} background" for c in scenes.COLOUR_NAMES)),
 }
 
 
 def _write_labelled_split(root: Path, name: str, seed: int, per_class: int) -> int:
     """A labelled split rendered from its own seed: <class>/<n>.jpg, classes.json (sorted) and
     pairs.parquet (each image with its true caption, for retrieval)."""
-    label_of, classes, salt = LABELLED_SPLITS[name]
-    rng = random.Random(f"{seed}-{salt}")
+    label_of, classes = LABELLED_SPLITS[name]
+    rng = random.Random(f"{seed}-{name}")
     out = root / name
     rows = []
     for label, cls in enumerate(classes):
