@@ -118,13 +118,69 @@ def end_to_end(scorer, shards, out: str, batch_size: int, workers: int) -> tuple
     return counts["scored"] / (time.perf_counter() - t0), counts
 
 
+def cpu_decode(shard: str, threads: int, seconds: float) -> float:
+    """Images/s that ``threads`` CPU threads decode with torchvision's libjpeg-turbo (what the
+    hybrid decoder's CPU side can give at most on this machine)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from pipeline.gpu_feed import decode_jpegs, pack_blobs, unpack_blobs
+
+    with tarfile.open(shard) as tf:
+        blobs = unpack_blobs(pack_blobs([tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")]))
+    chunks = [blobs[i:i + 16] for i in range(0, len(blobs), 16)]
+    cpu = torch.device("cpu")
+    with ThreadPoolExecutor(threads) as pool:
+        return timed_rate(lambda: list(pool.map(lambda c: decode_jpegs(c, cpu), chunks)), len(blobs), seconds, cpu)
+
+
+def tar_read(shards) -> dict:
+    """Samples/s one core reads from the shards with pipeline.shards.iter_tar, and with the same
+    grouping done by Python's tarfile (what iter_tar used before: the baseline)."""
+    from pipeline.shards import iter_tar
+
+    def with_tarfile(f):
+        key, sample = None, {}
+        with tarfile.open(fileobj=f, mode="r:") as tf:
+            for m in tf:
+                k, _, ext = m.name.rsplit("/", 1)[-1].partition(".")
+                if k != key and key is not None:
+                    yield key, sample
+                    sample = {}
+                key, sample[ext] = k, tf.extractfile(m).read()
+        yield key, sample
+
+    out = {}
+    for name, read in (("tarfile", with_tarfile), ("ours", iter_tar)):
+        t0, n = time.perf_counter(), 0
+        for _, path in shards:
+            with open(path, "rb") as f:
+                n += sum(1 for _ in read(f))
+        out[f"tar_read_{name}_samples_per_s"] = round(n / (time.perf_counter() - t0), 1)
+    out["tar_read_speedup"] = round(out["tar_read_ours_samples_per_s"] / out["tar_read_tarfile_samples_per_s"], 2)
+    return out
+
+
+def usable_cpus() -> dict:
+    """The CPUs this process may use, and a cgroup CPU quota where one is set (a container may
+    allow fewer CPUs than it shows)."""
+    out: dict = {"affinity": len(os.sched_getaffinity(0))}
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        out["cgroup_quota"] = None if quota == "max" else round(int(quota) / int(period), 2)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def loader_only(scorer, shards, batch_size: int, workers: int) -> float:
     """Pairs/s of the input pipeline alone (tar → batches in pinned memory), no model."""
     import torch
 
     from pipeline.score_data import ShardBatches
 
-    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess, scorer.gpu_decode_share)
+    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=scorer.device.type == "cuda",
                                      prefetch_factor=4 if workers else None)
     t0 = time.perf_counter()
@@ -135,31 +191,41 @@ def loader_only(scorer, shards, batch_size: int, workers: int) -> float:
 def device_decode_only(scorer, shard: str, batch_size: int, seconds: float) -> dict:
     """Images/s of the device's JPEG decoder alone, and with the model's resize + crop, in this thread
     (what the GPU decode path can feed the model at most, before any overlap)."""
-    from pipeline.gpu_feed import decode_jpegs, pack_blobs, unpack_blobs
+    from pipeline.gpu_feed import HybridJpegDecoder, decode_jpegs, pack_blobs, unpack_blobs
 
     with tarfile.open(shard) as tf:
         blobs = [tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")][:batch_size]
-    packed = pack_blobs(blobs)
-    tensors = unpack_blobs(packed)
+    tensors = unpack_blobs(pack_blobs(blobs))
     dev, n = scorer.device, len(blobs)
-    return {
-        "device_decode_only_images_per_s": timed_rate(lambda: decode_jpegs(tensors, dev), n, seconds, dev),
-        "device_decode_resize_images_per_s": timed_rate(lambda: scorer._device_images("jpeg", packed, n), n, seconds, dev),
-    }
+    scorer.decoder = HybridJpegDecoder(dev, threads=0)  # the device alone
+    try:
+        return {
+            "device_decode_only_images_per_s": timed_rate(lambda: decode_jpegs(tensors, dev), n, seconds, dev),
+            "device_decode_resize_images_per_s": timed_rate(
+                lambda: scorer._device_images("jpeg", scorer.decoder.begin(tensors), n), n, seconds, dev),
+        }
+    finally:
+        scorer.decoder = None
 
 
-def run_mode(result: dict, scorer, mode: str, share: float, feed: str, shards, tmp: str, batch: int, workers: int, n: int,
-             loader: bool = True) -> tuple[str, float]:
-    """Time one input path end to end (after a warm-up shard), and its input pipeline alone."""
-    scorer.set_gpu_preprocess(mode, share)
+def run_mode(result: dict, scorer, mode: str, threads: int | None, feed: str, shards, tmp: str, batch: int, workers: int,
+             n: int, loader: bool = True) -> tuple[str, float]:
+    """Time one input path end to end (after a warm-up shard), and its input pipeline alone.
+
+    ``threads``: the hybrid decoder's CPU threads with mode "decode" (None = its default)."""
+    scorer.set_gpu_preprocess(mode, threads)
     scorer.feed = feed
-    name = mode + ("" if share == 1.0 else f"_share_{share:g}") + ("" if feed == "ahead" else f"_{feed}")
+    name = mode + ("" if threads is None or mode != "decode" else f"_threads_{threads}") + \
+        ("" if feed == "ahead" else f"_{feed}") + f"_workers_{workers}"
     end_to_end(scorer, shards[:1], f"{tmp}/warm-{name}", batch, min(workers, 2))  # CUDA, nvjpeg, workers
     rate, counts = end_to_end(scorer, shards, f"{tmp}/scores-{name}", batch, workers)
     assert counts["scored"] == n, counts
     result[f"end_to_end_gpu_preprocess_{name}_pairs_per_s"] = round(rate, 1)
     result[f"end_to_end_gpu_preprocess_{name}_ratio"] = round(rate / result["model_only_pairs_per_s"], 3)
     result[f"end_to_end_gpu_preprocess_{name}_vs_clip_retrieval_a100"] = round(rate / CLIP_RETRIEVAL_A100, 2)
+    if "jpegs_decoded_by" in counts:
+        by = counts["jpegs_decoded_by"]
+        result[f"end_to_end_gpu_preprocess_{name}_cpu_decoded_share"] = round(by["cpu_threads"] / max(1, sum(by.values())), 3)
     if loader:
         result[f"loader_only_gpu_preprocess_{name}_pairs_per_s"] = round(loader_only(scorer, shards, batch, workers), 1)
     return name, rate
@@ -173,40 +239,45 @@ def main(quick: bool = False, device: str | None = None) -> dict:
     gpu = (device or "cpu").startswith("cuda")
     if gpu and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no GPU")
-    cpus = os.cpu_count() or 2
+    cpus = len(os.sched_getaffinity(0))
     if gpu:
         model, batch, n, shard_size, workers, seconds = "ViT-B-32", 1024, 40_000, 2_000, max(1, cpus - 2), 8.0
     else:
         model, batch, n, shard_size, workers, seconds = "wit-tiny", 128, 256 if quick else 2_000, 128 if quick else 500, 1, 2.0 if quick else 5.0
+    few = max(1, cpus // 4)  # loader workers beside the hybrid decoder's threads (default: the other CPUs)
     torch.manual_seed(0)
     result: dict = {
         "model": model, "device": str(device or "cpu"), "batch_size": batch, "images": n, "image_px": 256,
-        "decode_workers": workers, "cpus": cpus, "torch": torch.__version__, "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name() if gpu else None, "weights": "random init (same compute as pretrained)",
+        "decode_workers": workers, "cpus": cpus, "cpus_usable": usable_cpus(), "torch": torch.__version__,
+        "python": platform.python_version(), "gpu": torch.cuda.get_device_name() if gpu else None,
+        "weights": "random init (same compute as pretrained)",
     }
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
         t0 = time.perf_counter()
         shards = make_shards(tmp, n, shard_size, procs=cpus)
         result["generate_s"] = round(time.perf_counter() - t0, 1)
-        # (where, share of JPEGs nvjpeg decodes): the GPU paths, incl. decoding split with the CPU workers
-        # (where, share of JPEGs nvjpeg decodes, how batches are prepared: gpu_feed.FEED_MODES)
-        modes = [("decode", 1.0, "ahead"), ("none", 1.0, "ahead"), ("decode", 1.0, "inline"), ("decode", 0.5, "inline"),
-                 ("decode", 1.0, "ahead_high_priority"), ("resize", 1.0, "ahead_high_priority")] if gpu else \
-            [("none", 1.0, "ahead")] if quick else [("none", 1.0, "ahead"), ("resize", 1.0, "ahead"), ("decode", 1.0, "ahead"),
-                                                    ("decode", 0.5, "ahead")]
+        # (where, hybrid decoder threads (None = default), how batches are prepared: gpu_feed.FEED_MODES,
+        #  loader workers). decode with 0 threads = nvjpeg alone, the path before the hybrid decoder.
+        modes = [("decode", None, "ahead", few), ("decode", None, "ahead", 2 * few), ("decode", 0, "ahead", workers),
+                 ("decode", None, "inline", 2 * few), ("none", None, "ahead", workers), ("resize", None, "ahead", workers)] if gpu \
+            else [("none", None, "ahead", 1)] if quick else [("none", None, "ahead", 1), ("resize", None, "ahead", 1),
+                                                              ("decode", 0, "ahead", 1), ("decode", None, "ahead", 1)]
+        result.update(tar_read(shards))
         scorer = Scorer(model, None, device or "cpu")
         result["precision"] = scorer.precision
         result["model_only_pairs_per_s"] = round(model_only(scorer, batch, seconds), 1)
         if gpu or not quick:
             result.update(device_decode_only(scorer, shards[0][1], batch, seconds / 4))
+            for t in sorted({1, max(1, cpus - few - 1)}):
+                result[f"cpu_decode_{t}_threads_images_per_s"] = cpu_decode(shards[0][1], t, seconds / 4)
         ref, names = None, []
-        for mode, share, feed in modes:
+        for mode, threads, feed, nw in modes:
             try:
-                name, rate = run_mode(result, scorer, mode, share, feed, shards, tmp, batch, workers, n,
-                                      loader=share == 1.0 and feed == "ahead" and not (gpu and mode == "none"))
+                name, rate = run_mode(result, scorer, mode, threads, feed, shards, tmp, batch, nw, n,
+                                      loader=feed == "ahead" and threads is None and not (gpu and mode == "none"))
             except Exception as e:  # noqa: BLE001 - report the other modes anyway
-                result[f"error_gpu_preprocess_{mode}_{share:g}_{feed}"] = f"{type(e).__name__}: {e}"
-                print(f"  gpu_preprocess={mode} share={share:g} feed={feed} FAILED: {type(e).__name__}: {e}")
+                result[f"error_gpu_preprocess_{mode}_{threads}_{feed}_{nw}"] = f"{type(e).__name__}: {e}"
+                print(f"  gpu_preprocess={mode} threads={threads} feed={feed} workers={nw} FAILED: {type(e).__name__}: {e}")
                 continue
             names.append(name)
             got = pq.read_table(f"{tmp}/scores-{name}", columns=["key", "clip_score"]).sort_by("key")
@@ -225,12 +296,17 @@ def main(quick: bool = False, device: str | None = None) -> dict:
     if "device_decode_only_images_per_s" in result:
         print(f"  {result['device']} JPEG decoder alone: {result['device_decode_only_images_per_s']:,.0f} images/s, "
               f"with resize + crop {result['device_decode_resize_images_per_s']:,.0f}")
+    print(f"  tar reading, one core:   {result['tar_read_ours_samples_per_s']:>10,.0f} samples/s "
+          f"(tarfile {result['tar_read_tarfile_samples_per_s']:,.0f}: {result['tar_read_speedup']:.2f}x)")
+    for key in sorted(k for k in result if k.startswith("cpu_decode_")):
+        print(f"  CPU JPEG decoding, {key.split('_')[2]} threads: {result[key]:,.0f} images/s")
     for name in names:
         r = result[f"end_to_end_gpu_preprocess_{name}_pairs_per_s"]
         if f"loader_only_gpu_preprocess_{name}_pairs_per_s" in result:
             print(f"  input pipeline alone (gpu_preprocess={name}): {result[f'loader_only_gpu_preprocess_{name}_pairs_per_s']:>10,.0f} pairs/s")
+        share = result.get(f"end_to_end_gpu_preprocess_{name}_cpu_decoded_share")
         print(f"  end to end (gpu_preprocess={name}): {r:>10,.0f} pairs/s = {result[f'end_to_end_gpu_preprocess_{name}_ratio']:.0%} of model only"
-              f", {r / CLIP_RETRIEVAL_A100:.1f}x clip-retrieval's A100 rate")
+              f", {r / CLIP_RETRIEVAL_A100:.1f}x clip-retrieval's A100 rate" + ("" if share is None else f", {share:.0%} of JPEGs decoded by CPU threads"))
     out = ROOT / "bench" / "results" / ("score_gpu.json" if gpu else "score.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -145,8 +145,10 @@ class ScoreConfig(Section):
     gpu_preprocess: Literal["auto", "none", "resize", "decode"] = Field(
         "auto", description="image work on the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU, none on CPU"
     )
-    gpu_decode_share: float = Field(
-        1.0, ge=0.0, le=1.0, description="with decode: the share of JPEGs the GPU decodes; CPU workers decode the rest"
+    decode_threads: int | None = Field(
+        None, ge=0, description="with gpu_preprocess=decode: CPU threads that decode JPEGs beside the GPU's decoder, "
+        "each batch's JPEGs going to whichever side gets to them first; 0 = the GPU decodes all; None = one per CPU "
+        "left after num_workers and one for the main thread"
     )
 
 

@@ -5,15 +5,20 @@ own CUDA stream while the model runs on the main one. Shared by `wit score` and 
 Why: on a 16-core GPU machine, PIL decoding + resizing in 14 worker processes feeds ViT-B-32 at
 ~3,600 pairs/s (scoring) and ~3,000 samples/s (training), while the model alone runs at ~13,000
 and ~4,200; nvjpeg alone decodes ~28,000-34,000 256-px JPEGs/s (H200). Workers then only read tars
-and tokenise (~24,000 samples/s).
+and tokenise (~24,000 samples/s). But nvjpeg shares the GPU with the model: while ViT-B-32 runs it
+decodes ~4,300 images/s, not ~28,000 (H200), so scoring decodes with CPU threads as well
+(`HybridJpegDecoder`): they take what they can, the device decodes the rest.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -25,20 +30,53 @@ def is_complete_jpeg(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
-def jpeg_for_device(data: bytes):
-    """The header of a JPEG the device may decode as it is, as an unloaded PIL image (its size is
-    what a crop box needs); None for what the CPU workers must decode and judge themselves: not a
-    complete JPEG, an unreadable header, CMYK/YCCK, or past PIL's decompression-bomb limit (so one
-    huge image cannot exhaust GPU memory). The one rule for scoring and training."""
+# Frame-header (SOFn) markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, components, bits per sample) from a JPEG's frame header, None without one
+    before the first scan. Walks the marker segments (a few bytes each): far cheaper than PIL's
+    Image.open, which matters at ~10,000 images/s per GPU."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in _SOF_MARKERS:
+            if i + 10 > n:
+                return None
+            height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+            return width, height, data[i + 9], data[i + 4]
+        if marker in (0xD9, 0xDA):  # end of image or a scan before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def jpeg_for_device(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG the device may decode as it is; None for what the CPU path must
+    decode and judge itself: not a complete JPEG, no readable frame header, not 8-bit greyscale or
+    3-component colour (CMYK/YCCK), or past PIL's decompression-bomb limit (so one huge image cannot
+    exhaust GPU memory; the CPU path then drops it as PIL does). The one rule for scoring and training."""
     from PIL import Image
 
     if not is_complete_jpeg(data):
         return None
-    try:
-        im = Image.open(io.BytesIO(data))  # reads the header only; raises on a decompression bomb
-    except Exception:  # noqa: BLE001 - the CPU path decides what is wrong with it
+    header = jpeg_size(data)
+    if header is None:
         return None
-    return im if im.format == "JPEG" and im.mode in ("RGB", "L") else None
+    width, height, components, bits = header
+    limit = Image.MAX_IMAGE_PIXELS
+    if width == 0 or height == 0 or components not in (1, 3) or bits != 8 or (limit and width * height > 2 * limit):
+        return None
+    return width, height
 
 
 def pack_blobs(blobs: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,11 +122,100 @@ def pil_decode(blob: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(device)
 
 
+def default_decode_threads(loader_workers: int) -> int:
+    """CPU threads for HybridJpegDecoder: the CPUs this process may use, less one per loader worker
+    and one for this process's own work (launching the model); at least one."""
+    return max(1, len(os.sched_getaffinity(0)) - loader_workers - 1)
+
+
+class HybridJpegDecoder:
+    """Decodes batches of JPEGs with CPU threads first and the device's decoder for what is left.
+
+    ``begin`` queues a batch for the threads in small chunks; ``finish`` takes back the chunks that
+    no thread has started, decodes them on the device in one batched call, waits for the chunks in
+    progress and returns every image, in order, on the device. Called a few batches after ``begin``
+    (prefetch's ``lookahead``), the threads are never idle and the device decodes only what they
+    could not: the split follows whichever side is faster on this machine, with nothing to tune.
+    With no threads the device decodes everything. torchvision's CPU decoder is libjpeg-turbo, as
+    PIL's is (the same pixels) and runs without the GIL; what it refuses goes to PIL.
+    """
+
+    def __init__(self, device: torch.device, threads: int, chunk: int = 16):
+        self.device, self.chunk = device, chunk
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="jpeg-cpu") if threads > 0 else None
+        self.decoded = {"cpu_threads": 0, "device": 0}  # images each side decoded (a figure for stats)
+
+    def begin(self, blobs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[Future]]:
+        pin = self.device.type == "cuda"
+        chunks = [] if self.pool is None else [
+            self.pool.submit(_decode_on_cpu, blobs[i:i + self.chunk], pin) for i in range(0, len(blobs), self.chunk)]
+        return blobs, chunks
+
+    def finish(self, started: tuple[list[torch.Tensor], list[Future]]) -> list[torch.Tensor | None]:
+        """uint8 RGB [3, H, W] images on the device, one per blob; None for one no decoder reads."""
+        blobs, chunks = started
+        out: list[torch.Tensor | None] = [None] * len(blobs)
+        if not chunks:
+            left = list(range(len(blobs)))
+        else:
+            # cancel() only succeeds for chunks no thread has picked up: those go to the device
+            left = [i for c, f in enumerate(chunks) if f.cancel()
+                    for i in range(c * self.chunk, min((c + 1) * self.chunk, len(blobs)))]
+        on_device = decode_jpegs([blobs[i] for i in left], self.device)
+        for i, d in zip(left, on_device, strict=True):
+            out[i] = d if d is not None else pil_decode(blobs[i], self.device)
+        for c, f in enumerate(chunks):
+            if f.cancelled():
+                continue
+            for positions, images in f.result():  # one copy per chunk and image size
+                images = images.to(self.device, non_blocking=True)
+                for j, img in zip(positions, images, strict=True):
+                    out[c * self.chunk + j] = img
+        self.decoded["device"] += len(left)
+        self.decoded["cpu_threads"] += len(blobs) - len(left)
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _decode_on_cpu(blobs: list[torch.Tensor], pin: bool) -> list[tuple[list[int], torch.Tensor]]:
+    """(positions in the chunk, their images stacked) per image size, in pinned memory for a GPU
+    (copied to it asynchronously); an image no decoder reads is left out."""
+    cpu = torch.device("cpu")
+    images = [d if d is not None else pil_decode(b, cpu) for d, b in zip(decode_jpegs(blobs, cpu), blobs, strict=True)]
+    by_shape: dict[tuple, list[int]] = {}
+    for j, img in enumerate(images):
+        if img is not None:
+            by_shape.setdefault(tuple(img.shape), []).append(j)
+    out = []
+    for shape, positions in by_shape.items():
+        stacked = torch.empty((len(positions), *shape), dtype=torch.uint8, pin_memory=pin)
+        torch.stack([images[j] for j in positions], out=stacked)
+        out.append((positions, stacked))
+    return out
+
+
 FEED_MODES = ("ahead", "ahead_high_priority", "inline")
 
 
-def prefetch(batches: Iterable, prepare: Callable, device: torch.device, depth: int = 3, mode: str = "ahead") -> Iterator[tuple]:
-    """Yield ``(batch, prepare(batch))`` for each batch.
+def begun(batches: Iterable, begin: Callable, lookahead: int) -> Iterator:
+    """Yield each batch ``lookahead`` batches after calling ``begin`` on it, so that the work begin
+    starts (CPU decoding) runs while the earlier batches are prepared and used."""
+    started: deque = deque()
+    for b in batches:
+        begin(b)
+        started.append(b)
+        if len(started) > lookahead:
+            yield started.popleft()
+    yield from started
+
+
+def prefetch(batches: Iterable, prepare: Callable, device: torch.device, depth: int = 3, mode: str = "ahead",
+             begin: Callable | None = None, lookahead: int = 2) -> Iterator[tuple]:
+    """Yield ``(batch, prepare(batch))`` for each batch (with ``begin(batch)`` called ``lookahead``
+    batches earlier, when given: see ``begun``).
 
     On a GPU (mode "ahead") a background thread pulls the batches and runs ``prepare`` (copies,
     decoding, resizing) on a side CUDA stream, ``depth`` batches ahead, so that this work overlaps
@@ -99,6 +226,8 @@ def prefetch(batches: Iterable, prepare: Callable, device: torch.device, depth: 
     """
     if mode not in FEED_MODES:
         raise ValueError(f"feed mode {mode!r}: one of {FEED_MODES}")
+    if begin is not None:
+        batches = begun(batches, begin, lookahead)
     if device.type != "cuda" or mode == "inline":
         for b in batches:
             yield b, prepare(b)

@@ -7,12 +7,12 @@ caption with its tokenizer, and writes per shard ``scores/NNNNN.parquet`` (schem
 that cannot be decoded, and optionally the fp16 embeddings. One output file per shard, written
 under a temporary name and renamed, so a rerun skips finished shards.
 
-Speed (the GPU should be the limit): DataLoader worker processes read the tars and run the PIL
-part of the transform (decode, resize, crop) and the tokenizer, and build whole batches of uint8
-images; the main process pins them, copies them asynchronously and runs ToTensor's ``/255`` and
-Normalize on the device, then both encoders under bf16 autocast. Results of batch i are copied
-back while batch i+1 runs. Workers split every shard by sample index, so a few big shards still
-use all workers.
+Speed (the GPU should be the limit): DataLoader worker processes read the tars, tokenise and
+build whole batches. On a GPU the JPEGs travel as bytes: CPU threads of the main process decode
+what they can and nvjpeg the rest (gpu_feed.HybridJpegDecoder), the resize/crop and Normalize run
+batched on the device, then both encoders under bf16 autocast. On a CPU the workers run the exact
+PIL transform. Results of batch i are copied back while batch i+1 runs. Workers split every shard
+by sample index, so a few big shards still use all workers.
 
 Modes: ``local`` (this process) or ``spark`` (one task per shard; the model is loaded once per
 Python worker through a module-level cache; on a GPU cluster set
@@ -48,7 +48,7 @@ class Scorer:
 
     def __init__(
         self, model: str, pretrained: str | None, device: str = "auto", precision: str = "auto", gpu_preprocess: str = "auto",
-        gpu_decode_share: float = 1.0,
+        decode_threads: int | None = None,
     ):
         import torch
 
@@ -63,22 +63,24 @@ class Scorer:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
-        self.gpu_preprocess, self.gpu_decode_share = "none", 1.0
+        self.gpu_preprocess, self.decode_threads = "none", None
         self.feed = "ahead"  # how batches are prepared on a GPU (gpu_feed.FEED_MODES); the benchmark compares them
-        self.set_gpu_preprocess(gpu_preprocess, gpu_decode_share)
+        self.decoder = None  # a HybridJpegDecoder while score_shards runs with gpu_preprocess="decode"
+        self.set_gpu_preprocess(gpu_preprocess, decode_threads)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-    def set_gpu_preprocess(self, where: str, gpu_decode_share: float = 1.0) -> None:
-        """How much image work moves to the device: none (exact PIL), resize, or decode (nvjpeg).
+    def set_gpu_preprocess(self, where: str, decode_threads: int | None = None) -> None:
+        """How much image work moves to the device: none (exact PIL), resize, or decode.
 
-        Decoding/resizing on the device (nvjpeg, torch's antialiased bicubic instead of PIL's)
-        changes scores by ~1e-4, below bf16's own error, so "auto" = decode on a GPU (the fastest
-        path: CPU workers then only read tars and tokenise) and none (exact PIL) on a CPU. With
-        "decode", ``gpu_decode_share`` of the JPEGs go to nvjpeg and the CPU workers decode the rest.
+        Resizing on the device (torch's antialiased bicubic instead of PIL's) changes scores by
+        ~1e-4, below bf16's own error, so "auto" = decode on a GPU (the fastest path: loader workers
+        then only read tars and tokenise) and none (exact PIL) on a CPU. With "decode", JPEGs are
+        decoded by ``decode_threads`` CPU threads of this process (None = gpu_feed.default_decode_threads,
+        0 = none) and by the device's decoder (nvjpeg), whichever gets to them first.
         """
-        self.gpu_decode_share = gpu_decode_share
+        self.decode_threads = decode_threads
         if where == "auto":
             where = "decode" if self.device.type == "cuda" else "none"
         if self.tensor_part is None:  # a transform we can't split: workers run all of it
@@ -89,14 +91,11 @@ class Scorer:
         """One batch group → (uint8/float images on the device at model size, indices that failed)."""
         import torch
 
-        from pipeline.gpu_feed import decode_jpegs, pil_decode, unpack_blobs
-
         if kind == "ready":
             return data.to(self.device, non_blocking=True), []
         if kind == "raw":  # same-size decoded images: the transform's Resize/CenterCrop, batched
             return self.pil_part(data.to(self.device, non_blocking=True)), []
-        blobs = unpack_blobs(data)
-        dec = [d if d is not None else pil_decode(b, self.device) for d, b in zip(decode_jpegs(blobs, self.device), blobs, strict=True)]
+        dec = self.decoder.finish(data)  # data: what begin() started
         out: list = [None] * n
         groups: dict[tuple, list[int]] = {}
         for i, d in enumerate(dec):
@@ -109,6 +108,13 @@ class Scorer:
         bad = [i for i, o in enumerate(out) if o is None]
         good = [o for o in out if o is not None]
         return (torch.stack(good) if good else None), bad
+
+    def begin(self, b: dict) -> None:
+        """Start decoding a batch's JPEGs on the CPU threads (prepare, a few batches later, finishes it)."""
+        from pipeline.gpu_feed import unpack_blobs
+
+        b["groups"] = [(kind, self.decoder.begin(unpack_blobs(data)) if kind == "jpeg" else data, n)
+                       for kind, data, n in b["groups"]]
 
     def prepare(self, b: dict):
         """One ShardBatches batch → (rows, images on the device, tokens on the device, [(row, reason)])."""
@@ -133,7 +139,8 @@ class Scorer:
         """Yield (batch, prepare(batch)); on a GPU prepared ahead on a side stream (gpu_feed.prefetch)."""
         from pipeline.gpu_feed import prefetch
 
-        return prefetch(loader, self.prepare, self.device, mode=self.feed)
+        begin = self.begin if self.gpu_preprocess == "decode" else None
+        return prefetch(loader, self.prepare, self.device, mode=self.feed, begin=begin)
 
     def embed(self, images, tokens):
         """Normalised (image, text) embeddings (float32) of a batch already on the host or device."""
@@ -162,7 +169,7 @@ def get_scorer(sc: ScoreConfig, device: str | None = None) -> Scorer:
     key = (sc.model, sc.pretrained, device or sc.device, sc.precision)
     if key not in _SCORERS:
         _SCORERS[key] = Scorer(sc.model, sc.pretrained, device or sc.device, sc.precision)
-    _SCORERS[key].set_gpu_preprocess(sc.gpu_preprocess, sc.gpu_decode_share)
+    _SCORERS[key].set_gpu_preprocess(sc.gpu_preprocess, sc.decode_threads)
     return _SCORERS[key]
 
 
@@ -178,11 +185,15 @@ def score_shards(
 
     if not shards:
         return {"scored": 0, "errors": 0, "shards": 0}
+    from pipeline.gpu_feed import HybridJpegDecoder, default_decode_threads
     from pipeline.score_data import ShardBatches, parts_per_shard
 
-    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess, scorer.gpu_decode_share)
+    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
     on_gpu = scorer.device.type == "cuda"
     nw = num_workers
+    if scorer.gpu_preprocess == "decode":
+        threads = scorer.decode_threads if scorer.decode_threads is not None else default_decode_threads(nw)
+        scorer.decoder = HybridJpegDecoder(scorer.device, threads)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=None, num_workers=nw, pin_memory=on_gpu,
         prefetch_factor=4 if nw else None, persistent_workers=False,
@@ -237,15 +248,21 @@ def score_shards(
         counts["shards"] += 1
 
     inflight: deque = deque()  # (rows, launch(), done shard parts), oldest first
-    for b, (rows, images, tokens, bad) in scorer.prepared(loader):
-        for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
-            results[shard].append((uid, key, shard, None, reason, None, None))
-            counts["errors"] += 1
-        inflight.append((rows, launch(images, tokens) if rows else None, b["done"]))
-        while len(inflight) > 1:  # keep one batch running on the device while this one is stored
+    try:
+        for b, (rows, images, tokens, bad) in scorer.prepared(loader):
+            for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
+                results[shard].append((uid, key, shard, None, reason, None, None))
+                counts["errors"] += 1
+            inflight.append((rows, launch(images, tokens) if rows else None, b["done"]))
+            while len(inflight) > 1:  # keep one batch running on the device while this one is stored
+                settle(inflight.popleft())
+        while inflight:
             settle(inflight.popleft())
-    while inflight:
-        settle(inflight.popleft())
+    finally:
+        if scorer.decoder is not None:
+            scorer.decoder.close()
+            counts["jpegs_decoded_by"] = dict(scorer.decoder.decoded)
+            scorer.decoder = None
     for s in list(results):  # workers that had no sample of a shard still mark it done; safety net
         finish(s)
     progress.done()
@@ -312,9 +329,14 @@ def run_score(
     scored = table.num_rows - len(errors)
     stats.input_rows, stats.output_rows = table.num_rows, scored
     new = sum(x["scored"] for x in parts)
+    decoded_by: dict[str, int] = {}
+    for x in parts:
+        for side, k in x.get("jpegs_decoded_by", {}).items():
+            decoded_by[side] = decoded_by.get(side, 0) + k
     stats.extra = {
         "model": sc.model, "pretrained": sc.pretrained, "shards": len(shards), "shards_scored_now": len(todo),
         "pairs_per_s_this_run": round(new / elapsed, 1) if new and elapsed > 0 else None,
+        "jpegs_decoded_by_this_run": decoded_by or None,  # gpu_preprocess=decode: CPU threads vs the device
         "mean_clip_score": float(np.nanmean(table.column("clip_score").to_numpy(zero_copy_only=False).astype(float))) if scored else None,
     }
     d = stats.write(out_dir)
@@ -340,8 +362,8 @@ def register(sub, common) -> None:
     flag(p, "--mode", key="score.mode", choices=["local", "spark"])
     flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
          help="image work moved to the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU")
-    flag(p, "--gpu-decode-share", key="score.gpu_decode_share", type=float, metavar="SHARE",
-         help="with decode: the share of JPEGs nvjpeg decodes; CPU workers decode the rest")
+    flag(p, "--decode-threads", key="score.decode_threads", type=int, metavar="N",
+         help="with decode: CPU threads decoding JPEGs beside nvjpeg (0 = nvjpeg only; default: the CPUs the workers leave)")
     flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
     p.add_argument("--input", help="shards folder (default <output_dir>/shards)")
     p.add_argument("--output", help="scores folder (default <output_dir>/scores)")

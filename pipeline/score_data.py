@@ -59,9 +59,8 @@ class ShardBatches(IterableDataset):
 
     ``where`` says how much of the image work happens here: "none" = decode + the PIL part of the
     transform (resize, crop: exact open_clip), "resize" = decode only (resize/crop on the GPU),
-    "decode" = nothing for a ``gpu_decode_share`` of the JPEGs the GPU decoder may take
-    (gpu_feed.jpeg_for_device); the rest, and other formats, are decoded here. A share below 1 splits decoding
-    between the GPU's decoder and these workers when neither alone keeps up with the model.
+    "decode" = nothing for the JPEGs the device path may take (gpu_feed.jpeg_for_device: the main
+    process's HybridJpegDecoder decodes them); other formats and odd JPEGs are decoded here.
     Each batch: ``groups`` [(kind, data, n)] with kind "ready" (uint8 [n,3,S,S] or float),
     "raw" (uint8 [n,3,H,W], one size per group) or "jpeg" ((bytes, offsets)); ``tokens``;
     ``rows`` [(shard, key, uid)] in group order; ``errors`` [(shard, key, uid, reason)]; ``done``
@@ -69,10 +68,9 @@ class ShardBatches(IterableDataset):
     batch; a shard is complete after ``parts_per_shard`` entries).
     """
 
-    def __init__(self, shards: list[tuple[int, str]], pil_part, tokenizer, batch_size: int, gpu_preprocess: str = "none",
-                 gpu_decode_share: float = 1.0):
+    def __init__(self, shards: list[tuple[int, str]], pil_part, tokenizer, batch_size: int, gpu_preprocess: str = "none"):
         self.shards, self.pil_part, self.tokenizer = shards, pil_part, tokenizer
-        self.batch_size, self.where, self.gpu_decode_share = batch_size, gpu_preprocess, gpu_decode_share
+        self.batch_size, self.where = batch_size, gpu_preprocess
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -81,8 +79,6 @@ class ShardBatches(IterableDataset):
         pending: dict = {}
         errors, done = [], []
         count = 0
-        share = self.gpu_decode_share if self.where == "decode" else 0.0
-        to_gpu = 0.0  # images owed to the GPU decoder so far: sends every 1/share-th one there
 
         def batch():
             groups, texts, rows = [], [], []
@@ -117,9 +113,7 @@ class ShardBatches(IterableDataset):
                     if text is None:
                         errors.append((shard, key, uid, "missing_text"))
                         continue
-                    gpu = share > 0 and to_gpu + share >= 1 and jpeg_for_device(sample[ext]) is not None
-                    to_gpu += share - gpu
-                    if gpu:
+                    if self.where == "decode" and jpeg_for_device(sample[ext]) is not None:
                         name, item = "jpeg", sample[ext]
                     else:
                         try:

@@ -6,7 +6,6 @@ Used by score and select; no torch here, so Spark workers that only move bytes s
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator
 
 from pipeline import log, storage
@@ -33,29 +32,108 @@ def shard_name(shard: int) -> str:
     return f"{shard:05d}"
 
 
+_BLOCK = 512
+
+
+class TarFormatError(ValueError):
+    """A tar header that is not one (bad checksum, unreadable number)."""
+
+
+def _tar_number(field: bytes) -> int:
+    """A header's numeric field: octal text, or GNU base-256 for big values."""
+    if field[:1] in (b"\x80", b"\xff"):
+        n = int.from_bytes(field[1:], "big")
+        return n - (1 << (8 * (len(field) - 1))) if field[:1] == b"\xff" else n
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise TarFormatError(f"bad number {field!r} in a tar header") from None
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """A pax extended header's ``"<length> <key>=<value>\\n"`` records."""
+    out, i = {}, 0
+    while i < len(data) and data[i:i + 1] != b"\0":
+        space = data.index(b" ", i)
+        length = int(data[i:space])
+        key, _, value = data[space + 1:i + length - 1].partition(b"=")
+        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
+        i += length
+    return out
+
+
+def tar_members(f) -> Iterator[tuple[str, bool, int]]:
+    """(name, is a regular file, size) per member of an uncompressed tar, leaving ``f`` at the
+    member's data, which the caller reads or skips (``size`` rounded up to 512 bytes) before the next.
+
+    Why not tarfile: its header parsing is ~3/4 of what a scoring loader worker spends on each sample
+    (~45 of ~120 µs); this reads the same formats (ustar, GNU long names, pax) with checksums checked.
+    A truncated tar raises EOFError; a damaged header, TarFormatError.
+    """
+    long_name, pax = None, {}
+    while True:
+        header = f.read(_BLOCK)
+        if len(header) < _BLOCK:
+            if header.strip(b"\0"):
+                raise EOFError("tar header cut off")
+            return
+        if not header.strip(b"\0"):  # end-of-archive marker
+            return
+        checksum = _tar_number(header[148:156])
+        unsigned = sum(header[:148]) + sum(header[156:]) + 8 * 32  # the checksum field counts as spaces
+        if checksum != unsigned and checksum != unsigned - 256 * sum(1 for b in header if b > 127):  # signed sum
+            raise TarFormatError("bad tar header checksum")
+        kind, size = header[156:157], _tar_number(header[124:136])
+        size = int(pax.get("size", size))
+        if kind in (b"L", b"x", b"g"):  # metadata of the next member (or of all, "g": not needed here)
+            padded = -(-size // _BLOCK) * _BLOCK
+            data = f.read(padded)
+            if len(data) < size:
+                raise EOFError("tar extended header cut off")
+            if kind == b"L":
+                long_name = data[:size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            elif kind == b"x":
+                pax = _pax_records(data[:size])
+            continue
+        name = long_name or pax.get("path")
+        if name is None:
+            name_b = header[:100].split(b"\0", 1)[0]
+            prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+            name = (prefix + b"/" + name_b if prefix else name_b).decode("utf-8", "surrogateescape")
+        long_name, pax = None, {}
+        yield name, kind in (b"0", b"\0", b"7"), size
+
+
 def iter_tar(fileobj, keep=lambda index: True) -> Iterator[tuple[int, str, dict[str, bytes]]]:
     """(index, key, {ext: bytes}) per sample of a webdataset tar (members grouped by key).
 
     Members of samples with ``keep(index)`` false are skipped without reading their data, so
-    several workers can share one tar cheaply. A truncated tar ends the iteration, not the job.
+    several workers can share one tar cheaply. A truncated or damaged tar ends the iteration with a
+    warning, not the job.
     """
     index, key, sample = -1, None, {}
+    seekable = fileobj.seekable()
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*" if not fileobj.seekable() else "r:") as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                base = m.name.rsplit("/", 1)[-1]
-                k, _, ext = base.partition(".")
-                if k != key:
-                    if key is not None and sample is not None:
-                        yield index, key, sample
-                    index, key = index + 1, k
-                    sample = {} if keep(index) else None
-                if sample is not None:
-                    f = tf.extractfile(m)
-                    sample[ext.lower()] = f.read() if f else b""
-    except (tarfile.TarError, EOFError, OSError) as e:
+        for name, is_file, size in tar_members(fileobj):
+            padded = -(-size // _BLOCK) * _BLOCK
+            base = name.rsplit("/", 1)[-1]
+            k, _, ext = base.partition(".")
+            if is_file and k != key:
+                if key is not None and sample is not None:
+                    yield index, key, sample
+                index, key = index + 1, k
+                sample = {} if keep(index) else None
+            if is_file and sample is not None:
+                data = fileobj.read(padded)
+                if len(data) < size:
+                    raise EOFError(f"tar member {name} cut off")
+                sample[ext.lower()] = data[:size]
+            elif seekable:
+                fileobj.seek(padded, 1)
+            else:
+                fileobj.read(padded)
+    except (TarFormatError, EOFError, OSError) as e:
         log.warn(f"tar ended early ({type(e).__name__}: {e}); keeping the samples read so far")
     if key is not None and sample is not None:
         yield index, key, sample

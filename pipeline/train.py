@@ -186,12 +186,13 @@ def _jpeg_for_device(data: bytes, crop, aug_seed: int):
 
     from pipeline.gpu_feed import jpeg_for_device
 
-    header = jpeg_for_device(data)
-    if header is None:
+    size = jpeg_for_device(data)
+    if size is None:
         return None
+    shape_only = torch.empty(()).expand(3, size[1], size[0])  # get_params reads only the image's shape
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(aug_seed)
-        return data, crop.get_params(header, crop.scale, crop.ratio)
+        return data, crop.get_params(shape_only, crop.scale, crop.ratio)
 
 
 def device_crop_of(pil_part):

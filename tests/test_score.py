@@ -103,7 +103,7 @@ def test_which_jpegs_the_device_may_decode(monkeypatch):
 
     good = jpeg(64, 48, 1)
     odd = {x["text"]: x["image"] for x in _odd_jpegs()}
-    assert jpeg_for_device(good).size == (64, 48)
+    assert jpeg_for_device(good) == (64, 48)
     assert jpeg_for_device(odd["a grey photo"]) is not None
     assert jpeg_for_device(odd["a cmyk photo"]) is None  # the workers decode CMYK
     assert jpeg_for_device(good[: len(good) // 2]) is None  # truncated: PIL judges it
@@ -113,28 +113,112 @@ def test_which_jpegs_the_device_may_decode(monkeypatch):
     assert jpeg_for_device(good) is None
 
 
-@pytest.mark.parametrize(("where", "share", "workers"), [("resize", 1.0, 0), ("decode", 1.0, 2), ("decode", 0.5, 0)])
-def test_device_preprocessing_paths_agree_with_the_exact_path(tmp_path, tiny, where, share, workers):
-    """Decoding/resizing on the device (here torchvision's CPU kernels stand in for the GPU's), all of
-    it or split with the workers, scores the same pairs and drops the same bad images as exact PIL."""
+def test_jpeg_size_reads_the_frame_header_as_pil_does():
+    """The cheap header walk agrees with PIL on every kind of JPEG PIL writes: progressive,
+    optimised, subsampled or not, with EXIF/ICC segments, restart markers, greyscale, CMYK."""
+    from pipeline.gpu_feed import jpeg_size
+
+    rng = np.random.default_rng(3)
+    kinds = [{}, {"progressive": True}, {"optimize": True}, {"subsampling": 0}, {"subsampling": 2, "quality": 30},
+             {"exif": Image.Exif().tobytes() + b"x" * 300}, {"icc_profile": b"\0" * 5000}, {"restart_marker_blocks": 1}]
+    for i, kw in enumerate(kinds):
+        for mode, bands in (("RGB", 3), ("L", 1), ("CMYK", 4)):
+            w, h = int(rng.integers(1, 700)), int(rng.integers(1, 700))
+            arr = rng.integers(0, 256, (h, w, bands) if bands > 1 else (h, w), dtype=np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(arr, mode).save(buf, "JPEG", **kw)
+            data = buf.getvalue()
+            with Image.open(io.BytesIO(data)) as im:
+                assert jpeg_size(data) == (*im.size, bands, 8), (i, mode, kw)
+    assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None  # a scan before any frame header
+    assert jpeg_size(b"\xff\xd8\xff\xc0\x00") is None  # cut inside the frame header
+    assert jpeg_size(b"\xff\xd8junk") is None
+
+
+@pytest.mark.parametrize(("where", "threads", "workers"), [("resize", None, 0), ("decode", 0, 2), ("decode", 2, 0), ("decode", None, 2)])
+def test_device_preprocessing_paths_agree_with_the_exact_path(tmp_path, tiny, where, threads, workers):
+    """Decoding/resizing on the device (here torchvision's CPU kernels stand in for the GPU's), with
+    or without CPU decoding threads beside it, scores the same pairs and drops the same bad images
+    as exact PIL."""
     from pipeline.score import score_shards
 
-    write_shards(tmp_path / "shards", synthetic_samples() + _odd_jpegs(), shard_size=6)
+    samples = synthetic_samples() + _odd_jpegs()
+    write_shards(tmp_path / "shards", samples, shard_size=6)
     shards = list_shards(str(tmp_path / "shards"))
     try:
         tiny.set_gpu_preprocess("none")
         exact = score_shards(tiny, shards, str(tmp_path / "exact"), batch_size=4, num_workers=0)
-        tiny.set_gpu_preprocess(where, share)
+        tiny.set_gpu_preprocess(where, threads)
         counts = score_shards(tiny, shards, str(tmp_path / where), batch_size=4, num_workers=workers)
     finally:
         tiny.set_gpu_preprocess("none")
+    decoded_by = counts.pop("jpegs_decoded_by", None)
     assert counts == exact and exact["errors"] == 3  # corrupt, truncated, complete-but-corrupt
+    if where == "decode":  # every JPEG the device path may take went to one side or the other
+        from pipeline.gpu_feed import jpeg_for_device
+
+        eligible = sum(1 for x in samples if x["image"] and jpeg_for_device(x["image"]) is not None)
+        assert sum(decoded_by.values()) == eligible
+        if threads == 0:
+            assert decoded_by["cpu_threads"] == 0
     a, b = read_scores(tmp_path / "exact"), read_scores(tmp_path / where)
     assert a.keys() == b.keys()
     for key, row in a.items():
         assert row["score_error"] == b[key]["score_error"], key
         if row["clip_score"] is not None:  # torch's antialiased bicubic vs PIL's: a small difference
             assert abs(row["clip_score"] - b[key]["clip_score"]) < 5e-3, key
+
+
+def test_hybrid_decoder_splits_work_and_keeps_order():
+    """CPU threads decode what they started, the device what no thread had started; every image
+    comes back in order with PIL's pixels, and one no decoder reads is None, on either side."""
+    from concurrent.futures import Future
+
+    from pipeline.gpu_feed import HybridJpegDecoder, pack_blobs, unpack_blobs
+
+    raw = [jpeg(20 + 3 * i, 30 + (i % 4), i) for i in range(10)]
+    raw[4] = raw[7] = b"\xff\xd8 not a jpeg \xff\xd9"
+    blobs = unpack_blobs(pack_blobs(raw))
+    want = [None if i in (4, 7) else np.asarray(Image.open(io.BytesIO(b)).convert("RGB")).transpose(2, 0, 1)
+            for i, b in enumerate(raw)]
+
+    def check(out):
+        assert len(out) == len(raw)
+        for o, w in zip(out, want, strict=True):
+            assert (o is None) if w is None else np.array_equal(o.numpy(), w)
+
+    cpu = torch.device("cpu")
+    for threads in (0, 2):
+        dec = HybridJpegDecoder(cpu, threads, chunk=3)
+        started = dec.begin(blobs)
+        if threads:  # the threads got to every chunk (done before finish)
+            for f in started[1]:
+                f.result()
+        check(dec.finish(started))
+        assert dec.decoded == ({"cpu_threads": 0, "device": 10} if threads == 0 else {"cpu_threads": 10, "device": 0})
+        dec.close()
+    dec = HybridJpegDecoder(cpu, 1, chunk=3)
+    started = dec.begin(blobs)
+    for f in started[1]:
+        f.result()
+    chunks = list(started[1])
+    chunks[1] = chunks[3] = Future()  # chunks no thread has picked up yet: the device takes them
+    check(dec.finish((started[0], chunks)))
+    assert dec.decoded == {"cpu_threads": 6, "device": 4}
+    dec.close()
+
+
+def test_begun_calls_begin_ahead_and_keeps_order():
+    from pipeline.gpu_feed import begun, prefetch
+
+    calls = []
+    got = []
+    for b in begun(range(5), calls.append, lookahead=2):
+        got.append((b, list(calls)))
+    assert [b for b, _ in got] == list(range(5))
+    assert got[0][1] == [0, 1, 2] and got[2][1] == [0, 1, 2, 3, 4]  # begun 2 batches before use
+    out = list(prefetch(range(4), lambda b: b * 10, torch.device("cpu"), begin=lambda b: None, lookahead=3))
+    assert out == [(0, 0), (1, 10), (2, 20), (3, 30)]
 
 
 def test_truncated_tar_and_embeddings(tmp_path, tiny):
