@@ -96,18 +96,20 @@ class Scorer:
         if kind == "raw":  # same-size decoded images: the transform's Resize/CenterCrop, batched
             return self.pil_part(data.to(self.device, non_blocking=True)), []
         dec = self.decoder.finish(data)  # data: what begin() started
-        out: list = [None] * n
         groups: dict[tuple, list[int]] = {}
         for i, d in enumerate(dec):
             if d is not None:
                 groups.setdefault(tuple(d.shape), []).append(i)
-        for idx in groups.values():
-            y = self.pil_part(torch.stack([dec[i] for i in idx]))
-            for j, i in enumerate(idx):
-                out[i] = y[j]
-        bad = [i for i, o in enumerate(out) if o is None]
-        good = [o for o in out if o is not None]
-        return (torch.stack(good) if good else None), bad
+        bad = [i for i, d in enumerate(dec) if d is None]
+        if not groups:
+            return None, bad
+        # Resize/crop each image size batched; then back to row order (usually one size: no reorder)
+        resized = [self.pil_part(torch.stack([dec[i] for i in idx])) for idx in groups.values()]
+        images = resized[0] if len(resized) == 1 else torch.cat(resized)
+        order = [i for idx in groups.values() for i in idx]
+        if any(a > b for a, b in zip(order, order[1:], strict=False)):
+            images = images[torch.argsort(torch.tensor(order)).to(images.device)]
+        return images, bad
 
     def begin(self, b: dict) -> None:
         """Start decoding a batch's JPEGs on the CPU threads (prepare, a few batches later, finishes it)."""

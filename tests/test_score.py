@@ -263,6 +263,28 @@ def test_resume_skips_finished_shards(tmp_path, tiny):
     assert run_score(cfg)["output_rows"] == 12  # complete: skipped
 
 
+def test_stats_say_which_side_decoded_the_jpegs(tmp_path, tiny):
+    """With gpu_preprocess=decode, _stats.json records how many JPEGs the CPU threads and the device
+    decoded (together: every JPEG the device path took); other paths record nothing."""
+    samples = [{"text": f"caption {i}", "image": jpeg(40, 40 + i, i)} for i in range(9)]
+    samples.append({"text": "a png", "image": jpeg(30, 30, 1, fmt="PNG"), "ext": "png"})  # decoded by the workers
+    write_shards(tmp_path / "shards", samples, shard_size=5)
+    from pipeline import score as score_mod
+
+    try:
+        cfg = cfg_for(tmp_path, gpu_preprocess="decode", decode_threads=1)
+        score_mod._SCORERS[(cfg.score.model, None, "cpu", "auto")] = tiny
+        stats = run_score(cfg)
+    finally:
+        tiny.set_gpu_preprocess("none")
+    by = stats["extra"]["jpegs_decoded_by_this_run"]
+    assert set(by) == {"cpu_threads", "device"} and sum(by.values()) == 9 and stats["output_rows"] == 10
+    cfg = cfg_for(tmp_path / "exact")
+    score_mod._SCORERS[(cfg.score.model, None, "cpu", "auto")] = tiny
+    write_shards(tmp_path / "exact" / "shards", samples, shard_size=5)
+    assert run_score(cfg)["extra"]["jpegs_decoded_by_this_run"] is None
+
+
 def coco_samples(shared_data, n=16):
     root = shared_data / "coco_mini"
     d = json.loads((root / "captions_val2017.json").read_text())
