@@ -162,10 +162,12 @@ def tar_read(shards) -> dict:
     return out
 
 
-def usable_cpus() -> dict:
+def cpu_limits() -> dict:
     """The CPUs this process may use, and a cgroup CPU quota where one is set (a container may
     allow fewer CPUs than it shows)."""
-    out: dict = {"affinity": len(os.sched_getaffinity(0))}
+    from pipeline.gpu_feed import usable_cpus
+
+    out: dict = {"affinity": usable_cpus()}
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
         out["cgroup_quota"] = None if quota == "max" else round(int(quota) / int(period), 2)
@@ -239,7 +241,7 @@ def main(quick: bool = False, device: str | None = None) -> dict:
     gpu = (device or "cpu").startswith("cuda")
     if gpu and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no GPU")
-    cpus = len(os.sched_getaffinity(0))
+    cpus = cpu_limits()["affinity"]
     if gpu:
         model, batch, n, shard_size, workers, seconds = "ViT-B-32", 1024, 40_000, 2_000, max(1, cpus - 2), 8.0
     else:
@@ -248,7 +250,7 @@ def main(quick: bool = False, device: str | None = None) -> dict:
     torch.manual_seed(0)
     result: dict = {
         "model": model, "device": str(device or "cpu"), "batch_size": batch, "images": n, "image_px": 256,
-        "decode_workers": workers, "cpus": cpus, "cpus_usable": usable_cpus(), "torch": torch.__version__,
+        "decode_workers": workers, "cpus": cpus, "cpus_usable": cpu_limits(), "torch": torch.__version__,
         "python": platform.python_version(), "gpu": torch.cuda.get_device_name() if gpu else None,
         "weights": "random init (same compute as pretrained)",
     }

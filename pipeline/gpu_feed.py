@@ -122,10 +122,16 @@ def pil_decode(blob: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(device)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def default_decode_threads(loader_workers: int) -> int:
     """CPU threads for HybridJpegDecoder: the CPUs this process may use, less one per loader worker
     and one for this process's own work (launching the model); at least one."""
-    return max(1, len(os.sched_getaffinity(0)) - loader_workers - 1)
+    return max(1, usable_cpus() - loader_workers - 1)
 
 
 class HybridJpegDecoder:
