@@ -193,9 +193,6 @@ def score_shards(
     ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
     on_gpu = scorer.device.type == "cuda"
     nw = num_workers
-    if scorer.gpu_preprocess == "decode":
-        threads = scorer.decode_threads if scorer.decode_threads is not None else default_decode_threads(nw)
-        scorer.decoder = HybridJpegDecoder(scorer.device, threads)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=None, num_workers=nw, pin_memory=on_gpu,
         prefetch_factor=4 if nw else None, persistent_workers=False,
@@ -250,6 +247,9 @@ def score_shards(
         counts["shards"] += 1
 
     inflight: deque = deque()  # (rows, launch(), done shard parts), oldest first
+    if scorer.gpu_preprocess == "decode":
+        threads = scorer.decode_threads if scorer.decode_threads is not None else default_decode_threads(nw)
+        scorer.decoder = HybridJpegDecoder(scorer.device, threads)
     try:
         for b, (rows, images, tokens, bad) in scorer.prepared(loader):
             for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
