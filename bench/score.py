@@ -118,21 +118,21 @@ def end_to_end(scorer, shards, out: str, batch_size: int, workers: int) -> tuple
     return counts["scored"] / (time.perf_counter() - t0), counts
 
 
-def cpu_decode(shard: str, threads: int, seconds: float) -> float:
-    """Images/s that ``threads`` CPU threads decode with torchvision's libjpeg-turbo (what the
-    hybrid decoder's CPU side can give at most on this machine)."""
+def cpu_decode(shard: str, threads: int, seconds: float, pin: bool) -> float:
+    """Images/s that ``threads`` CPU threads decode and stack as the hybrid decoder's threads do
+    (torchvision's libjpeg-turbo; into pinned memory on a GPU machine): its CPU side at most."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    from pipeline.gpu_feed import decode_jpegs, pack_blobs, unpack_blobs
+    from pipeline.gpu_feed import _decode_on_cpu, pack_blobs, unpack_blobs
 
     with tarfile.open(shard) as tf:
         blobs = unpack_blobs(pack_blobs([tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")]))
     chunks = [blobs[i:i + 16] for i in range(0, len(blobs), 16)]
-    cpu = torch.device("cpu")
     with ThreadPoolExecutor(threads) as pool:
-        return timed_rate(lambda: list(pool.map(lambda c: decode_jpegs(c, cpu), chunks)), len(blobs), seconds, cpu)
+        return timed_rate(lambda: list(pool.map(lambda c: _decode_on_cpu(c, pin), chunks)), len(blobs), seconds,
+                          torch.device("cpu"))
 
 
 def tar_read(shards) -> dict:
@@ -271,7 +271,7 @@ def main(quick: bool = False, device: str | None = None) -> dict:
         if gpu or not quick:
             result.update(device_decode_only(scorer, shards[0][1], batch, seconds / 4))
             for t in sorted({1, max(1, cpus - few - 1)}):
-                result[f"cpu_decode_{t}_threads_images_per_s"] = cpu_decode(shards[0][1], t, seconds / 4)
+                result[f"cpu_decode_{t}_threads_images_per_s"] = cpu_decode(shards[0][1], t, seconds / 4, pin=gpu)
         ref, names = None, []
         for mode, threads, feed, nw in modes:
             try:
