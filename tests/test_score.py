@@ -133,6 +133,13 @@ def test_jpeg_size_reads_the_frame_header_as_pil_does():
     assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None  # a scan before any frame header
     assert jpeg_size(b"\xff\xd8\xff\xc0\x00") is None  # cut inside the frame header
     assert jpeg_size(b"\xff\xd8junk") is None
+    good = jpeg(64, 48, 1)
+    for _ in range(500):  # damaged headers: an answer or None, never an error
+        bad = bytearray(good[:rng.integers(2, 700)])
+        for at in rng.integers(2, len(bad), size=4) if len(bad) > 2 else []:
+            bad[at] = int(rng.integers(0, 256))
+        header = jpeg_size(bytes(bad))
+        assert header is None or len(header) == 4
 
 
 @pytest.mark.parametrize(("where", "threads", "workers"), [("resize", None, 0), ("decode", 0, 2), ("decode", 2, 0), ("decode", None, 2)])

@@ -94,3 +94,25 @@ def test_cut_or_damaged_tars_keep_the_samples_before(capsys):
     got = list(iter_tar(io.BytesIO(bytes(damaged))))
     assert got == [(0, "000001", {"jpg": want[0][2]["jpg"]})]
     assert "tar ended early (TarFormatError: bad tar header checksum)" in capsys.readouterr().err
+
+
+def test_a_damaged_pax_header_ends_the_tar_with_a_warning(capsys):
+    data = bytearray(make_tar(tarfile.PAX_FORMAT, [("a.txt", b"first"), ("naïve.txt", b"pax-named")]))
+    at = data.index(b"path=")  # the pax record of the second member: "NN path=naïve.txt\n"
+    data[at - 3:at - 1] = b"xx"  # its length is no number now
+    assert list(iter_tar(io.BytesIO(bytes(data)))) == [(0, "a", {"txt": b"first"})]
+    assert "TarFormatError: bad pax extended header" in capsys.readouterr().err
+
+
+def test_random_damage_never_raises():
+    """Whatever bytes a damaged tar holds, reading it ends with the samples it could read."""
+    import random
+
+    data = make_tar(tarfile.PAX_FORMAT, MEMBERS)
+    rng = random.Random(0)
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            damaged[rng.randrange(min(len(data), 8192))] = rng.randrange(256)  # headers sit in the first blocks
+        got = list(iter_tar(io.BytesIO(bytes(damaged[:rng.randrange(len(data) + 1)]))))
+        assert all(isinstance(k, str) and isinstance(s, dict) for _, k, s in got)
