@@ -148,7 +148,7 @@ class ScoreConfig(Section):
     decode_threads: int | None = Field(
         None, ge=0, description="with gpu_preprocess=decode: CPU threads that decode JPEGs beside the GPU's decoder, "
         "each batch's JPEGs going to whichever side gets to them first; 0 = the GPU decodes all; None = one per CPU "
-        "left after num_workers and one for the main thread"
+        "this process may use, less num_workers and one for the main thread"
     )
 
 

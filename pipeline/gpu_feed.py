@@ -92,8 +92,9 @@ def unpack_blobs(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor
 
 
 def decode_jpegs(blobs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
-    """uint8 RGB [3, H, W] images on ``device``; None where the decoder refuses one (the caller
-    decides: a PIL retry or a counted drop). One batched call; image by image only on failure."""
+    """uint8 RGB [3, H, W] images on ``device``; what the decoder refuses is retried with PIL, as
+    the CPU path would, and None only where no decoder reads it (the caller counts the drop).
+    One batched call; image by image only on failure."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if not blobs:
@@ -106,12 +107,12 @@ def decode_jpegs(blobs: list[torch.Tensor], device: torch.device) -> list[torch.
             try:
                 out.append(decode_jpeg(b, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
-                out.append(None)
+                out.append(pil_decode(b, device))
         return out
 
 
 def pil_decode(blob: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    """The fallback for what nvjpeg refuses (CMYK, odd markers): PIL, as the CPU path would."""
+    """The fallback for what torchvision's decoders refuse (CMYK, odd markers): PIL, as the CPU path would."""
     from PIL import Image
 
     try:
@@ -167,9 +168,8 @@ class HybridJpegDecoder:
             # cancel() only succeeds for chunks no thread has picked up: those go to the device
             left = [i for c, f in enumerate(chunks) if f.cancel()
                     for i in range(c * self.chunk, min((c + 1) * self.chunk, len(blobs)))]
-        on_device = decode_jpegs([blobs[i] for i in left], self.device)
-        for i, d in zip(left, on_device, strict=True):
-            out[i] = d if d is not None else pil_decode(blobs[i], self.device)
+        for i, d in zip(left, decode_jpegs([blobs[i] for i in left], self.device), strict=True):
+            out[i] = d
         for c, f in enumerate(chunks):
             if f.cancelled():
                 continue
@@ -191,8 +191,7 @@ def _decode_on_cpu(blobs: list[torch.Tensor], pin: bool) -> list[tuple[list[int]
     image size, in pinned memory for a GPU (copied to it asynchronously); an image no decoder reads
     is left out. Stacked by numpy, a plain copy: a torch copy this size would start an OpenMP team of
     every core in each of these threads, and a channels-first copy costs ~1/4 of the decoding."""
-    cpu = torch.device("cpu")
-    images = [d if d is not None else pil_decode(b, cpu) for d, b in zip(decode_jpegs(blobs, cpu), blobs, strict=True)]
+    images = decode_jpegs(blobs, torch.device("cpu"))
     by_shape: dict[tuple, list[int]] = {}
     for j, img in enumerate(images):
         if img is not None:

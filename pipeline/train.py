@@ -232,7 +232,7 @@ def device_batch(batch, device, mean_std, crop=None):
     import torch
     from torchvision.transforms import functional as TF
 
-    from pipeline.gpu_feed import decode_jpegs, pil_decode, unpack_blobs
+    from pipeline.gpu_feed import decode_jpegs, unpack_blobs
 
     images, tokens, _ = batch
     parts, keep = [], []
@@ -246,7 +246,6 @@ def device_batch(batch, device, mean_std, crop=None):
         decoded = decode_jpegs(blobs, device)
         crops = []
         for i, ((top, left, h, w), d) in enumerate(zip(images["boxes"].tolist(), decoded, strict=True)):
-            d = d if d is not None else pil_decode(blobs[i], device)
             if d is None:
                 continue
             crops.append(TF.resized_crop(d.float(), top, left, h, w, list(crop.size), crop.interpolation, antialias=True))
