@@ -143,7 +143,7 @@ class ScoreConfig(Section):
     mode: Literal["local", "spark"] = "local"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU")
     gpu_preprocess: Literal["auto", "none", "resize", "decode"] = Field(
-        "auto", description="image work on the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU, none on CPU"
+        "auto", description="image work off the loader workers: none (exact PIL), resize (on the GPU), decode (CPU threads + nvjpeg); auto = decode on GPU, none on CPU"
     )
     decode_threads: int | None = Field(
         None, ge=0, description="with gpu_preprocess=decode: CPU threads that decode JPEGs beside the GPU's decoder, "

@@ -363,7 +363,7 @@ def register(sub, common) -> None:
     flag(p, "--num-workers", key="score.num_workers", type=int, help="decoding worker processes")
     flag(p, "--mode", key="score.mode", choices=["local", "spark"])
     flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
-         help="image work moved to the GPU: none (exact PIL), resize, decode (nvjpeg); auto = decode on GPU")
+         help="image work off the loader workers: none (exact PIL), resize (on the GPU), decode (CPU threads + nvjpeg); auto = decode on GPU")
     flag(p, "--decode-threads", key="score.decode_threads", type=int, metavar="N",
          help="with decode: CPU threads decoding JPEGs beside nvjpeg (0 = nvjpeg only; default: the CPUs the workers leave)")
     flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
