@@ -11,7 +11,7 @@ export WANDB_DISABLED := true
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYTHONHASHSEED := 0
 
-.PHONY: setup system-deps test test-fast demo bench lint clean
+.PHONY: setup system-deps test test-fast demo bench gpu-wheels lint clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,13 @@ demo: setup
 bench: setup
 	$(PIP) install -q -c constraints.txt -e '.[bench]' || echo "note: bench extras not installable; peers that need them are skipped"
 	WIT_REAL_DATA=$(abspath ../shared/data) $(PY) -m bench
+
+# Wheels of our dependencies that a GPU machine's Python (3.12, torch already there) lacks, pinned as
+# constraints.txt pins them, for bench/gpu.sh on a machine with no network.
+GPU_WHEELS := open_clip_torch webdataset braceexpand ftfy wcwidth pydantic pydantic_core annotated-types typing-inspection
+gpu-wheels: setup
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+	  --platform manylinux_2_17_x86_64 -d .whl $$(for w in $(GPU_WHEELS); do grep -i "^$$w==" constraints.txt; done)
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline filters schemas jobs tests bench

@@ -290,6 +290,8 @@ def main(quick: bool = False, device: str | None = None) -> dict:
             else:  # the same pairs scored through another input path
                 result[f"max_abs_diff_gpu_preprocess_{name}_vs_{ref[0]}"] = float(np.abs(got - ref[1]).max())
             print(f"  gpu_preprocess={name}: {rate:,.0f} pairs/s end to end", flush=True)
+            if gpu:
+                save(result, gpu)
     best = max(names, key=lambda m: result[f"end_to_end_gpu_preprocess_{m}_pairs_per_s"], default=None)
     if best:
         result["best_path"] = best
@@ -310,12 +312,17 @@ def main(quick: bool = False, device: str | None = None) -> dict:
         share = result.get(f"end_to_end_gpu_preprocess_{name}_cpu_decoded_share")
         print(f"  end to end (gpu_preprocess={name}): {r:>10,.0f} pairs/s = {result[f'end_to_end_gpu_preprocess_{name}_ratio']:.0%} of model only"
               f", {r / CLIP_RETRIEVAL_A100:.1f}x clip-retrieval's A100 rate" + ("" if share is None else f", {share:.0%} of JPEGs decoded by CPU threads"))
+    save(result, gpu)
+    return result
+
+
+def save(result: dict, gpu: bool) -> None:
+    """Write the figures so far: also after each mode, so a run cut off by its time limit keeps them."""
     out = ROOT / "bench" / "results" / ("score_gpu.json" if gpu else "score.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if os.environ.get("OUT"):  # the device machine's folder of files that come back
         Path(os.environ["OUT"], out.name).write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 if __name__ == "__main__":

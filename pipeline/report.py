@@ -13,13 +13,13 @@ import base64
 import html
 import io
 import json
-import tarfile
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
 from pipeline import log, storage
 from pipeline.config import RunConfig, dump_config, join_path
+from pipeline.shards import iter_tar
 from pipeline.stats import read_stats
 
 # The funnel, in data-flow order: (stage label, folder under output_dir).
@@ -187,15 +187,17 @@ def image_size_section(cfg: RunConfig) -> str:
 
 
 def _tar_members(shard_dir: str, keys: set[str], limit_bytes: int = 400_000) -> dict[str, dict[str, bytes]]:
-    """Read the image and caption of the wanted keys from the shards (small images only)."""
+    """Read the image and caption of the wanted keys from the shards (small images only).
+
+    Uses the shards' own tar reader, so a cut or damaged shard gives a warning and the samples before
+    the damage, not a failed report."""
     fs, p = storage.fs_for(shard_dir)
     found: dict[str, dict[str, bytes]] = {}
     for tar_path in sorted(fs.glob(f"{p.rstrip('/')}/*.tar")):
-        with fs.open(tar_path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for m in tar:
-                key, _, ext = m.name.rpartition("/")[2].partition(".")
-                if key in keys and m.isfile() and m.size <= limit_bytes:
-                    found.setdefault(key, {})[ext] = tar.extractfile(m).read()
+        with fs.open(tar_path, "rb") as f:
+            for _, key, sample in iter_tar(f):
+                if key in keys:
+                    found[key] = {ext: data for ext, data in sample.items() if len(data) <= limit_bytes}
         if len(found) >= len(keys):
             break
     return found

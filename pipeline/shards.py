@@ -143,7 +143,9 @@ def iter_tar(fileobj, keep=lambda index: True) -> Iterator[tuple[int, str, dict[
             else:
                 fileobj.read(padded)
     except (TarFormatError, EOFError, OSError) as e:
-        log.warn(f"tar ended early ({type(e).__name__}: {e}); keeping the samples read so far")
+        name = getattr(fileobj, "path", None) or getattr(fileobj, "name", None)
+        where = f"tar {name}" if isinstance(name, str) else "tar"
+        log.warn(f"{where} ended early ({type(e).__name__}: {e}); keeping the samples read so far")
     if key is not None and sample is not None:
         yield index, key, sample
 

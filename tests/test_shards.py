@@ -93,7 +93,7 @@ def test_cut_or_damaged_tars_keep_the_samples_before(capsys):
     capsys.readouterr()
     got = list(iter_tar(io.BytesIO(bytes(damaged))))
     assert got == [(0, "000001", {"jpg": want[0][2]["jpg"]})]
-    assert "tar ended early (TarFormatError: bad tar header checksum)" in capsys.readouterr().err
+    assert "ended early (TarFormatError: bad tar header checksum)" in capsys.readouterr().err
 
 
 def test_a_damaged_pax_header_ends_the_tar_with_a_warning(capsys):
