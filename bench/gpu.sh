@@ -3,10 +3,12 @@
 # torchvision (no network there): `make gpu-wheels` here first, copy the tree with .whl/ to it, then
 #   BENCHES="score train" OUT=/some/dir bash bench/gpu.sh
 # Installs our other dependencies from .whl/ into /tmp/site, prints what the machine is, runs each
-# benchmark with `--device cuda` under a time limit and copies bench/results/*_gpu.json to $OUT.
+# benchmark with `--device cuda` under a time limit (figures in bench/results/*_gpu.json) and copies
+# the logs and figures to $OUT (default /tmp/wit-gpu-bench).
 set -o pipefail
 export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled WANDB_DISABLED=true TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-bench/results}
+OUT=${OUT:-/tmp/wit-gpu-bench}
+mkdir -p "$OUT"
 ls .whl/*.whl >/dev/null 2>&1 || { echo "error: no wheels in .whl/ (run make gpu-wheels where PyPI is reachable)"; exit 1; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
@@ -17,5 +19,5 @@ for b in ${BENCHES:-score train}; do
   echo "=== $b $(date +%T)"
   timeout "$([ "$b" = score ] && echo 240 || echo 300)" python3 -m "bench.$b" --device cuda 2>&1 | grep -v "WARNING: model" | tee "$OUT/$b.log"
 done
-[ "$OUT" = bench/results ] || cp bench/results/*_gpu.json "$OUT"/ 2>/dev/null
+cp bench/results/*_gpu.json "$OUT"/ 2>/dev/null
 echo "=== done $(date +%T)"
