@@ -258,16 +258,16 @@ def labelled_folders(eval_dir: str | Sequence[str] | None, cfg: RunConfig) -> li
     return [eval_dir] if isinstance(eval_dir, str) else list(eval_dir)
 
 
-def evaluate(model, preprocess, tokenizer, eval_dirs: str | Sequence[str] | None, pairs: str | None, device="cpu",
+def evaluate(model, preprocess, tokenizer, eval_dirs: Sequence[str], pairs: str | None, device="cpu",
              templates: str | Sequence[str] = "simple") -> dict[str, Any]:
-    """Zero-shot on each labelled folder and retrieval on ``pairs`` (default: the pairs.parquet of the
+    """Zero-shot on each labelled folder (``labelled_folders`` turns the config into this list) and retrieval on ``pairs`` (default: the pairs.parquet of the
     first folder evaluated). ``zeroshot`` is the first evaluated folder's result (the headline),
     ``zeroshot_splits`` every folder's, by folder name; a folder that is missing or unusable (no
     images, none readable) is skipped with a warning and its reason kept in ``zeroshot_skipped``,
     so a bad eval folder never fails a finished training run."""
     out: dict[str, Any] = {"zeroshot": None, "zeroshot_splits": {}, "zeroshot_skipped": {}, "pairs": None, "retrieval": None}
     evaluated = []
-    for folder in [eval_dirs] if isinstance(eval_dirs, str) else list(eval_dirs or []):
+    for folder in eval_dirs:
         try:
             if not os.path.isdir(folder):
                 raise UserError(f"no labelled folder at {folder}")
