@@ -113,33 +113,65 @@ def test_which_jpegs_the_device_may_decode(monkeypatch):
     assert jpeg_for_device(good) is None
 
 
-def test_jpeg_size_reads_the_frame_header_as_pil_does():
-    """The cheap header walk agrees with PIL on every kind of JPEG PIL writes: progressive,
-    optimised, subsampled or not, with EXIF/ICC segments, restart markers, greyscale, CMYK."""
-    from pipeline.gpu_feed import jpeg_size
-
-    rng = np.random.default_rng(3)
-    kinds = [{}, {"progressive": True}, {"optimize": True}, {"subsampling": 0}, {"subsampling": 2, "quality": 30},
-             {"exif": Image.Exif().tobytes() + b"x" * 300}, {"icc_profile": b"\0" * 5000}, {"restart_marker_blocks": 1}]
-    for i, kw in enumerate(kinds):
+def pil_written_jpegs(seed: int, max_side: int):
+    """(label, components, bytes) for every kind of JPEG PIL writes: progressive, optimised,
+    subsampled or not, with EXIF/ICC segments, restart markers; RGB, greyscale, CMYK."""
+    rng = np.random.default_rng(seed)
+    kinds = [{}, {"progressive": True}, {"optimize": True}, {"subsampling": 0}, {"subsampling": 1},
+             {"subsampling": 2, "quality": 30}, {"quality": 100}, {"exif": Image.Exif().tobytes() + b"x" * 300},
+             {"icc_profile": b"\0" * 5000}, {"restart_marker_blocks": 1}]
+    for kw in kinds:
         for mode, bands in (("RGB", 3), ("L", 1), ("CMYK", 4)):
-            w, h = int(rng.integers(1, 700)), int(rng.integers(1, 700))
+            w, h = int(rng.integers(1, max_side)), int(rng.integers(1, max_side))
             arr = rng.integers(0, 256, (h, w, bands) if bands > 1 else (h, w), dtype=np.uint8)
             buf = io.BytesIO()
             Image.fromarray(arr, mode).save(buf, "JPEG", **kw)
-            data = buf.getvalue()
-            with Image.open(io.BytesIO(data)) as im:
-                assert jpeg_size(data) == (*im.size, bands, 8), (i, mode, kw)
+            yield f"{mode} {kw}", bands, buf.getvalue()
+
+
+def test_jpeg_size_reads_the_frame_header_as_pil_does():
+    """The cheap header walk agrees with PIL on every kind of JPEG PIL writes."""
+    from pipeline.gpu_feed import jpeg_size
+
+    for label, bands, data in pil_written_jpegs(3, 700):
+        with Image.open(io.BytesIO(data)) as im:
+            assert jpeg_size(data) == (*im.size, bands, 8), label
     assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None  # a scan before any frame header
     assert jpeg_size(b"\xff\xd8\xff\xc0\x00") is None  # cut inside the frame header
     assert jpeg_size(b"\xff\xd8junk") is None
-    good = jpeg(64, 48, 1)
+    good, rng = jpeg(64, 48, 1), np.random.default_rng(3)
     for _ in range(500):  # damaged headers: an answer or None, never an error
         bad = bytearray(good[:rng.integers(2, 700)])
         for at in rng.integers(2, len(bad), size=4) if len(bad) > 2 else []:
             bad[at] = int(rng.integers(0, 256))
         header = jpeg_size(bytes(bad))
         assert header is None or len(header) == 4
+
+
+def _pil_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+
+
+def test_worker_decoding_gives_pils_pixels(monkeypatch):
+    """gpu_preprocess=resize workers decode JPEGs with torchvision, not PIL: the pixels must be PIL's,
+    for every kind of JPEG PIL writes (CMYK and non-JPEGs take PIL itself); bad images still raise."""
+    from pipeline import score_data
+    from pipeline.score_data import decode_full
+
+    by_pil = []
+    pil = score_data.decode
+    monkeypatch.setattr(score_data, "decode", lambda data, *a: by_pil.append(data) or pil(data, *a))
+    for label, bands, data in pil_written_jpegs(11, 400):
+        got = decode_full(data)
+        assert got.dtype == np.uint8 and np.array_equal(got, _pil_pixels(data)), label
+        assert (data in by_pil) == (bands == 4), label  # torchvision decoded all but CMYK
+    png = jpeg(30, 20, 4, fmt="PNG")
+    assert np.array_equal(decode_full(png), _pil_pixels(png))
+    good = jpeg(80, 60, 1)
+    for bad in (good[: len(good) // 2], b"\xff\xd8\xff\xdb garbage garbage \xff\xd9", b"not an image"):
+        with pytest.raises(Exception):  # noqa: B017 - whatever PIL raises: one decode_error drop
+            decode_full(bad)
 
 
 @pytest.mark.parametrize(("where", "threads", "workers"), [("resize", None, 0), ("decode", 0, 2), ("decode", 2, 0), ("decode", None, 2)])
@@ -321,6 +353,16 @@ def test_parity_coco_vit_b32(tmp_path, shared_data):
     keys = sorted(got)
     ref = reference_scores(scorer, [s["image"] for s in samples], [s["text"] for s in samples])
     np.testing.assert_allclose([got[k]["clip_score"] for k in keys], ref, atol=1e-4)
+
+
+@pytest.mark.shared_data
+def test_worker_decoding_gives_pils_pixels_on_coco(shared_data):
+    from pipeline.score_data import decode_full
+
+    samples = coco_samples(shared_data)
+    assert len(samples) >= 10
+    for s in samples:
+        assert np.array_equal(decode_full(s["image"]), _pil_pixels(s["image"]))
 
 
 @pytest.mark.slow
