@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from pipeline import storage
-from pipeline.gpu_feed import jpeg_for_device, pack_blobs
+from pipeline.gpu_feed import decode_jpegs, jpeg_for_device, pack_blobs
 from pipeline.shards import IMAGE_EXTS, iter_tar, sample_json
 
 
@@ -51,18 +51,17 @@ def decode(data: bytes, pil_part=None):
 def decode_full(data: bytes) -> np.ndarray:
     """uint8 RGB CHW array at full size (resized later on the device); raises on any bad image.
 
-    JPEGs the device rule accepts (gpu_feed.jpeg_for_device) are decoded by torchvision's
-    libjpeg-turbo: the same library as PIL's, the same pixels (a test checks), ~1.6× faster, and
-    decoding is most of a worker's time on this path. What it refuses, and other formats, go to PIL.
+    JPEGs the device rule admits (gpu_feed.jpeg_for_device) go through gpu_feed.decode_jpegs on the
+    CPU: torchvision's libjpeg-turbo, the same library as PIL's and the same pixels (a test checks)
+    at ~1.6× PIL's speed (decoding is most of a worker's time on this path), with PIL retrying what
+    it refuses. Other formats go to PIL.
     """
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    if jpeg_for_device(data) is not None:
-        try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB).numpy()
-        except RuntimeError:
-            pass
-    return decode(data)
+    if jpeg_for_device(data) is None:
+        return decode(data)
+    image = decode_jpegs([torch.frombuffer(bytearray(data), dtype=torch.uint8)], torch.device("cpu"))[0]
+    if image is None:
+        raise ValueError("no decoder reads this JPEG")
+    return image.numpy()
 
 
 def parts_per_shard(n_shards: int, n_workers: int) -> int:
