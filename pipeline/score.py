@@ -360,7 +360,8 @@ def register(sub, common) -> None:
     flag(p, "--pretrained", key="score.pretrained", help="open_clip pretrained tag or checkpoint path (none = random init)")
     flag(p, "--batch-size", key="score.batch_size", type=int)
     flag(p, "--device", key="score.device", help="auto | cpu | cuda | cuda:N")
-    flag(p, "--num-workers", key="score.num_workers", type=int, help="decoding worker processes")
+    flag(p, "--num-workers", key="score.num_workers", type=int,
+         help="loader worker processes: read tars, tokenise, and decode images except decode's JPEGs")
     flag(p, "--mode", key="score.mode", choices=["local", "spark"])
     flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
          help="image work off the loader workers: none (exact PIL), resize (on the GPU), decode (CPU threads + nvjpeg); auto = decode on GPU")
