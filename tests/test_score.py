@@ -87,14 +87,24 @@ def test_parity_and_bad_images(tmp_path, tiny, workers):
 
 
 def _odd_jpegs() -> list[dict]:
-    """JPEGs that take other roads on the device path: CMYK, greyscale, and one that looks complete
+    """JPEGs that take other roads on the device path: CMYK, greyscale, one with an EXIF rotation
+    (open_clip's PIL path ignores it, so no decoder may apply it), and one that looks complete
     (start and end markers) but that no decoder reads."""
     rng = np.random.default_rng(7)
-    cmyk, grey = io.BytesIO(), io.BytesIO()
+    cmyk, grey, rotated = io.BytesIO(), io.BytesIO(), io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (40, 56, 4), dtype=np.uint8), "CMYK").save(cmyk, "JPEG")
     Image.fromarray(rng.integers(0, 256, (52, 36), dtype=np.uint8), "L").save(grey, "JPEG")
+    Image.fromarray(rng.integers(0, 256, (30, 70, 3), dtype=np.uint8)).save(rotated, "JPEG", exif=rotated_exif())
     return [{"text": "a cmyk photo", "image": cmyk.getvalue()}, {"text": "a grey photo", "image": grey.getvalue()},
+            {"text": "a photo tagged as rotated", "image": rotated.getvalue()},
             {"text": "complete but corrupt", "image": b"\xff\xd8\xff\xdb garbage garbage \xff\xd9"}]
+
+
+def rotated_exif() -> bytes:
+    """EXIF saying "rotate 90° to display" (orientation 6), as phone photos carry."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif.tobytes()
 
 
 def test_which_jpegs_the_device_may_decode(monkeypatch):
@@ -115,10 +125,10 @@ def test_which_jpegs_the_device_may_decode(monkeypatch):
 
 def pil_written_jpegs(seed: int, max_side: int):
     """(label, components, bytes) for every kind of JPEG PIL writes: progressive, optimised,
-    subsampled or not, with EXIF/ICC segments, restart markers; RGB, greyscale, CMYK."""
+    subsampled or not, with EXIF (a rotation tag) or ICC segments, restart markers; RGB, greyscale, CMYK."""
     rng = np.random.default_rng(seed)
     kinds = [{}, {"progressive": True}, {"optimize": True}, {"subsampling": 0}, {"subsampling": 1},
-             {"subsampling": 2, "quality": 30}, {"quality": 100}, {"exif": Image.Exif().tobytes() + b"x" * 300},
+             {"subsampling": 2, "quality": 30}, {"quality": 100}, {"exif": rotated_exif() + b"x" * 300},
              {"icc_profile": b"\0" * 5000}, {"restart_marker_blocks": 1}]
     for kw in kinds:
         for mode, bands in (("RGB", 3), ("L", 1), ("CMYK", 4)):
@@ -126,7 +136,7 @@ def pil_written_jpegs(seed: int, max_side: int):
             arr = rng.integers(0, 256, (h, w, bands) if bands > 1 else (h, w), dtype=np.uint8)
             buf = io.BytesIO()
             Image.fromarray(arr, mode).save(buf, "JPEG", **kw)
-            yield f"{mode} {kw}", bands, buf.getvalue()
+            yield f"{mode} {kw}"[:90], bands, buf.getvalue()
 
 
 def test_jpeg_size_reads_the_frame_header_as_pil_does():
