@@ -261,10 +261,12 @@ def labelled_folders(eval_dir: str | Sequence[str] | None, cfg: RunConfig) -> li
 def evaluate(model, preprocess, tokenizer, eval_dirs: Sequence[str], pairs: str | None, device="cpu",
              templates: str | Sequence[str] = "simple") -> dict[str, Any]:
     """Zero-shot on each labelled folder (the list ``labelled_folders`` makes of the config) and
-    retrieval on ``pairs`` (default: the pairs.parquet of the first folder evaluated). ``zeroshot`` is the first evaluated folder's result (the headline),
-    ``zeroshot_splits`` every folder's, by folder name; a folder that is missing or unusable (no
-    images, none readable) is skipped with a warning and its reason kept in ``zeroshot_skipped``,
-    so a bad eval folder never fails a finished training run."""
+    retrieval on ``pairs`` (default: the pairs.parquet of the first folder evaluated).
+
+    ``zeroshot`` is the first evaluated folder's result (the headline), ``zeroshot_splits`` every
+    folder's, by folder name; a folder that is missing or unusable (no images, none readable) is
+    skipped with a warning and its reason kept in ``zeroshot_skipped``, so a bad eval folder never
+    fails a finished training run."""
     out: dict[str, Any] = {"zeroshot": None, "zeroshot_splits": {}, "zeroshot_skipped": {}, "pairs": None, "retrieval": None}
     evaluated = []
     for folder in eval_dirs:
