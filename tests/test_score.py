@@ -87,9 +87,9 @@ def test_parity_and_bad_images(tmp_path, tiny, workers):
 
 
 def _odd_jpegs() -> list[dict]:
-    """JPEGs that take other roads on the device path: CMYK, greyscale, one with an EXIF rotation
-    (open_clip's PIL path ignores it, so no decoder may apply it), and one that looks complete
-    (start and end markers) but that no decoder reads."""
+    """JPEGs at the edges of the device path: CMYK and one that looks complete (start and end
+    markers) but that no decoder reads (both left to PIL), greyscale, and one with an EXIF rotation
+    tag (open_clip's PIL path ignores it, so no decoder may apply it)."""
     rng = np.random.default_rng(7)
     cmyk, grey, rotated = io.BytesIO(), io.BytesIO(), io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (40, 56, 4), dtype=np.uint8), "CMYK").save(cmyk, "JPEG")
@@ -115,6 +115,7 @@ def test_which_jpegs_the_device_may_decode(monkeypatch):
     odd = {x["text"]: x["image"] for x in _odd_jpegs()}
     assert jpeg_for_device(good) == (64, 48)
     assert jpeg_for_device(odd["a grey photo"]) is not None
+    assert jpeg_for_device(odd["a photo tagged as rotated"]) == (70, 30)  # as stored, not as displayed
     assert jpeg_for_device(odd["a cmyk photo"]) is None  # the workers decode CMYK
     assert jpeg_for_device(good[: len(good) // 2]) is None  # truncated: PIL judges it
     assert jpeg_for_device(odd["complete but corrupt"]) is None
