@@ -15,8 +15,8 @@ import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("WANDB_MODE", "disabled")
+import pipeline  # noqa: F401  (first: its __init__ sets img2dataset's import environment)
+
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 AREAS = [p.stem for p in sorted(Path(__file__).parent.glob("*.py")) if not p.stem.startswith("_")]

@@ -66,7 +66,7 @@ def captions(n: int) -> list[str]:
 _MEM_SCRIPT = """
 import json, sys, time, gc
 def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096
-from pipeline.balance import Matcher
+from pipeline.match import Matcher
 import ahocorasick
 gc.collect(); r0 = rss()
 entries = json.load(open(sys.argv[1]))
@@ -116,7 +116,8 @@ def bench_spark_matching(entries: list[str], texts: list[str], spark, in_process
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    from pipeline.balance import _match_task, _nullable, list_digest
+    from pipeline.match import _match_task, list_digest
+    from pipeline.spark import nullable
     from schemas import MATCHED, to_spark
 
     n = len(texts)
@@ -129,7 +130,7 @@ def bench_spark_matching(entries: list[str], texts: list[str], spark, in_process
         df = spark.read.parquet(f"{d}/in.parquet").repartition(1).cache()
         df.count()
         bc = spark.sparkContext.broadcast(entries)
-        job = (df.mapInArrow(_match_task(list_digest(entries), bc, MATCHED), _nullable(to_spark(MATCHED)))
+        job = (df.mapInArrow(_match_task(list_digest(entries), bc, MATCHED), nullable(to_spark(MATCHED)))
                .where(F.size("entry_ids") > 0))
         spark_s, local_s = [], []
         for _ in range(3):  # the first Spark run is cold: broadcast + automaton build in the worker
@@ -168,7 +169,8 @@ def make_matched(path: str, rows: int, n_entries: int, seed: int = 0) -> None:
 
 
 def main(quick: bool = False) -> dict:
-    from pipeline.balance import Matcher, keep_decisions
+    from pipeline.balance import keep_decisions
+    from pipeline.match import Matcher
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     res: dict = {"quick": quick, "list_size": LIST_SIZE}

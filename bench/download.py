@@ -21,7 +21,18 @@ Memory per task vs input size: peak RSS of a process that gets one shard's rows 
 N and 10N rows: ours reads its row range from the Parquet input; img2dataset's Reader loads the
 whole input to split it (img2dataset issue #338).
 
+"web": a simulated web of many hosts (bench/_simweb.py: default 2,000 hosts on their own 127.x.y.z
+addresses with names, 100,000 tiny images in pages of 4–16 per host; 5% of hosts dead, 2% DNS
+tarpits, 5% rate-limiting with 429 + Retry-After, 5% slow). Both tools get the same threads,
+processes, shard size, timeout (5 s) and retries; ours asks the simulated web's DNS server
+(download.dns_servers) and keeps at most 4 connections per host for the whole job
+(download.job_host_connections); img2dataset resolves like glibc does by default (bench/_simweb.py).
+Each tool runs on all URLs and on the healthy hosts' URLs alone (same order), each run against a
+fresh server. Reported: images/s, the share of healthy-host images fetched, the most connections
+any host saw at once, and total time over the time of the healthy work alone.
+
   python -m bench download [--quick]
+  python -m bench.download [--quick] [--sets clean,faults,memory,web] [--web-hosts N] [--web-images N]
 """
 
 from __future__ import annotations
@@ -105,7 +116,7 @@ def _run_ours(spark, src: Path, out: Path, p: dict, port: int) -> float:
         "download.allow_hosts": [f"127.0.0.1:{port}"],
     })
     t0 = time.perf_counter()
-    run_download(cfg, spark, input_path=str(src), overwrite=True)
+    run_download(cfg, spark, input=str(src), overwrite=True)
     return time.perf_counter() - t0
 
 
@@ -175,6 +186,126 @@ def throughput(tmp: Path, n_pairs: int, p: dict, sets: tuple[str, ...], repeat: 
     return results
 
 
+# --- the simulated web of many hosts -------------------------------------------------------------
+
+WEB = {"processes": 2, "threads": 64, "shard_size": 10_000, "image_size": 64, "timeout": 5.0, "retries": 1,
+       "job_host_connections": 4}
+HEALTHY = ("healthy", "slow", "ratelimit")  # hosts whose every image can be fetched
+
+_I2D_RUN = """
+import json, sys, time
+from img2dataset import download
+a = json.loads(sys.argv[1])
+t0 = time.perf_counter()
+download(url_list=a["src"], input_format="parquet", url_col="url", caption_col="text", save_additional_columns=["uid"],
+         output_folder=a["out"], output_format="webdataset", processes_count=a["processes"], thread_count=a["threads"],
+         number_sample_per_shard=a["shard_size"], image_size=a["image_size"], resize_mode="border", encode_format="jpg",
+         timeout=int(a["timeout"]), retries=a["retries"], extract_exif=False, compute_hash="sha256",
+         distributor="multiprocessing", incremental_mode="incremental", enable_wandb=False)
+print("SECONDS", time.perf_counter() - t0)
+"""
+
+
+def _web_ours(spark, src: Path, out: Path, p: dict, dns: str, names: list[str]) -> float:
+    from pipeline.config import load_config
+    from pipeline.download import run_download
+
+    cfg = load_config(overrides={
+        "output_dir": str(out), "download.shard_size": p["shard_size"], "download.threads": p["threads"],
+        "download.image_size": p["image_size"], "download.resize_mode": "border", "download.encode_format": "jpg",
+        "download.timeout_s": p["timeout"], "download.retries": p["retries"], "download.allow_hosts": names,
+        "download.dns_servers": [dns], "download.job_host_connections": p["job_host_connections"],
+        "download.concurrent_tasks": p["processes"],
+    })
+    t0 = time.perf_counter()
+    run_download(cfg, spark, input=str(src), overwrite=True)
+    return time.perf_counter() - t0
+
+
+def _web_img2dataset(src: Path, out: Path, p: dict, env: dict) -> float:
+    args = json.dumps({**p, "src": str(src), "out": str(out)})
+    r = subprocess.run([sys.executable, "-c", _I2D_RUN, args], env=env, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-3000:])
+    return float(r.stdout.rsplit("SECONDS", 1)[1])
+
+
+def web(tmp: Path, n_hosts: int, n_images: int, p: dict = WEB) -> dict:
+    """Ours vs img2dataset on a simulated web of ``n_hosts`` hosts and ``n_images`` images (see the docstring)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench._simweb import SimWeb, free_port, glibc_like_env, make_urls, plan_web
+    from pipeline.config import SparkConfig
+    from pipeline.ids import make_uid
+    from pipeline.spark import get_spark
+
+    p = dict(p, shard_size=min(p["shard_size"], -(-n_images // (2 * p["processes"]))))  # two waves of tasks at least
+    hosts = plan_web(n_hosts, seed=0)
+    port = free_port()
+    urls = make_urls(hosts, n_images, port)
+    for i, u in enumerate(urls):
+        u["uid"] = make_uid(u["url"], str(i))
+    kinds = {h["name"]: h["kind"] for h in hosts}
+    d = tmp / "web"
+    d.mkdir()
+    inputs = {"all": urls, "healthy": [u for u in urls if u["kind"] in HEALTHY]}
+    for name, rows in inputs.items():
+        pq.write_table(pa.Table.from_pylist([{"uid": u["uid"], "url": u["url"], "text": "x"} for u in rows]),
+                       d / f"{name}.parquet")
+    per_kind = {k: sum(u["kind"] == k for u in urls) for k in ("healthy", "slow", "ratelimit", "dead", "tarpit")}
+    print(f"  web: {n_hosts} hosts, {n_images} images {per_kind}, {p}", flush=True)
+    spark = get_spark(SparkConfig(master=f"local[{p['processes']}]", driver_memory="2g"))
+    names = [h["name"] for h in hosts]
+    res: dict = {"hosts": n_hosts, "images": n_images, "images_by_kind": per_kind, "params": p,
+                 "host_cap": p["job_host_connections"]}
+    for inp, who in (("all", "img2dataset"), ("all", "ours"), ("healthy", "ours"), ("healthy", "img2dataset")):
+        rows = inputs[inp]
+        out = d / f"{who}_{inp}"
+        with SimWeb(hosts, port, d / f"srv_{who}_{inp}") as w:
+            if who == "ours":
+                secs = _web_ours(spark, d / f"{inp}.parquet", out, p, w.dns, names)
+                got = _outcomes_ours(out / "shards")
+            else:
+                secs = _web_img2dataset(d / f"{inp}.parquet", out, p, glibc_like_env(w.dns, d))
+                got = _outcomes_img2dataset(out)
+        ok = sum(v == "success" for v in got.values())
+        healthy = [u for u in rows if u["kind"] in HEALTHY]
+        healthy_ok = sum(got.get(u["uid"]) == "success" for u in healthy)
+        most = max((s["most_open"] for s in w.stats.values()), default=0)
+        most_busy = max((s["most_busy"] for s in w.stats.values()), default=0)
+        by_kind = {k: round(sum(got.get(u["uid"]) == "success" for u in rows if u["kind"] == k)
+                            / max(1, sum(u["kind"] == k for u in rows)), 4) for k in HEALTHY}
+        reasons = {}
+        if who == "ours":
+            for u in rows:
+                if got.get(u["uid"]) != "success":
+                    key = f"{u['kind']}:{got.get(u['uid'])}"
+                    reasons[key] = reasons.get(key, 0) + 1
+        entry = {"seconds": round(secs, 2), "successes": ok, "images_per_s": round(ok / secs, 1),
+                 "healthy_share": round(healthy_ok / max(1, len(healthy)), 4), "fetched_share_by_kind": by_kind,
+                 "most_connections_one_host": most, "most_requests_at_once_one_host": most_busy,
+                 "most_connections_by_kind": {k: max((s["most_open"] for n, s in w.stats.items() if kinds[n] == k), default=0)
+                                              for k in HEALTHY},
+                 "requests": sum(s["requests"] for s in w.stats.values()),
+                 "answered_429": sum(s["too_many"] for s in w.stats.values())}
+        if reasons:
+            entry["failures_by_kind_and_reason"] = dict(sorted(reasons.items()))
+        res.setdefault(who, {})[inp] = entry
+        print(f"  web {inp:7s} {who:11s} {secs:7.1f}s  {ok}/{len(rows)} ok  {ok / secs:7.1f} images/s  healthy-host "
+              f"images fetched {entry['healthy_share']:.1%}  most connections to one host {most} "
+              f"(requests at once {most_busy})  "
+              f"429s {entry['answered_429']}", flush=True)
+    for who in ("ours", "img2dataset"):
+        r = res[who]
+        r["time_over_healthy_alone"] = round(r["all"]["seconds"] / r["healthy"]["seconds"], 2)
+    res["speedup"] = round(res["ours"]["all"]["images_per_s"] / max(res["img2dataset"]["all"]["images_per_s"], 1e-9), 2)
+    print(f"  web: ours/img2dataset images/s = {res['speedup']}x; total over healthy-alone time: ours "
+          f"{res['ours']['time_over_healthy_alone']}, img2dataset {res['img2dataset']['time_over_healthy_alone']}",
+          flush=True)
+    return res
+
+
 # Peak RSS of this process image (VmHWM; ru_maxrss would include the parent's peak at fork).
 _HWM = "def HWM():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024\n"
 _OURS_MEM = _HWM + """
@@ -219,18 +350,32 @@ def memory(tmp: Path, sizes: list[int], shard_size: int) -> dict:
     return out
 
 
-def main(quick: bool = False) -> dict:
+SETS = ("clean", "faults", "memory", "web")
+
+
+def main(quick: bool = False, sets: tuple[str, ...] = SETS, web_hosts: int | None = None,
+         web_images: int | None = None) -> dict:
+    """Run ``sets``; bench/results/download.json keeps the latest figures of each set."""
     p = {"processes": 2, "threads": 16, "shard_size": 200 if quick else 500, "image_size": 256, "timeout": 10.0,
          "retries": 1}
     n_pairs, n_faults = (400, 400) if quick else (12_000, 3000)
+    out = ROOT / "bench" / "results" / "download.json"
+    result = json.loads(out.read_text()) if out.exists() and not quick else {}
+    machine = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_download_") as t:
         tmp = Path(t)
-        print(f"download bench: {n_pairs} sample pairs (faults set: the first {n_faults}), {p}", flush=True)
-        tp = throughput(tmp, n_pairs, p, ("clean",) if quick else ("clean", "faults"), repeat=not quick, n_faults=n_faults)
-        mem = memory(tmp, [20_000, 200_000] if quick else [100_000, 1_000_000], 10_000)
-    result = {"params": p, "n_pairs": n_pairs, "n_faults": n_faults, "quick": quick, "throughput": tp, "memory_mb": mem,
-              "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
-    out = ROOT / "bench" / "results" / "download.json"
+        picked = tuple(s for s in ("clean", "faults") if s in sets and not (quick and s == "faults"))
+        if picked:
+            print(f"download bench: {n_pairs} sample pairs (faults set: the first {n_faults}), {p}", flush=True)
+            tp = throughput(tmp, n_pairs, p, picked, repeat=not quick, n_faults=n_faults)
+            result.update(params=p, n_pairs=n_pairs, n_faults=n_faults, quick=quick, machine=machine)
+            result.setdefault("throughput", {}).update(tp)
+        if "memory" in sets:
+            result["memory_mb"] = memory(tmp, [20_000, 200_000] if quick else [100_000, 1_000_000], 10_000)
+        if "web" in sets:
+            hosts = web_hosts or (300 if quick else 2000)
+            images = web_images or (3000 if quick else 100_000)
+            result["web"] = {**web(tmp, hosts, images), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
@@ -238,4 +383,13 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.download", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
+    ap.add_argument("--web-hosts", type=int, help="hosts of the simulated web (default 2000)")
+    ap.add_argument("--web-images", type=int, help="images of the simulated web (default 100000)")
+    a = ap.parse_args()
+    main(quick=a.quick, sets=tuple(a.sets.split(",")), web_hosts=a.web_hosts, web_images=a.web_images)

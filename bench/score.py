@@ -125,7 +125,8 @@ def cpu_decode(shard: str, threads: int, seconds: float, pin: bool) -> float:
 
     import torch
 
-    from pipeline.gpu_feed import _decode_on_cpu, pack_blobs, unpack_blobs
+    from pipeline.gpu_feed import _decode_on_cpu
+    from pipeline.shard_data import pack_blobs, unpack_blobs
 
     with tarfile.open(shard) as tf:
         blobs = unpack_blobs(pack_blobs([tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")]))
@@ -180,9 +181,9 @@ def loader_only(scorer, shards, batch_size: int, workers: int) -> float:
     """Pairs/s of the input pipeline alone (tar → batches in pinned memory), no model."""
     import torch
 
-    from pipeline.score_data import ShardBatches
+    from pipeline.shard_data import ScoreBatches
 
-    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
+    ds = ScoreBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=scorer.device.type == "cuda",
                                      prefetch_factor=4 if workers else None)
     t0 = time.perf_counter()
@@ -193,7 +194,8 @@ def loader_only(scorer, shards, batch_size: int, workers: int) -> float:
 def device_decode_only(scorer, shard: str, batch_size: int, seconds: float) -> dict:
     """Images/s of the device's JPEG decoder alone, and with the model's resize + crop, in this thread
     (what the GPU decode path can feed the model at most, before any overlap)."""
-    from pipeline.gpu_feed import HybridJpegDecoder, decode_jpegs, pack_blobs, unpack_blobs
+    from pipeline.gpu_feed import HybridJpegDecoder
+    from pipeline.shard_data import decode_jpegs, pack_blobs, unpack_blobs
 
     with tarfile.open(shard) as tf:
         blobs = [tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")][:batch_size]

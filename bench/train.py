@@ -127,15 +127,14 @@ def loader_only(shards: str, model_name: str, batch: int, workers: int, batches:
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from pipeline.evaluate import shard_urls
     from pipeline.models import register_models
-    from pipeline.train import device_crop_of, make_loader, make_shard_stream, split_preprocess
+    from pipeline.shard_data import TrainStream, device_crop_of, make_loader, shard_urls, split_preprocess
 
     register_models()
     cfg = open_clip.get_model_config(model_name)["vision_cfg"]
     pre = split_preprocess(image_transform_v2(PreprocessCfg(size=cfg.get("image_size", 224)), is_train=True))[0]
     crop = device_crop_of(pre) if where == "decode" else None
-    stream = make_shard_stream(shard_urls(shards), pre, open_clip.get_tokenizer(model_name), batch, device_crop=crop)
+    stream = TrainStream(shard_urls(shards), pre, open_clip.get_tokenizer(model_name), batch, device_crop=crop)
     it = iter(make_loader(stream, workers, pin_memory=False))
     for _ in range(workers * 5 if workers else 1):  # past what the workers prefetch (4 each) while starting
         next(it)

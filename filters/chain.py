@@ -4,7 +4,7 @@ Each filter sees only the rows every earlier filter kept; a dropped row records 
 filter that dropped it (``drop_reason``), a kept one has ``drop_reason = None``. Columns filters
 compute (``lang``, ``lang_score``) are added for every row the filter saw, kept or dropped.
 
-Inside Spark (``pipeline.caption_filter``), ``tag_batches`` runs under ``mapInArrow``; the chain
+Inside Spark (``pipeline.filter``), ``tag_batches`` runs under ``mapInArrow``; the chain
 and its models are built once per Python worker (``cached_chain``), and ``dedup`` is done by Spark
 itself, globally (filters.dedup.dedup_spark).
 """
@@ -18,12 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from filters import registry
 from filters.base import Filter
+from filters.registry import ALIASES, CAPTION_FILTERS, CHAIN_NAMES
 from pipeline.errors import UserError
 
-# Chain names that stand for several filters.
-ALIASES = {"text_rules": ["junk", "min_length", "max_length"]}
-FILTER_NAMES = ("url_safety", "min_length", "max_length", "junk", "language", "dedup")
 REASON = "drop_reason"
 
 
@@ -32,42 +31,18 @@ def expand_names(names: Sequence[str]) -> list[str]:
     out: list[str] = []
     for name in names:
         for n in ALIASES.get(name, [name]):
-            if n not in FILTER_NAMES:
-                known = ", ".join(list(FILTER_NAMES) + list(ALIASES))
-                raise UserError(f"filter.chain: unknown filter {name!r}; known: {known}")
+            if n not in CAPTION_FILTERS:
+                raise UserError(f"filter.chain: unknown filter {name!r}; known: {', '.join(CHAIN_NAMES)}")
             if n not in out:
                 out.append(n)
     return out
 
 
 def build_filter(name: str, cfg) -> Filter:
-    """One filter from the run config (``cfg`` is a pipeline.config.RunConfig)."""
-    f = cfg.filter
-    if name == "url_safety":
-        from filters.url_safety import UrlSafetyFilter
-
-        return UrlSafetyFilter.from_config(cfg)
-    if name == "min_length":
-        from filters.text_rules import MinLengthFilter
-
-        return MinLengthFilter(f.min_chars, f.min_words)
-    if name == "max_length":
-        from filters.text_rules import MaxLengthFilter
-
-        return MaxLengthFilter(f.max_chars)
-    if name == "junk":
-        from filters.text_rules import JunkFilter
-
-        return JunkFilter(f.junk_patterns)
-    if name == "language":
-        from filters.language import LanguageFilter
-
-        return LanguageFilter(f.languages, f.min_language_score, f.language_backend, f.language_model)
-    if name == "dedup":
-        from filters.dedup import DedupFilter
-
-        return DedupFilter()
-    raise UserError(f"unknown filter {name!r}; known: {', '.join(FILTER_NAMES)}")
+    """One caption filter from the run config (``cfg`` is a pipeline.config.RunConfig)."""
+    if name not in CAPTION_FILTERS:
+        raise UserError(f"unknown filter {name!r}; known: {', '.join(CAPTION_FILTERS)}")
+    return registry.build(name, cfg)
 
 
 class FilterChain:
@@ -161,7 +136,11 @@ def cached_chain(cfg_json: str, names: Sequence[str]) -> FilterChain:
 
 def tag_batches(batches: Iterable[pa.RecordBatch], cfg_json: str, names: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: tag every batch, conform it to ``schema`` (the tagged-row schema)."""
-    chain = cached_chain(cfg_json, names)
+    yield from tag_with(cached_chain(cfg_json, names), batches, schema)
+
+
+def tag_with(chain: FilterChain, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body for a chain built by the caller: tag every batch, conform it to ``schema``."""
     for batch in batches:
         if batch.num_rows == 0:
             continue

@@ -200,6 +200,11 @@ class LanguageFilter(Filter):
         self.backend, self.model_path = backend, model_path
         self.detector: LanguageDetector | None = None
 
+    @classmethod
+    def from_config(cls, cfg) -> LanguageFilter:
+        f = cfg.filter
+        return cls(f.languages, f.min_language_score, f.language_backend, f.language_model)
+
     def setup(self) -> None:
         if self.detector is None:
             self.detector = LanguageDetector(self.backend, self.model_path)

@@ -102,6 +102,10 @@ class MinLengthFilter(Filter):
     def __init__(self, min_chars: int = 5, min_words: int = 2):
         self.min_chars, self.min_words = min_chars, min_words
 
+    @classmethod
+    def from_config(cls, cfg) -> MinLengthFilter:
+        return cls(cfg.filter.min_chars, cfg.filter.min_words)
+
     def apply(self, batch: pa.RecordBatch) -> FilterResult:
         texts = _texts(batch)
         keep = np.array([len(t.strip()) > self.min_chars and count_words(t) > self.min_words for t in texts], dtype=bool)
@@ -113,6 +117,10 @@ class MaxLengthFilter(Filter):
 
     def __init__(self, max_chars: int = 500):
         self.max_chars = max_chars
+
+    @classmethod
+    def from_config(cls, cfg) -> MaxLengthFilter:
+        return cls(cfg.filter.max_chars)
 
     def apply(self, batch: pa.RecordBatch) -> FilterResult:
         return FilterResult(np.array([len(t) <= self.max_chars for t in _texts(batch)], dtype=bool))
@@ -128,6 +136,10 @@ class JunkFilter(Filter):
         if unknown:
             raise ValueError(f"unknown junk pattern(s) {sorted(unknown)}; known: {', '.join(JUNK_PATTERNS)}")
         self.patterns = tuple(patterns)
+
+    @classmethod
+    def from_config(cls, cfg) -> JunkFilter:
+        return cls(cfg.filter.junk_patterns)
 
     def apply(self, batch: pa.RecordBatch) -> FilterResult:
         return FilterResult(np.array([junk_kind(t, self.patterns) is None for t in _texts(batch)], dtype=bool))

@@ -4,7 +4,7 @@ img2dataset's own fetcher happily opens ``file://`` and ``data:`` URLs and follo
 loopback and private addresses (DESIGN.md); this module is the one place that says no. Without DNS
 (the filter stage), ``check_url`` judges the URL text: scheme, length, userinfo, and hosts written
 as IP literals in any form the resolver accepts (``127.1``, ``0x7f.0.0.1``, ``2130706433``,
-``[::ffff:127.0.0.1]``). The fetcher (pipeline/fetch.py) also checks every address a host name
+``[::ffff:127.0.0.1]``). The fetcher (pipeline/fetch/) also checks every address a host name
 resolves to with ``is_blocked_ip``.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.base import Filter, FilterResult
+from pipeline.config import MAX_URL_LENGTH
 
 ALLOWED_SCHEMES = ("http", "https")
 # Names that always mean "this machine" (RFC 6761), whatever DNS says.
@@ -104,7 +105,7 @@ def split_url(url: str) -> tuple[str, str, int | None] | str:
     return scheme, host, port
 
 
-def check_url(url: str, max_length: int = 2048, allow_hosts: Iterable[str] = ()) -> str | None:
+def check_url(url: str, max_length: int = MAX_URL_LENGTH, allow_hosts: Iterable[str] = ()) -> str | None:
     """None when the URL may be fetched, else the reason: blocked_scheme, blocked_address, bad_url,
     url_too_long or userinfo. No DNS: names are checked again after resolution by the fetcher."""
     if not isinstance(url, str) or not url.strip():
@@ -135,7 +136,7 @@ class UrlSafetyFilter(Filter):
 
     name = "url_safety"
 
-    def __init__(self, max_length: int = 2048, allow_hosts: Iterable[str] = ()):
+    def __init__(self, max_length: int = MAX_URL_LENGTH, allow_hosts: Iterable[str] = ()):
         self.max_length = max_length
         self.allow_hosts = tuple(allow_hosts)
 

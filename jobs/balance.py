@@ -1,24 +1,16 @@
-"""spark-submit entry point of `wit balance`: spark-submit jobs/balance.py -c run.yaml [--input DIR] [--output DIR]."""
+"""spark-submit entry point of `wit balance`: spark-submit jobs/balance.py -c run.yaml [--input PATH] [--output PATH]
 
+Takes the same options as `wit balance` (`--help` lists them); spark-submit's --master and --conf win.
+"""
+
+import os
 import sys
 
-from pipeline.balance import run_balance
-from pipeline.cli import config_from_args, job_parser, run_job
-from pipeline.spark import get_spark
-from pipeline.stats import summary_line
+# spark-submit puts jobs/ first on sys.path, where jobs/select.py would shadow the standard `select`
+# module (socket imports it): take the folder off before anything else is imported.
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname(os.path.realpath(__file__))]
 
-
-def main(argv=None) -> int:
-    p = job_parser("balance.py", __doc__)
-    p.add_argument("--input", help="input dataset (default: <output_dir>/matched)")
-    p.add_argument("--output", help="output folder (default: <output_dir>/balanced)")
-    p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    cfg = config_from_args(args)
-    spark = get_spark(cfg.spark, submitted=True)
-    print(summary_line(run_balance(cfg, spark, input=args.input, output=args.output, overwrite=args.overwrite)))
-    return 0
-
+from pipeline.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_job(main))
+    sys.exit(job_main("balance", "balance.py"))

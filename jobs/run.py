@@ -1,24 +1,16 @@
-"""spark-submit entry point of `wit run` (the whole pipeline):
+"""spark-submit entry point of `wit run`: spark-submit --master spark://host:7077 jobs/run.py -c run.yaml [--from STAGE] [--to STAGE]
 
-    spark-submit --master spark://host:7077 jobs/run.py -c run.yaml [--from STAGE] [--to STAGE]
+Takes the same options as `wit run` (`--help` lists them); spark-submit's --master and --conf win.
 """
 
+import os
 import sys
 
-from pipeline.cli import config_from_args, job_parser, run_job
-from pipeline.run import STAGE_NAMES, choose_stages, run_pipeline
+# spark-submit puts jobs/ first on sys.path, where jobs/select.py would shadow the standard `select`
+# module (socket imports it): take the folder off before anything else is imported.
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname(os.path.realpath(__file__))]
 
-
-def main(argv=None) -> int:
-    p = job_parser("run.py", __doc__)
-    p.add_argument("--from", dest="from_", choices=STAGE_NAMES)
-    p.add_argument("--to", choices=STAGE_NAMES)
-    p.add_argument("--only", nargs="+", choices=STAGE_NAMES)
-    args = p.parse_args(argv)
-    cfg = config_from_args(args)
-    run_pipeline(cfg, choose_stages(args.from_, args.to, args.only), submitted=True)
-    return 0
-
+from pipeline.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_job(main))
+    sys.exit(job_main("run", "run.py"))

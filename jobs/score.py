@@ -1,32 +1,21 @@
-"""spark-submit entry point of `wit score`: spark-submit jobs/score.py -c run.yaml [--input DIR] [--output DIR].
+"""spark-submit entry point of `wit score`: spark-submit jobs/score.py -c run.yaml [--input SHARDS] [--output PATH].
 
 Runs in Spark mode (one task per shard, the model loaded once per Python worker). On a GPU cluster:
   spark-submit --conf spark.executor.resource.gpu.amount=1 --conf spark.task.resource.gpu.amount=1 \\
     --conf spark.executor.resource.gpu.discoveryScript=$SPARK_HOME/examples/src/main/scripts/getGpusResources.sh \\
     jobs/score.py -c run.yaml --set score.pretrained=laion2b_s34b_b79k
-Each task then scores on the GPU Spark assigned it (TaskContext resources).
+Each task then scores on the GPU Spark assigned it (TaskContext resources). Takes the same options as
+`wit score`; spark-submit's --master and --conf win.
 """
 
+import os
 import sys
 
-from pipeline.cli import config_from_args, job_parser, run_job
-from pipeline.score import run_score
-from pipeline.spark import get_spark
-from pipeline.stats import summary_line
+# spark-submit puts jobs/ first on sys.path, where jobs/select.py would shadow the standard `select`
+# module (socket imports it): take the folder off before anything else is imported.
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname(os.path.realpath(__file__))]
 
-
-def main(argv=None) -> int:
-    p = job_parser("score.py", __doc__)
-    p.add_argument("--input", help="download shards (default: <output_dir>/shards)")
-    p.add_argument("--output", help="output folder (default: <output_dir>/scores)")
-    p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    cfg = config_from_args(args)
-    cfg.score.mode = "spark"
-    spark = get_spark(cfg.spark, submitted=True)
-    print(summary_line(run_score(cfg, spark, shards_dir=args.input, out_dir=args.output, overwrite=args.overwrite)))
-    return 0
-
+from pipeline.cli import job_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_job(main))
+    sys.exit(job_main("score", "score.py", defaults=("--set", "score.mode=spark")))

@@ -19,15 +19,17 @@ from pipeline.errors import UserError
 # Modules that add subcommands, in the order `wit --help` lists them (the data flow's order).
 COMMAND_MODULES = [
     "pipeline.sample_web",  # sample, serve
+    "pipeline.crawl",  # crawl
     "pipeline.extract",  # extract
-    "pipeline.caption_filter",  # filter
+    "pipeline.filter",  # filter
     "pipeline.queries",  # queries build
-    "pipeline.balance",  # match, balance
+    "pipeline.match",  # match
+    "pipeline.balance",  # balance
     "pipeline.download",  # download
     "pipeline.score",  # score
     "pipeline.select",  # select
     "pipeline.train",  # train
-    "pipeline.evaluate",  # eval
+    "pipeline.eval",  # eval
     "pipeline.report",  # report
     "pipeline.run",  # run, demo
 ]
@@ -37,6 +39,7 @@ WIT builder: build a CLIP-style image-text training set from web archives.
 
 Data flow (each stage reads the previous one's output under --output-dir):
   sample/serve   make and serve the built-in sample web (WARC/WAT + images + faults)
+  crawl          seed pages -> WARC files (polite, robots.txt, breadth-first rounds)
   extract        WARC/WAT files or URL lists -> candidate (image URL, text) pairs
   filter         caption filters: URL safety, text rules, language, dedup
   queries        build the ~500k query list (WordNet, Wikipedia words, bigrams, titles)
@@ -63,16 +66,40 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def job_parser(script: str, description: str | None = None) -> argparse.ArgumentParser:
-    """The parser of a jobs/*.py spark-submit entry point: the common options plus --help."""
-    return argparse.ArgumentParser(prog=f"spark-submit jobs/{script}", parents=[common_parser()], description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
 def flag(parser: argparse.ArgumentParser, *names: str, key: str, **kw: Any) -> None:
     """Add a per-stage flag that overrides config key ``key`` (e.g. ``--threads`` → download.threads)."""
     kw.setdefault("help", f"config {key}")
+    if kw.get("action") in (None, "store", "append") and "choices" not in kw:
+        kw.setdefault("metavar", key.rsplit(".", 1)[-1].upper())  # not the dest's OV__… spelling
     parser.add_argument(*names, dest="ov__" + key.replace(".", "__"), default=None, **kw)
+
+
+def stage_command(sub, common: argparse.ArgumentParser, run: Callable[..., dict], *, help: str, description: str,
+                  input_help: str | None, output_help: str, positional_input: str | None = None,
+                  options: tuple[str, ...] = (), show: Callable[[dict], str] | None = None) -> argparse.ArgumentParser:
+    """The subcommand of a stage function made by ``pipeline.stage.stage``: its input/output/overwrite
+    arguments spelled the same for every stage; ``options`` names the parsed arguments passed through as
+    the stage's own keyword options. ``positional_input``: "?" or "*" when the input is positional."""
+    p = sub.add_parser(run.stage_name, parents=[common], help=help, description=description)
+    if positional_input:
+        p.add_argument("input", nargs=positional_input, metavar="INPUT", help=input_help)
+    elif input_help:
+        p.add_argument("--input", metavar="PATH", help=input_help)
+    p.add_argument("--output", metavar="PATH", help=output_help)
+    p.add_argument("--overwrite", action="store_true", help="redo a complete output")
+
+    def command(args: argparse.Namespace, cfg: RunConfig) -> int:
+        from pipeline.stats import summary_line
+
+        given = getattr(args, "input", None)
+        d = run(cfg, input=given or None, output=args.output, overwrite=args.overwrite,
+                **{o: getattr(args, o) for o in options})
+        if d:
+            print((show or summary_line)(d))
+        return 0
+
+    p.set_defaults(func=command)
+    return p
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -92,8 +119,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str = "wit") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     from pipeline import __version__
 
     parser.add_argument("--version", action="version", version=f"wit-builder {__version__}")
@@ -104,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "wit") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace, RunConfig], int | None] | None = getattr(args, "func", None)
     if func is None:
@@ -123,13 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run_job(job_main: Callable[[], int | None]) -> int:
-    """Run a jobs/*.py entry point with the CLI's error handling (one line, exit 2, no traceback)."""
-    try:
-        return int(job_main() or 0)
-    except UserError as e:
-        print(f"wit job: error: {e}", file=sys.stderr)
-        return 2
+def job_main(command: str, script: str, argv: list[str] | None = None, defaults: tuple[str, ...] = ()) -> int:
+    """The one entry point of every jobs/*.py: ``wit <command>`` under spark-submit, where spark-submit's
+    --master and --conf win over the run config's. ``defaults``: arguments placed before the user's (so the
+    user's own --set wins), e.g. jobs/score.py's ``--set score.mode=spark``."""
+    from pipeline import spark
+
+    spark.SUBMITTED = True
+    argv = sys.argv[1:] if argv is None else argv
+    return main([*command.split(), *defaults, *argv], prog=f"spark-submit jobs/{script}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from filters.registry import CHAIN_NAMES
 from pipeline.errors import ConfigError
+
+# The one URL length rule: extract, the caption filter and the fetcher all refuse longer URLs
+# (url_too_long). Browsers, CDNs and most servers stop near this length; longer src values are inlined
+# data or tracking blobs, not image locations.
+MAX_URL_LENGTH = 2048
 
 
 class Section(BaseModel):
@@ -38,11 +44,39 @@ class SampleConfig(Section):
     n_pairs: int = Field(3000, ge=10, description="image/text pairs in the sample web")
     seed: int = 0
     base_url: str = "http://127.0.0.1:8765"
+    crawl: bool = Field(False, description="wit demo: start by crawling the served sample web (wit crawl) instead "
+                        "of reading its crawl.warc.gz")
 
 
 class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
+
+
+class CrawlConfig(Section):
+    """`wit crawl`: breadth-first rounds from seed pages into WARC (see pipeline/crawl.py)."""
+
+    seeds: list[str] = Field(default_factory=list, description="page URLs, or files of them: a text file (one URL a "
+                             "line), or a Parquet/CSV with a url column")
+    seed_url_col: str = "url"
+    scope: Literal["same_host", "same_domain", "any"] = Field(
+        "same_host", description="which links are followed, relative to the seeds' hosts")
+    include: list[str] = Field(default_factory=list, description="regexes; when given, a URL must match one")
+    exclude: list[str] = Field(default_factory=list, description="regexes; a URL matching one is out of scope")
+    strip_params: list[str] = Field(
+        default_factory=lambda: ["sid", "sessionid", "jsessionid", "phpsessid", "sessid"],
+        description="query parameters removed from every URL (session ids: a crawler trap)")
+    max_depth: int = Field(3, ge=0, description="links followed from the seeds (seeds: depth 0)")
+    max_pages_per_host: int = Field(1000, ge=1, description="pages queued per host in the whole crawl")
+    max_pages: int = Field(100_000, ge=1, description="pages queued in the whole crawl")
+    max_bytes: int = Field(5_000_000, ge=1, description="largest page body")
+    min_interval_s: float = Field(1.0, ge=0, description="least time between two requests to one host")
+    max_crawl_delay_s: float = Field(10.0, ge=0, description="a robots.txt Crawl-delay is honoured up to this")
+    threads: int = Field(16, ge=1)
+    part_pages: int = Field(1000, ge=1, description="frontier URLs per WARC part (the unit of resume)")
+    sitemaps: bool = Field(False, description="also start from the pages of the sitemaps the seeds' robots.txt names")
+    user_agent: str | None = Field(None, description="None = download.user_agent")
+    contact_url: str | None = Field(None, description="None = download.contact_url")
 
 
 class ExtractConfig(Section):
@@ -52,7 +86,7 @@ class ExtractConfig(Section):
     url_col: str = "url"
     caption_col: str = "caption"
     max_text_length: int = Field(1000, ge=1)
-    max_url_length: int = Field(8192, ge=16, description="longer image URLs are dropped (url_too_long)")
+    max_url_length: int = Field(MAX_URL_LENGTH, ge=16, description="longer image URLs are dropped (url_too_long)")
     lenient: bool = Field(True, description="read WAT JSON lines even when Content-Length is wrong")
     strict: bool = Field(False, description="any input error (truncated record, bad JSON …) fails the run")
     sample_source: Literal["warc", "wat"] = Field("warc", description="which sample crawl file is the default input")
@@ -60,8 +94,9 @@ class ExtractConfig(Section):
 
 
 class FilterConfig(Section):
-    # Applied in order; "text_rules" = junk, min_length, max_length. Each name is a drop reason.
-    chain: list[Literal["url_safety", "text_rules", "min_length", "max_length", "junk", "language", "dedup"]] = Field(
+    # Applied in order; "text_rules" = junk, min_length, max_length. Each name is a drop reason;
+    # filters/registry.py lists them.
+    chain: list[Literal[CHAIN_NAMES]] = Field(
         default_factory=lambda: ["url_safety", "text_rules", "language", "dedup"]
     )
     language_backend: Literal["cascade", "fasttext", "langdetect"] = Field(
@@ -76,7 +111,45 @@ class FilterConfig(Section):
     junk_patterns: list[Literal["filename", "click_here", "generic", "url", "repeated_char"]] = Field(
         default_factory=lambda: ["filename", "click_here", "url", "repeated_char", "generic"]
     )
-    max_url_length: int = Field(2048, ge=16)
+    max_url_length: int = Field(MAX_URL_LENGTH, ge=16, description="longer URLs are dropped (url_too_long)")
+    # User blocklists (filters/blocklist.py), applied before download; drop reason "blocklisted".
+    # Setting either list puts "blocklist" first in the chain unless the chain names it already.
+    blocklist_domains: list[str] = Field(
+        default_factory=list, description="domains whose URLs are dropped, with their subdomains; an entry with a / "
+        "or naming an existing file is a file of domains, one a line (# comments, hosts-file lines allowed)")
+    blocklist_urls: list[str] = Field(
+        default_factory=list, description="files of URLs to drop, one a line, matched after normalisation "
+        "(scheme and host case, default port, fragment)")
+
+    @field_validator("blocklist_domains")
+    @classmethod
+    def _domains_or_files(cls, v: list[str]) -> list[str]:
+        from filters.blocklist import is_file_entry, parse_domain
+
+        out = []
+        for entry in v:
+            if is_file_entry(entry):
+                out.append(_absolute_path(entry.strip()))
+            else:
+                parse_domain(entry)  # ValueError: pydantic names the key and the entry
+                out.append(entry.strip())
+        return out
+
+    @field_validator("blocklist_urls")
+    @classmethod
+    def _url_files(cls, v: list[str]) -> list[str]:
+        return [_absolute_path(entry.strip()) for entry in v]
+
+    @model_validator(mode="after")
+    def _blocklist_in_chain(self) -> FilterConfig:
+        if (self.blocklist_domains or self.blocklist_urls) and not {"blocklist", "blocklisted"} & set(self.chain):
+            self.chain = ["blocklist", *self.chain]  # re-validates once; then the name is there
+        return self
+
+
+def _absolute_path(path: str) -> str:
+    """Local paths become absolute (Spark workers resolve relative ones in their own folders); URLs stay."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 class QueriesConfig(Section):
@@ -107,6 +180,25 @@ class BalanceConfig(Section):
     seed: int = 0
 
 
+def split_dns_server(entry: str) -> tuple[str, int]:
+    """(address, port) of a ``download.dns_servers`` entry: IP, IP:port or [IPv6]:port (port 53 by default)."""
+    import ipaddress
+
+    host, port = entry.strip(), "53"
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        port = rest.removeprefix(":") or port
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    try:
+        ipaddress.ip_address(host)
+        if port.isdigit() and 0 < int(port) < 65536:
+            return host, int(port)
+    except ValueError:
+        pass
+    raise ValueError(f"{entry!r} is not an IP address or IP:port (a DNS server cannot be given by name)")
+
+
 class DownloadConfig(Section):
     shard_size: int = Field(10_000, ge=1)
     threads: int = Field(32, ge=1)
@@ -131,6 +223,55 @@ class DownloadConfig(Section):
     )
     allow_hosts: list[str] = Field(default_factory=list, description="host or host:port allowed despite private IP")
     retry_failed: bool = False
+    # Politeness and DNS (pipeline/fetch/hosts.py and dns.py say how they work together).
+    host_connections: int = Field(2, ge=1, description="concurrent connections to one host from one task")
+    job_host_connections: int | None = Field(
+        None, ge=1, description="concurrent connections to one host from the whole job: each task gets "
+        "max(1, this // concurrent_tasks) of host_connections; None = host_connections per task")
+    concurrent_tasks: int | None = Field(
+        None, ge=1, description="download tasks running at once, for job_host_connections; None = Spark's "
+        "default parallelism (capped by the number of shards), filled in by `wit download`")
+    host_min_interval_s: float = Field(0.0, ge=0, description="least time between two requests to one host (per task)")
+    host_failure_limit: int = Field(
+        3, ge=0, description="consecutive connect errors/timeouts after which a host's remaining URLs in the task "
+        "fail at once as host_unreachable; 0 = never")
+    dns_servers: list[str] = Field(
+        default_factory=list, description="DNS servers (IP or IP:port) asked directly instead of the system "
+        "resolver; [] = the system resolver")
+    dns_negative_ttl_s: float = Field(30.0, ge=0, description="how long a name that failed to resolve stays failed")
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_server_addresses(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            split_dns_server(entry)
+        return v
+
+
+# Zero-shot safety tagging (score.safety_prompts), in the way LAION-400M tagged NSFW images: the image
+# embedding against category prompts. Safe prompts that resemble unsafe ones (swimwear, medical) are
+# there so that the unsafe side does not win every photo of skin by default.
+UNSAFE_PROMPTS = [
+    "a sexually explicit photo", "a photo of a naked person", "a pornographic image", "a photo of graphic violence",
+    "a photo of a bloody injury", "a photo of a dead body", "a photo of self-harm", "a hateful symbol",
+]
+SAFE_PROMPTS = [
+    "a photo", "a photo of a person", "a photo of people", "a photo of a person in swimwear", "a photo of an animal",
+    "a photo of food", "a photo of a landscape", "a photo of a building", "a photo of an object", "a drawing",
+    "a screenshot", "a photo taken in a hospital",
+]
+
+
+class SafetyPrompts(Section):
+    unsafe: list[str] = Field(default_factory=lambda: list(UNSAFE_PROMPTS), min_length=1)
+    safe: list[str] = Field(default_factory=lambda: list(SAFE_PROMPTS), min_length=1)
+
+    @field_validator("unsafe", "safe")
+    @classmethod
+    def _no_blank_prompts(cls, v: list[str]) -> list[str]:
+        if any(not p.strip() for p in v):
+            raise ValueError("prompts must not be empty")
+        return v
 
 
 class ScoreConfig(Section):
@@ -150,6 +291,9 @@ class ScoreConfig(Section):
         "each batch's JPEGs going to whichever side gets to them first; 0 = the GPU decodes all; None = one per CPU "
         "this process may use, less num_workers and one for the main thread"
     )
+    safety: bool = Field(True, description="tag every pair with unsafe_score: softmax(100 x image·prompt) mass on "
+                         "safety_prompts.unsafe, from the scoring model's own forward pass; false leaves it null")
+    safety_prompts: SafetyPrompts = Field(default_factory=SafetyPrompts)
 
 
 class SelectConfig(Section):
@@ -157,9 +301,33 @@ class SelectConfig(Section):
     top_fraction: float | None = Field(0.3, gt=0.0, le=1.0)
     min_side: int = Field(0, ge=0)
     max_aspect_ratio: float = Field(3.0, gt=0)
+    max_unsafe_score: float | None = Field(
+        None, ge=0.0, le=1.0, description="drop pairs whose unsafe_score is over this (reason unsafe); None = keep all")
     dedup_images: bool = True
+    # Near-duplicate images, evaluation-set overlap and image-hash blocklists (pipeline/near_dup.py;
+    # the defaults were measured by bench/near_dup.py, README "Near-duplicates").
+    near_dup: bool = Field(True, description="drop all but the best-scored image of each near-duplicate cluster")
+    near_dup_distance: int = Field(
+        8, ge=0, le=32, description="most pHash bits two images may differ in to count as near-duplicates "
+        "(also the distance for decontaminate and blocklist_hashes)")
+    near_dup_colour_tolerance: int | None = Field(
+        12, ge=0, le=255, description="most two images' mean colours (2×2 grid, 0–255) may differ; None = pHash only")
+    near_dup_bands: int | None = Field(
+        None, ge=1, le=64, description="pHash bands of the candidate search; None = distance + 1 (exhaustive) when "
+        "affordable, fewer at very large scale")
+    decontaminate: list[str] = Field(
+        default_factory=list, description="evaluation sets (folders of images or webdataset .tar shards): pairs whose "
+        "image near-duplicates one of theirs are dropped (eval_overlap)")
+    blocklist_hashes: list[str] = Field(
+        default_factory=list, description="files of 16-hex pHashes, one a line: images within near_dup_distance of "
+        "one are dropped (blocklisted)")
     shard_size: int = Field(10_000, ge=1)
     seed: int = 0
+
+    @field_validator("decontaminate", "blocklist_hashes")
+    @classmethod
+    def _absolute_paths(cls, v: list[str]) -> list[str]:
+        return [_absolute_path(p.strip()) for p in v]
 
 
 class TrainConfig(Section):
@@ -198,6 +366,8 @@ class TrainConfig(Section):
 
 class ReportConfig(Section):
     sample_grid: int = Field(24, ge=0)
+    ground_truth: str | None = Field(
+        None, description="the sample web's ground_truth.parquet, to grade the curation (default <output_dir>/sample/…)")
 
 
 class StorageConfig(Section):
@@ -214,6 +384,7 @@ class RunConfig(Section):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    crawl: CrawlConfig = Field(default_factory=CrawlConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     queries: QueriesConfig = Field(default_factory=QueriesConfig)

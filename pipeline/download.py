@@ -4,11 +4,12 @@ Input: any Parquet dataset with at least url and text (balanced/ by default; uid
 absent, other schema columns become null). Rows are split, in input order (files sorted by name,
 rows in file order), into shards of ``download.shard_size``; one Spark task per shard reads its
 own rows from the input files by row range, so a task's memory does not grow with the input.
-Each task fetches with ``download.threads`` threads through the safe fetcher (pipeline/fetch.py),
+Each task fetches with ``download.threads`` threads through the safe fetcher (pipeline/fetch/),
 checks the image header before decoding (pixel cap, real image format, complete file), resizes
 with img2dataset's Resizer and writes with img2dataset's sample writers:
 
-    shards/NNNNN.tar           key.jpg, key.txt, key.json   (output_format=webdataset)
+    shards/NNNNN.tar           key.jpg, key.txt, key.json   (output_format=webdataset; names and
+                               keys follow pipeline.shards' one rule: 6 digits past 100,000 shards)
     shards/NNNNN.parquet       one row per input sample, schemas.SHARD_METADATA (+ the image
                                column when output_format=parquet)
     shards/NNNNN_stats.json    counts, failures by reason, bytes, images/s
@@ -17,33 +18,31 @@ with img2dataset's Resizer and writes with img2dataset's sample writers:
 A shard is written in shards/_tmp/ and moved into place when complete, the .parquet last: it is
 the shard's completion marker, so a killed run rerun skips complete shards and redoes the others,
 giving the same samples with no duplicates. ``--retry-failed`` refetches only the transient
-failures (timeout, http_5xx, connection_error) of complete shards and rewrites those shards.
+failures (``pipeline.fetch.TRANSIENT``: timeout, http_5xx, connection_error, rate_limited,
+host_unreachable) of complete shards and rewrites those shards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import math
-import os
 import time
 import uuid
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from threading import Semaphore
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import log, storage
+from pipeline import log, near_dup, storage
 from pipeline.errors import UserError
 from pipeline.fetch import TRANSIENT, Fetcher
 from pipeline.ids import make_uid
+from pipeline.shards import sample_key, shard_digits, shard_name
+from pipeline.stage import StageContext, stage
 
-# Failure reasons after the fetch (see pipeline.fetch.REASONS for the network ones).
-IMAGE_REASONS = ("not_image", "decode_error", "decompression_bomb", "too_small", "bad_aspect_ratio")
 # Formats we accept as images (Pillow's names); anything else is not_image whatever its Content-Type.
 IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"})
 # Leading bytes of the image formats: a file that starts like one but does not open is broken, not a non-image.
@@ -56,12 +55,6 @@ _RESIZER_REASONS = {
 }
 PLAN_FILE = "_plan.json"
 TMP_DIR = "_tmp"
-
-
-def _quiet_imports():
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    os.environ.setdefault("WANDB_MODE", "disabled")
-
 
 # --- image checks before decoding -----------------------------------------------------------------
 
@@ -149,7 +142,6 @@ def make_resizer(dl):
     - its albumentations transforms are reused instead of rebuilt per image (ReusedTransforms):
       the same transforms with the same arguments, so the same pixels (a test compares them).
     """
-    _quiet_imports()
     import contextlib
 
     import img2dataset.resizer
@@ -296,20 +288,7 @@ def _conform_rows(t: pa.Table, carried: pa.Schema, path: str) -> list[dict[str, 
 # --- one shard --------------------------------------------------------------------------------------
 
 
-def shard_names(shard: int, oom_shard_count: int) -> str:
-    return f"{shard:0{oom_shard_count}d}"
-
-
-def _keyer(shard: int, shard_size: int, oom_shard_count: int):
-    _quiet_imports()
-    from img2dataset.downloader import compute_key
-
-    oom_sample = math.ceil(math.log10(shard_size)) if shard_size > 1 else 0
-    return lambda index: compute_key(index, shard, oom_sample, oom_shard_count)
-
-
 def _writer_class(output_format: str):
-    _quiet_imports()
     from img2dataset.writer import ParquetSampleWriter, WebDatasetSampleWriter
 
     return WebDatasetSampleWriter if output_format == "webdataset" else ParquetSampleWriter
@@ -317,18 +296,20 @@ def _writer_class(output_format: str):
 
 def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
     return {**row, "key": key, "shard": shard, "status": "failed", "error_message": None, "width": None,
-            "height": None, "original_width": None, "original_height": None, "bytes": None, "sha256": None}
+            "height": None, "original_width": None, "original_height": None, "bytes": None, "sha256": None,
+            "phash": None, "colour_grid": None}
 
 
 class ShardJob:
     """Download one shard: threads fetch, check headers, resize and hash; this thread writes."""
 
-    def __init__(self, dl, out: str, spec: ShardSpec, oom_shard_count: int):
+    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int):
         from PIL import Image
 
-        self.dl, self.out, self.spec, self.oom = dl, out.rstrip("/"), spec, oom_shard_count
-        self.name = shard_names(spec.shard, oom_shard_count)
-        self.key_of = _keyer(spec.shard, dl.shard_size, oom_shard_count)
+        self.dl, self.out, self.spec = dl, out.rstrip("/"), spec
+        self.name = shard_name(spec.shard, n_shards)
+        self.digits = shard_digits(n_shards)  # img2dataset's writers name the files with it
+        self.key_of = lambda index: sample_key(spec.shard, index, n_shards, dl.shard_size)
         Image.MAX_IMAGE_PIXELS = dl.max_pixels  # Pillow's own bomb guard at our cap (2x: error)
         self.fs, _ = storage.fs_for(self.out)
 
@@ -344,7 +325,7 @@ class ShardJob:
         self._clean_tmp()
         self.fs.makedirs(storage.fs_for(tmp)[1], exist_ok=True)
         writer = _writer_class(self.dl.output_format)(
-            self.spec.shard, tmp, self.dl.output_format == "webdataset", self.oom, _meta_schema(), self.dl.encode_format
+            self.spec.shard, tmp, self.dl.output_format == "webdataset", self.digits, _meta_schema(), self.dl.encode_format
         )
         counts: Counter = Counter()
         totals = Counter()
@@ -378,49 +359,42 @@ class ShardJob:
         return stats
 
     def _download(self, todo, writer, counts: Counter, totals: Counter) -> None:
-        from multiprocessing.pool import ThreadPool
-
+        """Fetch host by host (pipeline.fetch.HostScheduler: per-host cap, Retry-After, circuit
+        breaker); the image work runs in the fetch threads after the host's connection is free."""
         fetcher = Fetcher.from_config(self.dl)
         resizer = make_resizer(self.dl)
-        sem = Semaphore(self.dl.threads * 2)  # bounded memory: at most 2x threads results wait for the writer
 
-        def feed():
-            for item in todo:
-                sem.acquire()
-                yield item
-
-        def work(item):
-            """Fetch, check the header, resize and hash (in a fetch thread)."""
+        def work(item, r):
+            """Check the header, resize and hash (in a fetch thread)."""
             _, meta = item
-            r = fetcher.fetch(meta["url"])
             if not r.ok:
-                return item, None, r.reason, 0
+                return None, r.reason, 0
             _, _, reason = inspect_image(r.data, self.dl.max_pixels)
             if reason:
-                return item, None, reason, len(r.data)
+                return None, reason, len(r.data)
             img, width, height, ow, oh, err = resizer(io.BytesIO(r.data))
             if err is not None or img is None:
-                return item, None, _RESIZER_REASONS.get(err, "decode_error"), len(r.data)
+                return None, _RESIZER_REASONS.get(err, "decode_error"), len(r.data)
             meta.update(status="success", width=width, height=height, original_width=ow, original_height=oh,
                         bytes=len(img), sha256=hashlib.sha256(img).hexdigest())
-            return item, img, None, len(r.data)
+            meta["phash"], meta["colour_grid"] = near_dup.stored_signature_or_none(
+                img, width, height, ow, oh, self.dl.resize_mode)
+            return img, None, len(r.data)
 
-        try:
-            with ThreadPool(self.dl.threads) as pool:
-                for (_, meta), img, reason, size in pool.imap_unordered(work, feed()):
-                    try:
-                        totals["fetched"] += 1
-                        totals["downloaded"] += size
-                        if img is None:
-                            meta["error_message"] = reason or "decode_error"
-                            counts[meta["error_message"]] += 1
-                        else:
-                            counts["success"] += 1
-                            totals["new_ok"] += 1
-                            totals["written"] += len(img)
-                        writer.write(img, meta["key"], meta["text"], meta)
-                    finally:
-                        sem.release()
+        try:  # at most 2x threads results wait for the writer (bounded memory)
+            for (_, meta), (img, reason, size) in fetcher.fetch_all(
+                todo, url_of=lambda item: item[1]["url"], threads=self.dl.threads, process=work
+            ):
+                totals["fetched"] += 1
+                totals["downloaded"] += size
+                if img is None:
+                    meta["error_message"] = reason or "decode_error"
+                    counts[meta["error_message"]] += 1
+                else:
+                    counts["success"] += 1
+                    totals["new_ok"] += 1
+                    totals["written"] += len(img)
+                writer.write(img, meta["key"], meta["text"], meta)
         finally:
             fetcher.close()
 
@@ -430,7 +404,10 @@ class ShardJob:
 
         fs, p = storage.fs_for(self.path(".parquet"))
         with fs.open(p, "rb") as fh:
-            old = pq.read_table(fh, columns=_meta_schema().names).to_pylist()
+            pf = pq.ParquetFile(fh)
+            # Shards written before a column was added (e.g. phash) are carried over with it null.
+            names = [n for n in _meta_schema().names if n in pf.schema_arrow.names]
+            old = [{n: None for n in _meta_schema().names} | row for row in pf.read(columns=names).to_pylist()]
         retry = [(i, _meta(m, m["key"], m["shard"])) for i, m in enumerate(old)
                  if m["status"] != "success" and m["error_message"] in TRANSIENT]
         if not retry:
@@ -476,11 +453,25 @@ class ShardJob:
         storage.remove(tmp)
 
     def _clean_tmp(self) -> None:
+        """Remove this shard's leftovers of killed attempts from _tmp/.
+
+        The other shards' tasks add and remove their own entries there meanwhile, and on an object
+        store the folder vanishes with its last entry: one listing, read fresh, a missing folder
+        counting as empty (an exists-then-list failed the task when another task emptied _tmp/ in
+        between, which a loaded machine makes likely).
+        """
         fs, p = storage.fs_for(f"{self.out}/{TMP_DIR}")
-        if fs.exists(p):
-            for entry in fs.ls(p, detail=False):
-                if entry.rstrip("/").rsplit("/", 1)[-1].startswith(self.name + "-"):
+        fs.invalidate_cache(p)
+        try:
+            entries = fs.ls(p, detail=False)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.rstrip("/").rsplit("/", 1)[-1].startswith(self.name + "-"):
+                try:
                     fs.rm(entry, recursive=True)
+                except FileNotFoundError:  # already gone
+                    pass
 
     def _old_stats(self) -> dict[str, Any]:
         path = self.path("_stats.json")
@@ -495,59 +486,47 @@ def _meta_schema() -> pa.Schema:
 
 def _shard_task(args: tuple) -> dict[str, Any]:
     """Spark task: one shard (module-level so it pickles by reference)."""
-    _quiet_imports()
     from pipeline.config import DownloadConfig
 
-    dl_dict, out, spec, oom, retry_failed = args
+    dl_dict, out, spec, n_shards, retry_failed = args
     dl = DownloadConfig.model_validate(dl_dict)
-    return ShardJob(dl, out, spec, oom).run(retry_failed)
+    return ShardJob(dl, out, spec, n_shards).run(retry_failed)
 
 
 # --- the stage ----------------------------------------------------------------------------------------
 
 
-def run_download(cfg, spark=None, input_path: str | None = None, output: str | None = None,
-                 retry_failed: bool | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Download ``input_path`` (default balanced/) into shards at ``output`` (default shards/); returns stats."""
-    from pipeline.stats import StageStats, read_stats
+def _retrying(cfg, retry_failed: bool | None = None) -> bool:
+    return cfg.download.retry_failed if retry_failed is None else retry_failed
 
-    dl = cfg.download
-    src = input_path or cfg.path("balanced")
-    out = (output or cfg.path("shards")).rstrip("/")
-    retry = dl.retry_failed if retry_failed is None else retry_failed
-    if overwrite:
-        storage.remove(out)
-    if storage.is_complete(out) and not retry:
-        log.info(f"download: {out} is complete, skipping (use --overwrite to redo, --retry-failed to refetch transient failures)")
-        return read_stats(out) or {}
-    files, specs = plan_shards(src, dl.shard_size)
+
+@stage("download", input="balanced", output="shards", writes="parts", redo_complete=_retrying)
+def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
+    """Download the input (default balanced/) into shards (default shards/); returns the stats.
+
+    ``retry_failed`` (default: config download.retry_failed) refetches the transient failures of
+    complete shards, also in a complete output.
+    """
+    dl, out = ctx.cfg.download, ctx.output
+    retry = _retrying(ctx.cfg, retry_failed)
+    files, specs = plan_shards(ctx.input, dl.shard_size)
     check_input_schema(files[0][0])
-    oom = max(5, len(str(max(len(specs) - 1, 0))))
     _check_plan(out, files, dl)
-    fs, p = storage.fs_for(f"{out}/{storage.SUCCESS}")
-    if fs.exists(p):
-        fs.rm(p)  # shards are about to change
     n_rows = sum(n for _, n in files)
-    log.info(f"download: {n_rows} samples in {len(specs)} shard(s) of {dl.shard_size} from {src} → {out}"
+    log.info(f"download: {n_rows} samples in {len(specs)} shard(s) of {dl.shard_size} from {ctx.input} → {out}"
              + (" (retrying transient failures)" if retry else ""))
-    stats = StageStats("download")
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     if specs:
-        if spark is None:
-            from pipeline.spark import get_spark
-
-            spark = get_spark(cfg.spark)
-        sc = spark.sparkContext
+        sc = ctx.spark.sparkContext
         sc.setJobDescription(f"wit download: {len(specs)} shards")
-        tasks = [(dl.model_dump(mode="json"), out, s, oom, retry) for s in specs]
+        if dl.job_host_connections and dl.concurrent_tasks is None:  # each task's share of the job-wide host cap
+            dl = dl.model_copy(update={"concurrent_tasks": min(len(specs), sc.defaultParallelism)})
+        tasks = [(dl.model_dump(mode="json"), out, s, len(specs), retry) for s in specs]
         results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
     wall = time.perf_counter() - t0
     storage.remove(f"{out}/{TMP_DIR}")
-    result = _aggregate(stats, results, wall, n_rows, dl)
-    stats.write(out)
-    storage.mark_complete(out)
-    return result
+    _aggregate(ctx.stats, results, wall, n_rows, dl)
 
 
 def _check_plan(out: str, files: list[tuple[str, int]], dl) -> None:
@@ -564,7 +543,7 @@ def _check_plan(out: str, files: list[tuple[str, int]], dl) -> None:
         storage.write_json(path, plan)
 
 
-def _aggregate(stats, results: list[dict[str, Any]], wall: float, n_rows: int, dl) -> dict[str, Any]:
+def _aggregate(stats, results: list[dict[str, Any]], wall: float, n_rows: int, dl) -> None:
     failures: Counter = Counter()
     for r in results:
         failures.update(r.get("failures", {}))
@@ -585,28 +564,33 @@ def _aggregate(stats, results: list[dict[str, Any]], wall: float, n_rows: int, d
         "per_shard": [{k: r.get(k) for k in ("shard", "count", "successes", "success_rate", "images_per_s", "skipped")}
                       for r in sorted(results, key=lambda r: r.get("shard", 0))],
     }
-    return stats.as_dict()
 
 
 # --- CLI ------------------------------------------------------------------------------------------------
 
 
 def register(sub, common) -> None:
-    from pipeline.cli import flag
+    from pipeline.cli import flag, stage_command
 
-    p = sub.add_parser(
-        "download", parents=[common], help="fetch and resize images into webdataset shards (safe fetcher)",
+    def show(d: dict[str, Any]) -> str:
+        from pipeline.stats import summary_line
+
+        extra = d.get("extra", {})
+        return summary_line(d) + f"; success rate {extra.get('success_rate', 0):.1%}, {extra.get('images_per_s', 0)} images/s"
+
+    p = stage_command(
+        sub, common, run_download, help="fetch and resize images into webdataset shards (safe fetcher)",
         description="Fetch every image of a pair dataset (default <output_dir>/balanced; any Parquet with url and "
         "text) through the safe fetcher (http/https only, no private addresses unless allowed, deadline, size "
         "cap, X-Robots-Tag opt-outs), resize with img2dataset's resizer and write img2dataset-layout shards to "
         "<output_dir>/shards: NNNNN.tar (key.jpg/.txt/.json) or Parquet, NNNNN.parquet metadata (status and "
         "failure reason per sample), NNNNN_stats.json, _stats.json. Resumable: a rerun skips complete shards.",
+        input_help="input dataset (default: <output_dir>/balanced)",
+        output_help="output folder (default: <output_dir>/shards)", show=show,
     )
-    p.add_argument("--input", help="input dataset (default: <output_dir>/balanced)")
-    p.add_argument("--output", help="output folder (default: <output_dir>/shards)")
-    p.add_argument("--overwrite", action="store_true", help="delete the output and start over")
     flag(p, "--retry-failed", key="download.retry_failed", action="store_const", const=True,
-         help="refetch only the transient failures (timeout, http_5xx, connection_error) of complete shards")
+         help="refetch only the transient failures (timeout, http_5xx, connection_error, rate_limited, "
+         "host_unreachable) of complete shards")
     flag(p, "--threads", key="download.threads", type=int, metavar="N", help="fetch threads per task")
     flag(p, "--shard-size", key="download.shard_size", type=int, metavar="N", help="samples per shard")
     flag(p, "--output-format", key="download.output_format", choices=["webdataset", "parquet"])
@@ -617,14 +601,3 @@ def register(sub, common) -> None:
     flag(p, "--allow-host", key="download.allow_hosts", action="append", metavar="HOST[:PORT]",
          help="fetch from this host even if it is a private/loopback address (repeatable), e.g. 127.0.0.1:8765")
     flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True)
-    p.set_defaults(func=_cli)
-
-
-def _cli(args, cfg) -> int:
-    from pipeline.stats import summary_line
-
-    d = run_download(cfg, input_path=args.input, output=args.output, overwrite=args.overwrite)
-    if d:
-        extra = d.get("extra", {})
-        print(summary_line(d) + f"; success rate {extra.get('success_rate', 0):.1%}, {extra.get('images_per_s', 0)} images/s")
-    return 0

@@ -1,18 +1,16 @@
-"""Feeding the GPU: JPEGs travel from the loader workers as bytes, the device decodes them (nvjpeg,
-on the GPU's hardware JPEG engine where it has one) and a side thread prepares each batch on its
-own CUDA stream while the model runs on the main one. Shared by `wit score` and `wit train`.
+"""Feeding the GPU: the loader workers send JPEGs as bytes, the device decodes them (nvjpeg, on the
+GPU's hardware JPEG engine where it has one) and a side thread prepares each batch on its own CUDA
+stream while the model runs on the main one. Shared by `wit score` and `wit train`.
 
-Why: on a 16-core GPU machine, PIL decoding + resizing in 14 worker processes feeds ViT-B-32 at
-~3,600 pairs/s (scoring) and ~3,000 samples/s (training), while the model alone runs at ~13,000
-and ~4,200; nvjpeg alone decodes ~28,000-34,000 256-px JPEGs/s (H200). Workers then only read tars
-and tokenise (~24,000 samples/s). But nvjpeg shares the GPU with the model: while ViT-B-32 runs it
-decodes ~4,300 images/s, not ~28,000 (H200), so scoring decodes with CPU threads as well
-(`HybridJpegDecoder`): they take what they can, the device decodes the rest.
+Why: PIL decoding + resizing in the loader workers cannot keep up with a ViT-B-32 on a GPU
+machine's CPUs, while workers that only read tars and tokenise can (figures: README "Benchmarks",
+bench/results/*_gpu.json). But nvjpeg shares the GPU with the model and slows several-fold while
+the model runs, so scoring decodes with CPU threads as well (`HybridJpegDecoder`): they take what
+they can, the device decodes the rest.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import queue
 import threading
@@ -23,104 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-
-def is_complete_jpeg(data: bytes) -> bool:
-    """JPEG with its end-of-image marker: safe to hand to the GPU decoder (which would silently
-    accept a truncated file that PIL, and so the exact CPU path, rejects)."""
-    return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
-
-
-# Frame-header (SOFn) markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def jpeg_size(data: bytes) -> tuple[int, int, int, int] | None:
-    """(width, height, components, bits per sample) from a JPEG's frame header, None without one
-    before the first scan. Walks the marker segments (a few bytes each): far cheaper than PIL's
-    Image.open, which matters at ~10,000 images/s per GPU."""
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-            continue
-        if marker in _SOF_MARKERS:
-            if i + 10 > n:
-                return None
-            height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-            return width, height, data[i + 9], data[i + 4]
-        if marker in (0xD9, 0xDA):  # end of image or a scan before any frame header
-            return None
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
-
-
-def jpeg_for_device(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a JPEG the device may decode as it is; None for what the CPU path must
-    decode and judge itself: not a complete JPEG, no readable frame header, not 8-bit greyscale or
-    3-component colour (CMYK/YCCK), or past PIL's decompression-bomb limit (so one huge image cannot
-    exhaust GPU memory; the CPU path then drops it as PIL does). The one rule for scoring and training."""
-    from PIL import Image
-
-    if not is_complete_jpeg(data):
-        return None
-    header = jpeg_size(data)
-    if header is None:
-        return None
-    width, height, components, bits = header
-    limit = Image.MAX_IMAGE_PIXELS
-    if width == 0 or height == 0 or components not in (1, 3) or bits != 8 or (limit and width * height > 2 * limit):
-        return None
-    return width, height
-
-
-def pack_blobs(blobs: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Byte strings → (one uint8 tensor, offsets): one shared-memory buffer between processes."""
-    offsets = torch.tensor(np.cumsum([0] + [len(b) for b in blobs]), dtype=torch.int64)
-    return torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8), offsets
-
-
-def unpack_blobs(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
-    raw, offsets = packed
-    bounds = offsets.tolist()
-    return [raw[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
-
-
-def decode_jpegs(blobs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
-    """uint8 RGB [3, H, W] images on ``device``; what the decoder refuses is retried with PIL, as
-    the CPU path would, and None only where no decoder reads it (the caller counts the drop).
-    One batched call; image by image only on failure."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    if not blobs:
-        return []
-    try:
-        return list(decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device))
-    except RuntimeError:
-        out: list[torch.Tensor | None] = []
-        for b in blobs:
-            try:
-                out.append(decode_jpeg(b, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError:
-                out.append(pil_decode(b, device))
-        return out
-
-
-def pil_decode(blob: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    """The fallback for what torchvision's decoders refuse (CMYK, odd markers): PIL, as the CPU path would."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(blob.numpy().tobytes())) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except Exception:  # noqa: BLE001 - an image no decoder reads is one dropped sample
-        return None
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(device)
+from pipeline.shard_data import decode_jpegs
 
 
 def usable_cpus() -> int:
@@ -190,7 +91,8 @@ def _decode_on_cpu(blobs: list[torch.Tensor], pin: bool) -> list[tuple[list[int]
     """(positions in the chunk, their images stacked channels-last, as the decoder wrote them) per
     image size, in pinned memory for a GPU (copied to it asynchronously); an image no decoder reads
     is left out. Stacked by numpy, a plain copy: a torch copy this size would start an OpenMP team of
-    every core in each of these threads, and a channels-first copy costs ~1/4 of the decoding."""
+    every core in each of these threads, and a channels-first copy (a transpose) costs a sizeable
+    share of the decoding itself; the device permutes for free."""
     images = decode_jpegs(blobs, torch.device("cpu"))
     by_shape: dict[tuple, list[int]] = {}
     for j, img in enumerate(images):

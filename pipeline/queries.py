@@ -35,6 +35,7 @@ from typing import Any
 
 from pipeline import log, storage
 from pipeline.errors import UserError
+from pipeline.stage import StageContext, stage
 
 PARQUET_NAME = "queries.parquet"
 METADATA_NAME = "metadata.json"
@@ -417,53 +418,38 @@ def queries_path(cfg) -> str:
 
 
 # --------------------------------------------------------------------------- the stage
-def run_queries(cfg, spark=None, output: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Build the query list into ``output`` (default <output_dir>/queries); returns its stats.
+@stage("queries", input=None, output="queries")
+def run_queries(ctx: StageContext) -> None:
+    """Build the query list into the output (default <output_dir>/queries).
 
     With ``queries.path`` set, that list (parquet, metadata.json or .txt) is copied into the standard
     format instead (source "file"), so later stages and the report always find the same files.
     """
-    from pipeline.stats import StageStats, read_stats
-
-    out = (output or cfg.path("queries")).rstrip("/")
-    if storage.is_complete(out) and not overwrite:
-        log.info(f"queries: {out} is complete, skipping (use --overwrite to redo)")
-        return read_stats(out) or {}
-    stats = StageStats("queries")
-
-    def spark_factory():
-        from pipeline.spark import get_spark
-
-        return spark or get_spark(cfg.spark)
-
+    cfg, stats = ctx.cfg, ctx.stats
     if cfg.queries.path:
         ql = QueryList(cfg.queries.budget)
         ql.add("file", load_query_list(cfg.queries.path))
         info = {"sources": ["file"], "file": cfg.queries.path, "per_source": ql.per_source, "notes": []}
     else:
-        ql, info = build_query_list(cfg, spark_factory)
+        ql, info = build_query_list(cfg, lambda: ctx.spark)
     if not ql.entries:
         raise UserError("queries: the list is empty (check queries.sources and its inputs)")
     stats.input_rows = sum(f["offered"] for f in ql.per_source.values())
     stats.output_rows = len(ql.entries)
     for f in ql.per_source.values():
         for reason in ("duplicate", "invalid", "over_budget"):
-            if f[reason]:
-                stats.drop(reason, f[reason])
+            stats.drop(reason, f[reason])
     stats.extra = {**info, "budget": cfg.queries.budget, "entries": len(ql.entries),
                    "params": cfg.queries.model_dump(mode="json")}
-    with storage.atomic_path(out) as tmp:
-        write_query_list(tmp, ql.table())
-        result = stats.write(tmp)
-    storage.mark_complete(out)
-    log.info(f"queries: {len(ql.entries)} entries → {out} "
+    write_query_list(ctx.tmp, ql.table())
+    log.info(f"queries: {len(ql.entries)} entries → {ctx.output} "
              + ", ".join(f"{k}={v['added']}" for k, v in ql.per_source.items()))
-    return result
 
 
 # --------------------------------------------------------------------------- CLI
 def register(sub, common) -> None:
     from pipeline.cli import flag
+    from pipeline.stats import summary_line
 
     p = sub.add_parser("queries", help="build the ~500k query list (WordNet, Wikipedia words, bigrams, titles)",
                        description="Query list commands. `wit queries build` writes <output_dir>/queries/.")
@@ -489,16 +475,7 @@ def register(sub, common) -> None:
     flag(b, "--min-title-views", key="queries.min_title_views", metavar="N", type=int)
     flag(b, "--wordfreq-min-zipf", key="queries.wordfreq_min_zipf", metavar="X", type=float)
     flag(b, "--from-file", key="queries.path", metavar="PATH", help="convert an existing list (parquet, metadata.json, .txt) instead")
-    b.add_argument("--output", help="output folder (default: <output_dir>/queries)")
+    b.add_argument("--output", metavar="PATH", help="output folder (default: <output_dir>/queries)")
     b.add_argument("--overwrite", action="store_true", help="redo a complete output")
-    b.set_defaults(func=_cli_build)
-
-
-def _cli_build(args, cfg) -> int:
-    from pipeline.stats import summary_line
-
-    d = run_queries(cfg, output=args.output, overwrite=args.overwrite)
-    if d:
-        print(summary_line(d))
-    return 0
+    b.set_defaults(func=lambda args, cfg: print(summary_line(run_queries(cfg, output=args.output, overwrite=args.overwrite))) or 0)
 

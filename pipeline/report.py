@@ -172,6 +172,40 @@ def score_section(cfg: RunConfig) -> str:
     return _section("CLIP scores", _png(fig), "scores")
 
 
+def fidelity_section(cfg: RunConfig) -> str:
+    """Curation graded against the sample web's ground truth (pipeline/fidelity.py); absent on other inputs."""
+    from pipeline.fidelity import measure
+
+    title = "Curation fidelity (against ground truth)"
+    m = measure(cfg)
+    if m is None:
+        return _section(title, "<p class=missing>No ground truth: this run is not over the sample web.</p>", "fidelity")
+    rows = []
+    for group, f in (m.get("filters") or {}).items():
+        rows.append(f"<tr><td>{group} ({', '.join(f['filters'])})</td><td class=num>{_fmt(f['targets'])}</td>"
+                    f"<td class=num>{_fmt(f['dropped'])}</td><td class=num>{_fmt(f['precision'])}</td>"
+                    f"<td class=num>{_fmt(f['recall'])}</td></tr>")
+    body = ("<table><tr><th>caption filter</th><th>rows it should drop</th><th>rows it dropped</th><th>precision</th>"
+            "<th>recall</th></tr>" + "".join(rows) + "</table>") if rows else _missing("The caption filter")
+    copies = m.get("copies")
+    if copies:
+        rows = [f"<tr><td>{reason}</td><td class=num>{_fmt(c['targets'])}</td><td class=num>{_fmt(c['dropped'])}</td>"
+                f"<td class=num>{_fmt(c['precision'])}</td><td class=num>{_fmt(c['recall'])}</td></tr>"
+                for reason, c in copies.items()]
+        body += ("<table><tr><th>select rule</th><th>planted copies</th><th>rows it dropped</th><th>precision</th>"
+                 "<th>recall</th></tr>" + "".join(rows) + "</table>")
+    sc = m.get("clip_score")
+    if sc:
+        before = sc.get("mismatched_share_scored") or {}
+        after = sc.get("mismatched_share_final") or {}
+        body += (f"<p>CLIP score ROC AUC, true vs mismatched English captions: <b>{_fmt(sc.get('clip_score_auc'))}</b> "
+                 f"({_fmt(sc.get('scored_pairs'))} pairs; mean score {_fmt(sc.get('mean_score_matching'))} matching vs "
+                 f"{_fmt(sc.get('mean_score_mismatched'))} mismatched). Mismatched pairs: "
+                 f"{_fmt(before.get('share'))} of {_fmt(before.get('pairs'))} scored, "
+                 f"{_fmt(after.get('share'))} of {_fmt(after.get('pairs'))} selected.</p>")
+    return _section(title, body, "fidelity")
+
+
 def image_size_section(cfg: RunConfig) -> str:
     t = _read_parquet_columns(cfg.path("shards"), ["original_width", "original_height", "status"])
     if t is None or "original_width" not in t.column_names:
@@ -345,7 +379,7 @@ nav a{margin-right:1rem}
 
 def render_report(cfg: RunConfig) -> str:
     """The whole page as one HTML string."""
-    sections = [funnel_section, language_section, balance_section, score_section, image_size_section,
+    sections = [funnel_section, fidelity_section, language_section, balance_section, score_section, image_size_section,
                 grid_section, training_section, config_section]
     body = []
     for make in sections:
@@ -355,7 +389,7 @@ def render_report(cfg: RunConfig) -> str:
             log.warn(f"report: section {make.__name__} failed: {e}")
             body.append(_section(make.__name__.replace("_section", ""), f"<p class=missing>could not render: {html.escape(str(e))}</p>",
                                  make.__name__))
-    nav = " ".join(f'<a href="#{a}">{a}</a>' for a in ["funnel", "languages", "balance", "scores", "sizes", "grid", "training", "config"])
+    nav = " ".join(f'<a href="#{a}">{a}</a>' for a in ["funnel", "fidelity", "languages", "balance", "scores", "sizes", "grid", "training", "config"])
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>WIT builder report</title>"
@@ -364,8 +398,11 @@ def render_report(cfg: RunConfig) -> str:
     )
 
 
-def run_report(cfg: RunConfig, spark=None, output: str | None = None) -> dict:
-    """Write ``<output_dir>/report.html`` (atomically) and return where it is."""
+def run_report(cfg: RunConfig, spark=None, input: str | None = None, output: str | None = None) -> dict:
+    """Write the report of the run under ``input`` (default output_dir) to ``output`` (default
+    ``<output_dir>/report.html``), atomically; return where it is. Rewritten on every call: it is a view."""
+    if input:
+        cfg = cfg.model_copy(update={"output_dir": input.rstrip("/")})
     out = output or join_path(cfg.output_dir, "report.html")
     page = render_report(cfg)
     with storage.atomic_path(out) as tmp:
@@ -380,5 +417,6 @@ def register(sub, common) -> None:
     p = sub.add_parser("report", parents=[common], help="write a self-contained HTML report of a run",
                        description="Read every stage's outputs under --output-dir and write report.html: the funnel, "
                                    "languages, query balance, CLIP scores, image sizes, sample grid, training and config.")
-    p.add_argument("--out", default=None, help="where to write the page (default <output_dir>/report.html)")
-    p.set_defaults(func=lambda args, cfg: print(run_report(cfg, output=args.out)["path"]) or 0)
+    p.add_argument("--input", metavar="PATH", help="the run folder to report on (default: --output-dir)")
+    p.add_argument("--output", "--out", metavar="PATH", help="where to write the page (default <output_dir>/report.html)")
+    p.set_defaults(func=lambda args, cfg: print(run_report(cfg, input=args.input, output=args.output)["path"]) or 0)

@@ -8,12 +8,10 @@ stages. The same code runs on ``local[*]`` and on a cluster (``--master`` or spa
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pipeline import log, storage
 from pipeline.config import RunConfig, TrainConfig, join_path
@@ -33,10 +31,11 @@ class Stage:
 
 
 STAGES = [
+    Stage("crawl", "pipeline.crawl:run_crawl", needs_spark=False),  # only when crawl.seeds are given
     Stage("extract", "pipeline.extract:run_extract"),
-    Stage("filter", "pipeline.caption_filter:run_filter"),
+    Stage("filter", "pipeline.filter:run_filter"),
     Stage("queries", "pipeline.queries:run_queries"),
-    Stage("match", "pipeline.balance:run_match"),
+    Stage("match", "pipeline.match:run_match"),
     Stage("balance", "pipeline.balance:run_balance"),
     Stage("download", "pipeline.download:run_download"),
     Stage("score", "pipeline.score:run_score", needs_spark=False),
@@ -60,28 +59,21 @@ def choose_stages(from_: str | None = None, to: str | None = None, only: list[st
     return STAGES[lo : hi + 1]
 
 
-def call_stage(fn: Callable[..., dict], cfg: RunConfig, spark, **kw: Any) -> dict:
-    """Call a stage function with the keyword arguments it accepts (spark, paths, …)."""
-    params = inspect.signature(fn).parameters
-    if "spark" in params:
-        kw["spark"] = spark
-    return fn(cfg, **{k: v for k, v in kw.items() if k in params})
-
-
-def run_pipeline(cfg: RunConfig, stages: list[Stage] | None = None, spark=None, submitted: bool = False) -> list[dict]:
-    """Run the chosen stages in order; each skips itself when already complete. Returns their stats."""
-    stages = stages or STAGES
+def run_pipeline(cfg: RunConfig, stages: list[Stage] | None = None, spark=None) -> list[dict]:
+    """Run the chosen stages in order, each on its default input and output; each skips itself when
+    already complete. Returns their stats."""
+    stages = [s for s in (stages or STAGES) if s.name != "crawl" or cfg.crawl.seeds]
     storage.write_json(join_path(cfg.output_dir, "run_config.json"), cfg.model_dump(mode="json"))
     if spark is None and any(s.needs_spark for s in stages):
         from pipeline.spark import get_spark
 
-        spark = get_spark(cfg.spark, submitted=submitted)
+        spark = get_spark(cfg.spark)
     results = []
     t0 = time.perf_counter()
     for i, stage in enumerate(stages, 1):
         log.info(f"[{i}/{len(stages)}] {stage.name} …")
         t = time.perf_counter()
-        stats = call_stage(stage.function(), cfg, spark) or {}
+        stats = stage.function()(cfg, spark) or {}
         stats.setdefault("stage", stage.name)
         stats.setdefault("duration_s", time.perf_counter() - t)
         results.append(stats)
@@ -124,19 +116,20 @@ def run_demo(cfg: RunConfig) -> dict:
         from pipeline.spark import get_spark
 
         spark = get_spark(cfg.spark)
-        run_pipeline(cfg, choose_stages("extract", "download"), spark=spark)
+        run_pipeline(cfg, choose_stages("crawl", "download"), spark=spark)
     finally:
         server.stop()
     curation = _curation_experiment(cfg, spark)
-    report = call_stage(STAGES[-1].function(), cfg, spark)
+    report = STAGES[-1].function()(cfg, spark)
     elapsed = time.perf_counter() - t_start
     log.info(f"demo: done in {elapsed / 60:.1f} min")
-    print(f"\n{curation['verdict']}\nReport: {report['path']}")
+    lead = curation.get("measured_removal")
+    print("\n" + (f"{lead}\n" if lead else "") + f"{curation['verdict']}\nReport: {report['path']}")
     return {"report": report["path"], "curation": curation, "minutes": elapsed / 60}
 
 
 # Demo outputs derived from the sample web's URLs: stale once the sample is regenerated for another port.
-DEMO_DERIVED = ["candidates", "filtered", "dropped", "matched", "balanced", "shards", "scores", "final", "train", "report.html"]
+DEMO_DERIVED = ["crawl", "candidates", "filtered", "dropped", "matched", "balanced", "shards", "scores", "final", "train", "report.html"]
 
 
 def _free_port(host: str) -> int:
@@ -152,11 +145,17 @@ def _demo_config(cfg: RunConfig, base_url: str) -> RunConfig:
     host = base_url.split("://", 1)[1]
     data = cfg.model_dump()
     data["sample"]["base_url"] = base_url
-    data["extract"]["inputs"] = data["extract"]["inputs"] or [join_path(cfg.path("sample"), "crawl.warc.gz")]
+    if cfg.sample.crawl and not data["crawl"]["seeds"]:  # our own polite crawl of the served web, into WARC
+        data["crawl"].update(seeds=[f"{base_url}/"], max_depth=1, min_interval_s=0.0, max_crawl_delay_s=0.0,
+                             max_pages_per_host=max(data["crawl"]["max_pages_per_host"], 5000))
+    elif not data["crawl"]["seeds"]:
+        data["extract"]["inputs"] = data["extract"]["inputs"] or [join_path(cfg.path("sample"), "crawl.warc.gz")]
     allow = set(data["download"]["allow_hosts"]) | {host}
     data["download"]["allow_hosts"] = sorted(allow)
     if data["download"]["shard_size"] == 10_000:
         data["download"]["shard_size"] = 500
+    if not data["select"]["decontaminate"]:  # the labelled splits the demo evaluates on must not leak into training
+        data["select"]["decontaminate"] = [join_path(cfg.path("sample"), split) for split in ("eval", "eval_background")]
     if data["select"]["shard_size"] == 10_000:
         data["select"]["shard_size"] = 500
     if not cfg.queries.wikipedia and not cfg.queries.path:
@@ -188,16 +187,16 @@ def _curation_experiment(cfg: RunConfig, spark) -> dict:
     unfiltered_dir = join_path(cfg.path("train"), "unfiltered")
     filtered_dir = join_path(cfg.path("train"), "filtered")
     log.info("demo: training model A on every downloaded pair (the unfiltered baseline and the scoring model)")
-    a = call_stage(train_mod.run_train, cfg, spark, data=cfg.path("shards"), out=unfiltered_dir)
-    ckpt = join_path(unfiltered_dir, "checkpoints", train_mod.CHECKPOINT)
+    a = train_mod.run_train(cfg, spark, input=cfg.path("shards"), output=unfiltered_dir)
+    ckpt = train_mod.checkpoint_path(unfiltered_dir)
     scfg = cfg.model_copy(deep=True)
     scfg.score.model = cfg.train.model
     scfg.score.pretrained = ckpt
     log.info("demo: scoring every pair with model A")
-    call_stage(score_mod.run_score, scfg, spark)
-    call_stage(select_mod.run_select, scfg, spark)
+    score_mod.run_score(scfg, spark)
+    select_mod.run_select(scfg, spark)
     log.info("demo: training model B on the CLIP-filtered pairs for the same number of steps")
-    b = call_stage(train_mod.run_train, cfg, spark, data=cfg.path("final"), out=filtered_dir)
+    b = train_mod.run_train(cfg, spark, input=cfg.path("final"), output=filtered_dir)
     (top1_a, r1_a, n), (top1_b, r1_b, _) = _metrics(a), _metrics(b)
     if top1_a is None or top1_b is None:
         verdict = "Curation check: evaluation results missing (no labelled eval split?)."
@@ -222,8 +221,13 @@ def _curation_experiment(cfg: RunConfig, spark) -> dict:
         verdict += " Zero-shot on the other labelled splits, filtered vs unfiltered: " + "; ".join(
             f"{name} {v['filtered_top1']:.3f} vs {v['unfiltered_top1']:.3f} (±{v['noise']:.3f}, chance {v['chance_top1']:.3f})"
             for name, v in splits.items()) + "."
+    from pipeline import fidelity
+    from pipeline.stats import read_stats
+
+    measured = fidelity.measure(scfg)  # scfg: the scores and selection graded are model A's
     result = {"unfiltered_top1": top1_a, "filtered_top1": top1_b, "unfiltered_i2t_R@1": r1_a,
-              "filtered_i2t_R@1": r1_b, "eval_images": n, "other_splits": splits, "verdict": verdict}
+              "filtered_i2t_R@1": r1_b, "eval_images": n, "other_splits": splits, "verdict": verdict,
+              "fidelity": measured, "measured_removal": fidelity.headline(measured, read_stats(cfg.path("final")))}
     storage.write_json(join_path(cfg.path("train"), "curation.json"), result)
     return result
 
@@ -272,4 +276,6 @@ def register(sub, common) -> None:
 
     flag(d, "--n-pairs", key="sample.n_pairs", type=int, help="pairs in the sample web (config sample.n_pairs)")
     flag(d, "--port", key="serve.port", type=int, help="port to serve the sample web on (0 = any free port)")
+    flag(d, "--crawl", key="sample.crawl", action="store_const", const=True,
+         help="start by crawling the served sample web into WARC (wit crawl) instead of reading its crawl.warc.gz")
     d.set_defaults(func=lambda args, cfg: run_demo(cfg) and 0)

@@ -3,9 +3,16 @@
 Reads the download shards (``shards/NNNNN.tar`` with ``key.jpg|png|webp``, ``key.txt``,
 ``key.json``), preprocesses each image with the model's *own* open_clip eval transform and each
 caption with its tokenizer, and writes per shard ``scores/NNNNN.parquet`` (schemas.SCORES):
-``clip_score`` = cosine of the L2-normalised embeddings (no x100), ``score_error`` for images
-that cannot be decoded, and optionally the fp16 embeddings. One output file per shard, written
-under a temporary name and renamed, so a rerun skips finished shards.
+``clip_score`` = cosine of the L2-normalised embeddings (no x100), ``unsafe_score`` (below),
+``score_error`` for images that cannot be decoded, and optionally the fp16 embeddings. One output
+file per shard, written under a temporary name and renamed, so a rerun skips finished shards.
+
+Safety tagging (``score.safety``, on by default), as LAION tagged its sets: zero-shot
+classification of the image embedding the scoring pass already computed against
+``score.safety_prompts`` (unsafe + safe prompts, encoded once per loaded model): softmax over
+100 x cosine (CLIP's zero-shot logit scale), ``unsafe_score`` = the probability mass on the unsafe
+prompts. A matrix product per batch; no second model, no second pass over the images. What it can
+and cannot catch: README, Score.
 
 Speed (the GPU should be the limit): DataLoader worker processes read the tars, tokenise and
 build whole batches. On a GPU the JPEGs travel as bytes: CPU threads of the main process decode
@@ -26,19 +33,22 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
 from pipeline import log, storage
-from pipeline.cli import flag
-from pipeline.config import RunConfig, ScoreConfig
+from pipeline.config import ScoreConfig
 from pipeline.errors import UserError
-from pipeline.shards import list_shards, shard_name
-from pipeline.stats import StageStats, read_stats
+from pipeline.shards import list_shards, name_of
+from pipeline.stage import StageContext, stage
+
+# The tokenizers library (some open_clip models' tokenizer) warns, and can deadlock, when the
+# DataLoader forks its workers after it has used threads: tokenise without them.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # --- the model ------------------------------------------------------------------------------------
 
@@ -53,19 +63,22 @@ class Scorer:
         import torch
 
         from pipeline.models import load_clip, resolve_device
-        from pipeline.score_data import split_preprocess
+        from pipeline.shard_data import split_preprocess
 
         self.device = resolve_device(device)
         if pretrained is None:  # random init (tests): the same weights in every process / Spark worker
             torch.manual_seed(0)
         self.model, self.preprocess, self.tokenizer = load_clip(model, pretrained, self.device)
-        self.pil_part, self.tensor_part = split_preprocess(self.preprocess)
+        # The workers (or the device) run pil_part; normalize (ToTensor + Normalize) runs on the device.
+        # None: a transform that cannot be split, which the workers run whole.
+        self.pil_part, self.normalize = split_preprocess(self.preprocess) or (self.preprocess, None)
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
         self.gpu_preprocess, self.decode_threads = "none", None
         self.feed = "ahead"  # how batches are prepared on a GPU (gpu_feed.FEED_MODES); the benchmark compares them
         self.decoder = None  # a HybridJpegDecoder while score_shards runs with gpu_preprocess="decode"
+        self._prompt_embeddings: dict[tuple[str, ...], object] = {}  # prompts → normalised text embeddings
         self.set_gpu_preprocess(gpu_preprocess, decode_threads)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -74,16 +87,16 @@ class Scorer:
     def set_gpu_preprocess(self, where: str, decode_threads: int | None = None) -> None:
         """How much image work moves to the device: none (exact PIL), resize, or decode.
 
-        Resizing on the device (torch's antialiased bicubic instead of PIL's) changes scores by
-        ~1e-4, below bf16's own error, so "auto" = decode on a GPU (the fastest path: loader workers
-        then only read tars and tokenise) and none (exact PIL) on a CPU. With "decode", JPEGs are
+        Resizing on the device (torch's antialiased bicubic instead of PIL's) changes scores by less
+        than bf16's own error (README, Score), so "auto" = decode on a GPU (the fastest path: loader
+        workers then only read tars and tokenise) and none (exact PIL) on a CPU. With "decode", JPEGs are
         decoded by ``decode_threads`` CPU threads of this process (None = gpu_feed.default_decode_threads,
         0 = none) and by the device's decoder (nvjpeg), whichever gets to them first.
         """
         self.decode_threads = decode_threads
         if where == "auto":
             where = "decode" if self.device.type == "cuda" else "none"
-        if self.tensor_part is None:  # a transform we can't split: workers run all of it
+        if self.normalize is None:  # a transform we can't split: workers run all of it
             where = "none"
         self.gpu_preprocess = where
 
@@ -113,13 +126,13 @@ class Scorer:
 
     def begin(self, b: dict) -> None:
         """Start decoding a batch's JPEGs on the CPU threads (prepare, a few batches later, finishes it)."""
-        from pipeline.gpu_feed import unpack_blobs
+        from pipeline.shard_data import unpack_blobs
 
         b["groups"] = [(kind, self.decoder.begin(unpack_blobs(data)) if kind == "jpeg" else data, n)
                        for kind, data, n in b["groups"]]
 
     def prepare(self, b: dict):
-        """One ShardBatches batch → (rows, images on the device, tokens on the device, [(row, reason)])."""
+        """One ScoreBatches batch → (rows, images on the device, tokens on the device, [(row, reason)])."""
         import torch
 
         rows, parts, keep, errors, start = b["rows"], [], [], [], 0
@@ -150,10 +163,8 @@ class Scorer:
 
         images = images.to(self.device, non_blocking=True)
         tokens = tokens.to(self.device, non_blocking=True)
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255)
-        if self.tensor_part is not None:
-            images = self.tensor_part(images)
+        if self.normalize is not None:
+            images = self.normalize(images)
         amp = self.precision == "bf16"
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             img = self.model.encode_image(images)
@@ -161,6 +172,33 @@ class Scorer:
         img = torch.nn.functional.normalize(img.float(), dim=-1)
         txt = torch.nn.functional.normalize(txt.float(), dim=-1)
         return img, txt
+
+    def prompt_embeddings(self, prompts: tuple[str, ...]):
+        """Normalised text embeddings (float32, on the device) of fixed prompts, encoded once per scorer."""
+        import torch
+
+        if prompts not in self._prompt_embeddings:
+            tokens = self.tokenizer(list(prompts)).to(self.device)
+            amp = self.precision == "bf16"
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                txt = self.model.encode_text(tokens)
+            self._prompt_embeddings[prompts] = torch.nn.functional.normalize(txt.float(), dim=-1)
+        return self._prompt_embeddings[prompts]
+
+
+ZERO_SHOT_LOGIT_SCALE = 100.0  # CLIP's zero-shot scale (a trained model's logit_scale.exp(), clamped at 100)
+
+
+def unsafe_probability(img, prompts, n_unsafe: int):
+    """Per image: softmax over ZERO_SHOT_LOGIT_SCALE x cosine with each prompt embedding (rows of
+    ``prompts``, the first ``n_unsafe`` unsafe), summed over the unsafe prompts."""
+    probs = (ZERO_SHOT_LOGIT_SCALE * img @ prompts.T).softmax(dim=-1)
+    return probs[:, :n_unsafe].sum(dim=-1)
+
+
+def safety_prompts(sc: ScoreConfig) -> tuple[list[str], list[str]] | None:
+    """(unsafe, safe) prompts when safety tagging is on, else None."""
+    return (sc.safety_prompts.unsafe, sc.safety_prompts.safe) if sc.safety else None
 
 
 _SCORERS: dict[tuple, Scorer] = {}
@@ -180,17 +218,20 @@ def get_scorer(sc: ScoreConfig, device: str | None = None) -> Scorer:
 
 def score_shards(
     scorer: Scorer, shards: list[tuple[int, str]], out_dir: str, batch_size: int = 256,
-    num_workers: int = 2, save_embeddings: bool = False,
+    num_workers: int = 2, save_embeddings: bool = False, safety: tuple[list[str], list[str]] | None = None,
 ) -> dict[str, int]:
-    """Score the given shards into ``out_dir/NNNNN.parquet`` (each written atomically); counts."""
+    """Score the given shards into ``out_dir/NNNNN.parquet`` (each written atomically); counts.
+
+    ``safety``: (unsafe prompts, safe prompts) to fill ``unsafe_score`` from the same forward pass;
+    None leaves it null."""
     import torch
 
     if not shards:
         return {"scored": 0, "errors": 0, "shards": 0}
     from pipeline.gpu_feed import HybridJpegDecoder, default_decode_threads
-    from pipeline.score_data import ShardBatches, parts_per_shard
+    from pipeline.shard_data import ScoreBatches, parts_per_shard
 
-    ds = ShardBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
+    ds = ScoreBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
     on_gpu = scorer.device.type == "cuda"
     nw = num_workers
     loader = torch.utils.data.DataLoader(
@@ -199,17 +240,23 @@ def score_shards(
     )
     parts = parts_per_shard(len(shards), nw)
     results: dict[int, list[tuple]] = {s: [] for s, _ in shards}
+    names = {s: name_of(t) for s, t in shards}
     done_count: dict[int, int] = {s: 0 for s, _ in shards}
     counts = {"scored": 0, "errors": 0, "shards": 0}
     progress = log.Progress("score", unit="pairs", every_s=10.0)
+    prompts = scorer.prompt_embeddings((*safety[0], *safety[1])) if safety else None
 
     def launch(images, tokens):
         """Encode a batch and start copying its results to the host; settle() waits for them."""
         img, txt = scorer.embed(images, tokens)
-        outs = [(img * txt).sum(-1)] + ([img.half(), txt.half()] if save_embeddings else [])
+        outs = {"clip": (img * txt).sum(-1)}
+        if prompts is not None:
+            outs["unsafe"] = unsafe_probability(img, prompts, len(safety[0]))
+        if save_embeddings:
+            outs["image"], outs["text"] = img.half(), txt.half()
         if not on_gpu:
             return outs, None
-        outs = [x.to("cpu", non_blocking=True) for x in outs]  # into pinned memory, asynchronously
+        outs = {k: x.to("cpu", non_blocking=True) for k, x in outs.items()}  # into pinned memory, asynchronously
         event = torch.cuda.Event()
         event.record()
         return outs, event
@@ -221,11 +268,13 @@ def score_shards(
             outs, event = launched
             if event is not None:
                 event.synchronize()  # this batch only: the next one is already queued on the GPU
-            scores = outs[0].float().numpy()
-            ie, te = (outs[1].numpy(), outs[2].numpy()) if save_embeddings else (None, None)
+            scores = outs["clip"].float().numpy()
+            unsafe = outs["unsafe"].float().numpy() if "unsafe" in outs else None
+            ie, te = (outs["image"].numpy(), outs["text"].numpy()) if save_embeddings else (None, None)
             for i, (shard, key, uid) in enumerate(rows):
                 emb = (ie[i].astype("<f2").tobytes(), te[i].astype("<f2").tobytes()) if save_embeddings else (None, None)
-                results[shard].append((uid, key, shard, float(scores[i]), None, *emb))
+                u = float(unsafe[i]) if unsafe is not None else None
+                results[shard].append((uid, key, shard, float(scores[i]), u, None, *emb))
             counts["scored"] += len(rows)
             progress.update(len(rows))
         for s in done:
@@ -235,11 +284,11 @@ def score_shards(
 
     def finish(shard):
         rows = sorted(results.pop(shard), key=lambda r: r[1])
-        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(7)]
+        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schemas.SCORES]
         arrays = [pa.array(list(c), f.type) for f, c in zip(schemas.SCORES, cols, strict=True)]
         table = pa.Table.from_arrays(arrays, schema=schemas.SCORES)
         schemas.validate(table, schemas.SCORES)
-        path = f"{out_dir.rstrip('/')}/{shard_name(shard)}.parquet"
+        path = f"{out_dir.rstrip('/')}/{names[shard]}.parquet"  # named as its tar is
         with storage.atomic_path(path) as tmp:
             fs, p = storage.fs_for(tmp)
             with fs.open(p, "wb") as f:
@@ -253,7 +302,7 @@ def score_shards(
     try:
         for b, (rows, images, tokens, bad) in scorer.prepared(loader):
             for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
-                results[shard].append((uid, key, shard, None, reason, None, None))
+                results[shard].append((uid, key, shard, None, None, reason, None, None))
                 counts["errors"] += 1
             inflight.append((rows, launch(images, tokens) if rows else None, b["done"]))
             while len(inflight) > 1:  # keep one batch running on the device while this one is stored
@@ -282,49 +331,40 @@ def _spark_task(sc_json: str, out_dir: str, items: Iterator[tuple[int, str]]) ->
     if gpus is not None and gpus.addresses:
         device = f"cuda:{gpus.addresses[0]}"  # the GPU Spark assigned this task
     scorer = get_scorer(sc, device)
-    yield score_shards(scorer, list(items), out_dir, sc.batch_size, sc.num_workers, sc.save_embeddings)
+    yield score_shards(scorer, list(items), out_dir, sc.batch_size, sc.num_workers, sc.save_embeddings, safety_prompts(sc))
 
 
-def run_score(
-    cfg: RunConfig, spark=None, shards_dir: str | None = None, out_dir: str | None = None, overwrite: bool = False
-) -> dict[str, Any]:
-    """Score every shard of ``shards_dir`` (default cfg.path("shards")) into ``out_dir``; returns stats."""
-    sc = cfg.score
-    shards_dir = shards_dir or cfg.path("shards")
-    out_dir = out_dir or cfg.path("scores")
-    if overwrite:
-        storage.remove(out_dir)
-    elif storage.is_complete(out_dir):
-        log.info(f"score: {out_dir} is complete; skipping (use --overwrite to redo)")
-        return read_stats(out_dir) or {}
-    shards = list_shards(shards_dir)
+@stage("score", input="shards", output="scores", writes="parts")
+def run_score(ctx: StageContext) -> None:
+    """Score every shard of ``input`` (download shards; default <output_dir>/shards) into ``output``
+    (default <output_dir>/scores): one Parquet per shard, each written atomically, so a rerun scores
+    only the shards not done yet. The stats cover every shard, also those an earlier run scored."""
+    sc = ctx.cfg.score
+    shards = list_shards(ctx.input)
     if not shards:
-        raise UserError(f"no NNNNN.tar shards in {shards_dir}")
+        raise UserError(f"no NNNNN.tar shards in {ctx.input}")
+    out_dir = ctx.tmp
     fs, p = storage.fs_for(out_dir)
     fs.makedirs(p, exist_ok=True)
     storage.clean_temporaries(out_dir)
-    todo = [(s, t) for s, t in shards if not fs.exists(f"{p}/{shard_name(s)}.parquet")]
-    stats = StageStats("score")
+    todo = [(s, t) for s, t in shards if not fs.exists(f"{p}/{name_of(t)}.parquet")]
     log.info(f"score: {len(shards)} shards, {len(shards) - len(todo)} already done; model {sc.model} ({sc.pretrained or 'random init'})")
     t0 = time.perf_counter()
     if sc.mode == "spark" and todo:
-        if spark is None:
-            from pipeline.spark import get_spark
-
-            spark = get_spark(cfg.spark)
-        rdd = spark.sparkContext.parallelize(todo, len(todo))
+        rdd = ctx.spark.sparkContext.parallelize(todo, len(todo))
         sc_json = sc.model_dump_json()
         parts = rdd.mapPartitions(lambda it: _spark_task(sc_json, out_dir, it)).collect()
     elif todo:
         scorer = get_scorer(sc)
-        parts = [score_shards(scorer, todo, out_dir, sc.batch_size, sc.num_workers, sc.save_embeddings)]
+        parts = [score_shards(scorer, todo, out_dir, sc.batch_size, sc.num_workers, sc.save_embeddings, safety_prompts(sc))]
     else:
         parts = []
     elapsed = time.perf_counter() - t0
-    # Stats over all shards (also the ones an earlier run finished).
-    table = pq.read_table(
-        [f"{p}/{shard_name(s)}.parquet" for s, _ in shards], filesystem=fs, columns=["clip_score", "score_error"]
+    table = pq.read_table(  # by the schema: shards scored before the unsafe_score column read it as null
+        [f"{p}/{name_of(t)}.parquet" for _, t in shards], filesystem=fs, schema=schemas.SCORES,
+        columns=["clip_score", "unsafe_score", "score_error"],
     )
+    stats = ctx.stats
     errors = table.column("score_error").drop_null().to_pylist()
     for e in errors:
         stats.drop(e)
@@ -340,21 +380,24 @@ def run_score(
         "pairs_per_s_this_run": round(new / elapsed, 1) if new and elapsed > 0 else None,
         "jpegs_decoded_by_this_run": decoded_by or None,  # gpu_preprocess=decode: CPU threads vs the device
         "mean_clip_score": float(np.nanmean(table.column("clip_score").to_numpy(zero_copy_only=False).astype(float))) if scored else None,
+        "safety": sc.safety,
+        "mean_unsafe_score": pc.mean(table.column("unsafe_score")).as_py(),  # None when no pair has one
     }
-    d = stats.write(out_dir)
-    storage.mark_complete(out_dir)
-    return d
 
 
 # --- CLI ------------------------------------------------------------------------------------------
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser(
-        "score", parents=[common], help="CLIP-score every downloaded pair (GPU or CPU)",
+    from pipeline.cli import flag, stage_command
+
+    p = stage_command(
+        sub, common, run_score, help="CLIP-score every downloaded pair (GPU or CPU)",
         description="Read shards/NNNNN.tar, score each image-text pair with an open_clip model "
         "(cosine of normalised embeddings) and write scores/NNNNN.parquet + _stats.json + _SUCCESS. "
         "Resumable per shard.",
+        input_help="download shards folder (default: <output_dir>/shards)",
+        output_help="scores folder (default: <output_dir>/scores)",
     )
     flag(p, "--model", key="score.model", help="open_clip model name, e.g. ViT-B-32, wit-tiny, hf-hub:org/repo")
     flag(p, "--pretrained", key="score.pretrained", help="open_clip pretrained tag or checkpoint path (none = random init)")
@@ -368,18 +411,5 @@ def register(sub, common) -> None:
     flag(p, "--decode-threads", key="score.decode_threads", type=int, metavar="N",
          help="with decode: CPU threads decoding JPEGs beside nvjpeg (0 = nvjpeg only; default: the CPUs the workers leave)")
     flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
-    p.add_argument("--input", help="shards folder (default <output_dir>/shards)")
-    p.add_argument("--output", help="scores folder (default <output_dir>/scores)")
-    p.add_argument("--overwrite", action="store_true", help="redo a complete output")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args, cfg: RunConfig) -> int:
-    from pipeline.stats import summary_line
-
-    d = run_score(cfg, shards_dir=args.input, out_dir=args.output, overwrite=args.overwrite)
-    print(summary_line(d))
-    return 0
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    flag(p, "--no-safety", key="score.safety", action="store_const", const=False,
+         help="leave unsafe_score null (no zero-shot safety tagging against score.safety_prompts)")

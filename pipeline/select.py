@@ -2,9 +2,16 @@
 
 Joins the download metadata (shards/NNNNN.parquet) with the scores (scores/NNNNN.parquet) in
 Spark and drops, in this order, each row under the first reason that applies:
-``not_downloaded`` (status != success), ``score_error`` (no CLIP score), ``too_small`` (shorter
-original side < select.min_side), ``bad_aspect_ratio`` (long/short side > select.max_aspect_ratio),
-``duplicate_image`` (same sha256 as a better-scored kept image), ``low_clip_score``.
+``not_downloaded`` (status != success), ``score_error`` (no CLIP score), ``blocklisted`` (its
+pHash within select.near_dup_distance of a hash in select.blocklist_hashes), ``eval_overlap`` (a
+near-duplicate of an image of an evaluation set in select.decontaminate), ``unsafe`` (unsafe_score
+over select.max_unsafe_score), then the image filters (filters/image.py, listed in
+filters/registry.py: ``too_small`` (shorter original side < select.min_side),
+``bad_aspect_ratio`` (long/short side > select.max_aspect_ratio)), ``duplicate_image`` (same
+sha256 as a better-scored kept image), ``near_duplicate`` (in a near-duplicate cluster whose
+best-scored member stays, pipeline/near_dup.py), ``low_clip_score`` (the CLIP-score filter). The
+filters run as `wit filter`'s chain does, on Arrow batches in the workers; the hash rules are
+Spark joins over pHash bands, never all pairs.
 
 The CLIP cut is ``clip_score >= select.threshold`` when a threshold is set, else the global top
 ``select.top_fraction`` of the scored pool (DataComp's rule: the quantile is taken over every
@@ -15,8 +22,11 @@ scored pair, before the image rules). The quantile is Spark's ``percentile_appro
 Kept samples are re-sharded into ``final/NNNNN.tar`` (key.jpg|png|webp, key.txt, key.json) of
 select.shard_size samples, ordered by a hash of (uid, seed) so every final shard mixes all
 download shards, with ``manifest.parquet`` (schemas.MANIFEST), ``sizes.json`` ({"NNNNN.tar": n},
-what open_clip's webdataset loader reads), ``_stats.json`` and ``_SUCCESS``. The whole folder is
-written under a temporary name and renamed, so a rerun skips a complete output.
+what open_clip's webdataset loader reads), ``dropped.parquet`` (every dropped row with its reason
+and, for duplicate_image and near_duplicate, the source key of the copy that stayed:
+schemas.SELECT_DROPPED), ``_stats.json`` and ``_SUCCESS``. Shard names and keys
+follow pipeline.shards' rule (6 digits past 100,000 shards). The whole folder is written under a
+temporary name and renamed (pipeline.stage), so a rerun skips a complete output.
 """
 
 from __future__ import annotations
@@ -24,31 +34,29 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from typing import Any
 
 import schemas
-from pipeline import log, storage
-from pipeline.cli import flag
-from pipeline.config import RunConfig
+from filters.chain import REASON  # the column the filters tag rows in
+from pipeline import storage
 from pipeline.errors import UserError
-from pipeline.stats import StageStats, read_stats
+from pipeline.shards import index_digits, list_shards, name_of, shard_name, shard_name_column
+from pipeline.stage import StageContext, stage
 
 QUANTILE_ACCURACY = 1_000_000
-REASONS = ["not_downloaded", "score_error", "too_small", "bad_aspect_ratio", "duplicate_image", "low_clip_score"]
+REASONS = ["not_downloaded", "score_error", "blocklisted", "eval_overlap", "unsafe", "too_small", "bad_aspect_ratio",
+           "duplicate_image", "near_duplicate", "low_clip_score"]
+KEY_INDEX_DIGITS = 4  # final keys pad the in-shard index to at least 4 digits
+DROPPED_FILE = "dropped.parquet"  # every dropped row with its reason (schemas.SELECT_DROPPED)
+DUPLICATE_OF = "duplicate_of"
 
 
-def key_digits(shard_size: int) -> int:
-    """Digits of the in-shard index in a key (img2dataset style: at least 4)."""
-    return max(4, len(str(shard_size - 1)))
-
-
-def _read_source_tar(shards_dir: str, item) -> list:
+def _read_source_tar(tar_path: str, item) -> list:
     """Spark: one download shard → (final shard, (index, final key, {ext: bytes})) for kept samples."""
     from pipeline.shards import iter_tar, sample_json
 
     source_shard, kept = item
     want = {r[0]: r for r in kept}  # source_key -> (source_key, idx, final_shard, final_key, clip_score)
-    fs, p = storage.fs_for(f"{shards_dir.rstrip('/')}/{source_shard:05d}.tar")
+    fs, p = storage.fs_for(tar_path)
     out = []
     with fs.open(p, "rb") as f:
         for _, key, sample in iter_tar(f):
@@ -64,12 +72,12 @@ def _read_source_tar(shards_dir: str, item) -> list:
     return out
 
 
-def _write_final_tars(out_dir: str, part: int, items) -> list:
+def _write_final_tars(out_dir: str, n_final: int, part: int, items) -> list:
     """Spark: write one final shard (partition i = shard i), samples in index order."""
     rows = sorted(items, key=lambda kv: kv[1][0])
     if not rows:
         return []
-    name = f"{part:05d}.tar"
+    name = f"{shard_name(part, n_final)}.tar"
     fs, p = storage.fs_for(f"{out_dir.rstrip('/')}/{name}")
     with fs.open(p, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
         for _, (_, key, members) in rows:
@@ -81,67 +89,76 @@ def _write_final_tars(out_dir: str, part: int, items) -> list:
     return [(name, len(rows))]
 
 
-def run_select(
-    cfg: RunConfig, spark=None, shards_dir: str | None = None, scores_dir: str | None = None,
-    out_dir: str | None = None, overwrite: bool = False,
-) -> dict[str, Any]:
-    """Select and re-shard; returns the stats (also written to ``out_dir/_stats.json``)."""
+def _apply_filters(df, filters: list):
+    """Tag the rows still in with the first of ``filters`` that drops them (an Arrow pass in the
+    Python workers, as `wit filter` runs its chain)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from filters.chain import FilterChain, tag_with
+
+    chain, schema = FilterChain(filters), df.schema
+    arrow_schema = to_arrow_schema(schema)
+    return df.mapInArrow(lambda batches: tag_with(chain, batches, arrow_schema), schema)
+
+
+@stage("select", input="shards", output="final")
+def run_select(ctx: StageContext, scores: str | None = None) -> None:
+    """Select from the download shards (default shards/) and their ``scores`` (default scores/)
+    and re-shard into the output (default final/)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
     from pyspark.sql.window import Window
 
-    sel = cfg.select
-    shards_dir = shards_dir or cfg.path("shards")
-    scores_dir = scores_dir or cfg.path("scores")
-    out_dir = out_dir or cfg.path("final")
-    if storage.is_complete(out_dir) and not overwrite:
-        log.info(f"select: {out_dir} is complete; skipping (use --overwrite to redo)")
-        return read_stats(out_dir) or {}
+    from filters import registry
+
+    cfg, sel, stats, tmp = ctx.cfg, ctx.cfg.select, ctx.stats, ctx.tmp
+    shards_dir, scores_dir = ctx.input, (scores or cfg.path("scores")).rstrip("/")
     storage.require_exists(shards_dir, "download shards")
     storage.require_exists(scores_dir, "scores (run `wit score` first)")
-    if spark is None:
-        from pipeline.spark import get_spark
-
-        spark = get_spark(cfg.spark)
-    stats = StageStats("select")
+    tars = list_shards(shards_dir)
+    width = len(name_of(tars[0][1])) if tars else 0  # the download's own names: one width per folder
+    spark = ctx.spark
 
     meta = spark.read.schema(schemas.to_spark(schemas.SHARD_METADATA)).parquet(storage.to_spark_path(shards_dir) + "/*.parquet")
-    scores = (
+    score_df = (
         spark.read.schema(schemas.to_spark(schemas.SCORES)).parquet(storage.to_spark_path(scores_dir) + "/*.parquet")
-        .select("key", "clip_score", "score_error")
+        .select("key", "clip_score", "unsafe_score", "score_error")
     )
-    df = meta.join(scores, "key", "left")
-    w = F.coalesce("original_width", "width")
-    h = F.coalesce("original_height", "height")
-    short, long_ = F.least(w, h), F.greatest(w, h)
-    rule = (
+    # Rows without an image or a score are out before any filter sees them.
+    joined = meta.join(score_df, "key", "left").withColumn(REASON, (
         F.when(F.col("status") != "success", "not_downloaded")
         .when(F.col("clip_score").isNull() | F.isnan("clip_score"), "score_error")
-        .when(F.lit(sel.min_side > 0) & (short.isNull() | (short < sel.min_side)), "too_small")
-        .when(short.isNotNull() & ((short <= 0) | (long_ / short > sel.max_aspect_ratio)), "bad_aspect_ratio")
-    )
-    df = df.withColumn("reason", rule).cache()
+    )).cache()
 
-    # The CLIP cut: a threshold, or the global top fraction of the whole scored pool.
-    cutoff, inclusive = None, True
-    if sel.threshold is not None:
-        cutoff = float(sel.threshold)
-    elif sel.top_fraction is not None and sel.top_fraction < 1.0:
-        scored = df.where(F.col("reason").isNull() | F.col("reason").isin("too_small", "bad_aspect_ratio"))
-        q = scored.agg(F.percentile_approx("clip_score", 1.0 - sel.top_fraction, QUANTILE_ACCURACY).alias("q")).first()["q"]
-        cutoff, inclusive = (float(q), False) if q is not None else (None, True)
+    # The CLIP cut's place: a threshold, or a quantile of the whole scored pool (before the image rules).
+    score_rule, pool_cut = registry.filter_class("low_clip_score"), None
+    if (q := score_rule.pool_quantile(cfg)) is not None:
+        pool_cut = joined.where(F.col(REASON).isNull()).agg(
+            F.percentile_approx("clip_score", q, QUANTILE_ACCURACY).alias("q")).first()["q"]
+    clip_rule = score_rule.from_config(cfg, pool_cut)
 
-    # Exact image dedup among the rows still in: the best-scored copy stays (ties: smallest uid).
-    ok = F.col("reason").isNull()
+    # Images that must not be in the set at all (blocklisted, evaluation-set copies, unsafe), then
+    # the image filters, then exact image dedup among the rows still in (the best-scored copy
+    # stays; ties: smallest uid), near-duplicate clusters (the same rule), then the CLIP cut.
+    hash_extra: dict = {}
+    df = _drop_hash_matches(spark, joined, sel, hash_extra)
+    df = _apply_filters(df, [registry.build("unsafe", cfg)] + [registry.build(name, cfg) for name in registry.IMAGE_FILTERS])
+    ok = F.col(REASON).isNull()
     if sel.dedup_images:
-        rank = F.row_number().over(Window.partitionBy("sha256").orderBy(F.col("clip_score").desc(), "uid"))
-        df = df.withColumn("_rank", F.when(ok & F.col("sha256").isNotNull(), rank))
-        df = df.withColumn("reason", F.when(ok & (F.col("_rank") > 1), "duplicate_image").otherwise(F.col("reason")))
-    if cutoff is not None:
-        low = (F.col("clip_score") < cutoff) if inclusive else (F.col("clip_score") <= cutoff)
-        df = df.withColumn("reason", F.when(F.col("reason").isNull() & low, "low_clip_score").otherwise(F.col("reason")))
+        # Ranked among the rows still in only: the copy kept is never one dropped earlier.
+        best_first = Window.partitionBy("sha256", ok).orderBy(F.col("clip_score").desc(), "uid")
+        df = df.withColumn("_rank", F.when(ok & F.col("sha256").isNotNull(), F.row_number().over(best_first)))
+        df = df.withColumn(DUPLICATE_OF, F.when(ok & (F.col("_rank") > 1), F.first("key").over(best_first)))
+        df = df.withColumn(REASON, F.when(ok & (F.col("_rank") > 1), "duplicate_image").otherwise(F.col(REASON)))
+        df = df.drop("_rank")
+    else:
+        df = df.withColumn(DUPLICATE_OF, F.lit(None).cast("string"))
+    if sel.near_dup:
+        df = _drop_near_duplicates(df.cache(), sel, hash_extra)
+    if clip_rule.cutoff is not None:
+        df = _apply_filters(df, [clip_rule])
     df = df.cache()
-    counts = {r["reason"]: r["count"] for r in df.groupBy("reason").count().collect()}
+    counts = {r[REASON]: r["count"] for r in df.groupBy(REASON).count().collect()}
     stats.input_rows = sum(counts.values())
     for reason, n in counts.items():
         if reason is not None:
@@ -150,56 +167,162 @@ def run_select(
     stats.output_rows = n_kept
 
     # Deterministic shuffle across shards: order by a hash of (uid, seed), then number the rows.
-    kept = df.where(F.col("reason").isNull()).withColumn("_h", F.xxhash64("uid", F.lit(str(sel.seed))))
-    size, digits = sel.shard_size, key_digits(sel.shard_size)
+    kept = df.where(F.col(REASON).isNull()).withColumn("_h", F.xxhash64("uid", F.lit(str(sel.seed))))
+    size = sel.shard_size
+    n_final = -(-n_kept // size)
+    idx_digits = index_digits(size, KEY_INDEX_DIGITS)
     indexed = kept.orderBy("_h", "uid").rdd.zipWithIndex().map(lambda ri: (*ri[0], ri[1]))
     schema = T.StructType(kept.schema.fields + [T.StructField("_idx", T.LongType(), False)])
     kept = spark.createDataFrame(indexed, schema)
     final_shard = (F.col("_idx") / size).cast("int")
+    final_name = shard_name_column(final_shard, n_final)
     kept = kept.withColumn("_final_shard", final_shard).withColumn(
-        "_final_key", F.concat(F.lpad(final_shard.cast("string"), 5, "0"), F.lpad((F.col("_idx") % size).cast("string"), digits, "0"))
-    ).cache()
-    n_final = -(-n_kept // size)
+        "_final_key", F.concat(final_name, F.lpad((F.col("_idx") % size).cast("string"), idx_digits, "0"))
+    ).withColumn("_final_name", final_name).cache()
 
-    with storage.atomic_path(out_dir) as tmp:
-        fs, tp = storage.fs_for(tmp)
-        fs.makedirs(tp, exist_ok=True)
-        manifest = kept.orderBy("_idx").select(
-            "uid", F.col("_final_key").alias("key"), F.concat(F.lpad(F.col("_final_shard").cast("string"), 5, "0"), F.lit(".tar")).alias("shard"),
-            "url", "text", "clip_score", "keep_prob", "entry_ids", "lang", "width", "height", "sha256",
-            F.col("key").alias("source_key"),
+    fs, tp = storage.fs_for(tmp)
+    fs.makedirs(tp, exist_ok=True)
+    manifest = kept.orderBy("_idx").select(
+        "uid", F.col("_final_key").alias("key"), F.concat("_final_name", F.lit(".tar")).alias("shard"),
+        "url", "text", "clip_score", "keep_prob", "entry_ids", "lang", "width", "height", "sha256", "phash",
+        F.col("key").alias("source_key"),
+    )
+    _write_single_parquet(manifest, f"{tmp}/manifest.parquet", schemas.MANIFEST)
+    dropped = df.where(F.col(REASON).isNotNull()).orderBy("key").select(
+        "uid", F.col("key").alias("source_key"), "url", "clip_score", "phash", REASON, DUPLICATE_OF)
+    _write_single_parquet(dropped, f"{tmp}/{DROPPED_FILE}", schemas.SELECT_DROPPED)
+    sizes: dict[str, int] = {}
+    if n_kept:
+        by_source = kept.select("shard", "key", "_idx", "_final_shard", "_final_key", "clip_score").rdd.map(
+            lambda r: (r["shard"], (r["key"], r["_idx"], r["_final_shard"], r["_final_key"], r["clip_score"]))
+        ).groupByKey()
+        missing = sorted({r["shard"] for r in kept.select("shard").distinct().collect()} - {s for s, _ in tars})
+        if missing:
+            raise UserError(f"select: the metadata in {shards_dir} names shard(s) {missing[:5]} that have no tar there")
+        src = shards_dir
+        written = (
+            by_source.flatMap(lambda kv: _read_source_tar(f"{src}/{kv[0]:0{width}d}.tar", (kv[0], list(kv[1]))))
+            .partitionBy(n_final, lambda s: s)
+            .mapPartitionsWithIndex(lambda i, it: _write_final_tars(tmp, n_final, i, it))
+            .collect()
         )
-        _write_single_parquet(manifest, f"{tmp}/manifest.parquet", spark)
-        sizes: dict[str, int] = {}
-        if n_kept:
-            by_source = kept.select("shard", "key", "_idx", "_final_shard", "_final_key", "clip_score").rdd.map(
-                lambda r: (r["shard"], (r["key"], r["_idx"], r["_final_shard"], r["_final_key"], r["clip_score"]))
-            ).groupByKey()
-            src = shards_dir
-            written = (
-                by_source.flatMap(lambda kv: _read_source_tar(src, (kv[0], list(kv[1]))))
-                .partitionBy(n_final, lambda s: s)
-                .mapPartitionsWithIndex(lambda i, it: _write_final_tars(tmp, i, it))
-                .collect()
-            )
-            sizes = dict(sorted(written))
-        if sum(sizes.values()) != n_kept:
-            raise UserError(f"select: wrote {sum(sizes.values())} samples but selected {n_kept}: download shards changed?")
-        storage.write_json(f"{tmp}/sizes.json", sizes)
-        stats.extra = {
-            "cutoff": cutoff, "cutoff_inclusive": inclusive, "threshold": sel.threshold,
-            "top_fraction": None if sel.threshold is not None else sel.top_fraction,
-            "quantile": f"percentile_approx(accuracy={QUANTILE_ACCURACY}) over all scored pairs",
-            "final_shards": len(sizes), "shard_size": size, "seed": sel.seed,
-        }
-        d = stats.write(tmp)
-    df.unpersist()
-    kept.unpersist()
-    storage.mark_complete(out_dir)
-    return d
+        sizes = dict(sorted(written))
+    if sum(sizes.values()) != n_kept:
+        raise UserError(f"select: wrote {sum(sizes.values())} samples but selected {n_kept}: download shards changed?")
+    storage.write_json(f"{tmp}/sizes.json", sizes)
+    stats.extra = {
+        "cutoff": clip_rule.cutoff, "cutoff_inclusive": clip_rule.inclusive, "threshold": sel.threshold,
+        "top_fraction": None if sel.threshold is not None else sel.top_fraction,
+        "quantile": f"percentile_approx(accuracy={QUANTILE_ACCURACY}) over all scored pairs",
+        "final_shards": len(sizes), "shard_size": size, "seed": sel.seed, **hash_extra,
+    }
+    for cached in (joined, df, kept):
+        cached.unpersist()
 
 
-def _write_single_parquet(df, path: str, spark) -> None:
+def _hash_rows(df):
+    """The rows still in that have a pHash, as (id, phash, colour_grid) with id = the sample key."""
+    from pyspark.sql import functions as F
+
+    return df.where(F.col(REASON).isNull() & F.col("phash").isNotNull()).select(
+        F.col("key").alias("id"), "phash", "colour_grid")
+
+
+def _mark(df, keys, reason: str):
+    """Tag the rows still in whose key is in ``keys`` (a one-column DataFrame of keys) with ``reason``."""
+    from pyspark.sql import functions as F
+
+    hit = keys.select(F.col(keys.columns[0]).alias("key")).distinct().withColumn("_hit", F.lit(True))
+    return (df.join(hit, "key", "left")
+            .withColumn(REASON, F.when(F.col(REASON).isNull() & F.col("_hit"), reason).otherwise(F.col(REASON)))
+            .drop("_hit"))
+
+
+def _drop_hash_matches(spark, df, sel, extra: dict):
+    """``blocklisted`` then ``eval_overlap``: rows whose image is within the near-duplicate
+    distance of a blocklisted hash (pHash only: a list carries no colours) or of an evaluation
+    image (pHash and colours, as near_duplicate). Fills ``extra`` with the counts per list/set."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from pipeline import near_dup
+
+    if not sel.blocklist_hashes and not sel.decontaminate:
+        return df
+    d = sel.near_dup_distance
+    rows = _hash_rows(df).cache()
+    n_rows = rows.count()
+    if sel.blocklist_hashes:
+        hashes = sorted({h for path in sel.blocklist_hashes for h in near_dup.read_blocklist(path)})
+        schema = T.StructType([T.StructField("id", T.LongType(), False), T.StructField("phash", T.LongType(), False),
+                               T.StructField("colour_grid", T.ArrayType(T.ShortType()), True)])
+        refs = spark.createDataFrame([(h, h, None) for h in hashes], schema)
+        bands = sel.near_dup_bands or near_dup.choose_bands(max(n_rows, len(hashes)), d)
+        hits = near_dup.match_pairs(rows, refs, d, bands, None).select("left_id").cache()
+        n_hit = hits.distinct().count()
+        df = _mark(df, hits, "blocklisted")
+        rows = rows.join(hits.select(F.col("left_id").alias("id")).distinct(), "id", "left_anti").cache()
+        n_rows -= n_hit
+        extra["blocklist"] = {"files": sel.blocklist_hashes, "hashes": len(hashes), "matched": n_hit, "bands": bands}
+    if sel.decontaminate:
+        refs = near_dup.reference_signatures(spark, sel.decontaminate).cache()
+        per_set = {r["set"]: (r["images"], r["unreadable"]) for r in refs.groupBy("set").agg(
+            F.count("phash").alias("images"), F.sum(F.col("phash").isNull().cast("int")).alias("unreadable")).collect()}
+        n_refs = sum(n for n, _ in per_set.values())
+        bands = sel.near_dup_bands or near_dup.choose_bands(max(n_rows, n_refs), d)
+        pairs = near_dup.match_pairs(rows, refs.select(F.col("source").alias("id"), "phash", "colour_grid"), d, bands,
+                                     sel.near_dup_colour_tolerance)
+        hits = (pairs.join(refs.select(F.col("source").alias("right_id"), "set"), "right_id")
+                .select(F.col("left_id").alias("key"), "set").distinct().cache())
+        overlap = {r["set"]: r["count"] for r in hits.groupBy("set").count().collect()}
+        df = _mark(df, hits.select("key"), "eval_overlap")
+        extra["eval_overlap"] = {s: overlap.get(s, 0) for s in sel.decontaminate}
+        extra["eval_images"] = {s: per_set.get(s, (0, 0))[0] for s in sel.decontaminate}
+        extra["eval_unreadable"] = {s: per_set.get(s, (0, 0))[1] for s in sel.decontaminate}
+        extra["eval_bands"] = bands
+        refs.unpersist()
+    rows.unpersist()
+    return df.cache()
+
+
+def _drop_near_duplicates(df, sel, extra: dict):
+    """``near_duplicate``: the clusters of images within the near-duplicate distance (and colour
+    tolerance) of each other, among the rows still in; each cluster's best-scored member stays
+    (ties: smallest uid, then key), as exact dedup keeps the best copy."""
+    from pyspark.sql import functions as F
+
+    from pipeline import near_dup
+
+    d, tol = sel.near_dup_distance, sel.near_dup_colour_tolerance
+    label = F.struct((-F.col("clip_score")).alias("score"), F.col("uid").alias("uid"), F.col("key").alias("key"))
+    counts = df.where(F.col(REASON).isNull()).agg(F.count("phash").alias("hashed"), F.count("*").alias("all")).first()
+    n = counts["hashed"]
+    bands = sel.near_dup_bands or near_dup.choose_bands(n, d)
+    info = {"distance": d, "colour_tolerance": tol, "bands": bands, "exhaustive": bands > d, "hashed": n,
+            "unhashed": counts["all"] - n, "pairs": 0, "clusters": 0, "rounds": 0, "dropped": 0}
+    extra["near_dup"] = info
+    if n < 2:
+        return df
+    nodes = (df.where(F.col(REASON).isNull() & F.col("phash").isNotNull())
+             .select(F.col("key").alias("id"), "phash", "colour_grid", label.alias("label")).cache())
+    edges = (near_dup.match_pairs(nodes, nodes, d, bands, tol, same=True)
+             .select(F.col("left_id").alias("a"), F.col("right_id").alias("b")).cache())
+    info["pairs"] = n_edges = edges.count()
+    if n_edges:
+        labels, info["rounds"] = near_dup.propagate_min_label(edges, nodes.select("id", "label"))
+        losers = labels.where(F.col("label.key") != F.col("id")).select(
+            F.col("id").alias("key"), F.col("label.key").alias("_best")).cache()
+        info["dropped"] = losers.count()
+        info["clusters"] = labels.select("label").distinct().count()
+        df = (_mark(df, losers.select("key"), "near_duplicate").join(losers, "key", "left")
+              .withColumn(DUPLICATE_OF, F.when(F.col(REASON) == "near_duplicate", F.col("_best")).otherwise(F.col(DUPLICATE_OF)))
+              .drop("_best"))
+    nodes.unpersist()
+    edges.unpersist()
+    return df
+
+
+def _write_single_parquet(df, path: str, schema) -> None:
     """One parquet file (not a Spark folder) so every reader opens it as is.
 
     Spark writes the (ordered) rows in parallel; the part files, in partition order, are then
@@ -213,13 +336,13 @@ def _write_single_parquet(df, path: str, spark) -> None:
     import pyarrow.parquet as pq
 
     # Streamed batch by batch, each conformed to the schema: driver memory stays flat in the pool size.
-    with fs.open(dest, "wb") as f, pq.ParquetWriter(f, schemas.MANIFEST) as writer:
+    with fs.open(dest, "wb") as f, pq.ParquetWriter(f, schema) as writer:
         if not parts:
-            writer.write_table(schemas.MANIFEST.empty_table())
+            writer.write_table(schema.empty_table())
         for part in parts:
             with fs.open(part, "rb") as src:
                 for batch in pq.ParquetFile(src).iter_batches(batch_size=65_536):
-                    writer.write_table(schemas.conform(batch, schemas.MANIFEST))
+                    writer.write_table(schemas.conform(batch, schema))
     fs.rm(tp, recursive=True)
 
 
@@ -227,28 +350,34 @@ def _write_single_parquet(df, path: str, spark) -> None:
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser(
-        "select", parents=[common], help="keep the best-scored pairs; write the final training shards",
-        description="Join shards/*.parquet with scores/, drop by status, CLIP score (threshold or global "
-        "top fraction), image size/aspect rules and duplicate images, and write final/NNNNN.tar + "
-        "manifest.parquet + sizes.json + _stats.json (loadable by open_clip --dataset-type webdataset).",
+    from pipeline.cli import flag, stage_command
+
+    p = stage_command(
+        sub, common, run_select, help="keep the best-scored pairs; write the final training shards",
+        description="Join the download shards' metadata (<output_dir>/shards/*.parquet) with scores/, drop by "
+        "status, blocklisted image hashes, evaluation-set copies, the unsafe score, the image filters (size, aspect "
+        "ratio), duplicate and near-duplicate images and the CLIP score (threshold or global top fraction), and "
+        "write final/NNNNN.tar + manifest.parquet + sizes.json + dropped.parquet + _stats.json "
+        "(loadable by open_clip --dataset-type webdataset).",
+        input_help="download shards folder (default: <output_dir>/shards)",
+        output_help="final folder (default: <output_dir>/final)", options=("scores",),
     )
-    flag(p, "--threshold", key="select.threshold", type=float, help="keep clip_score >= this (wins over --top-fraction)")
-    flag(p, "--top-fraction", key="select.top_fraction", type=float, help="keep the global top fraction by clip_score")
-    flag(p, "--min-side", key="select.min_side", type=int)
-    flag(p, "--max-aspect-ratio", key="select.max_aspect_ratio", type=float)
-    flag(p, "--shard-size", key="select.shard_size", type=int)
-    flag(p, "--seed", key="select.seed", type=int)
-    p.add_argument("--shards", help="download shards folder (default <output_dir>/shards)")
-    p.add_argument("--scores", help="scores folder (default <output_dir>/scores)")
-    p.add_argument("--output", help="final folder (default <output_dir>/final)")
-    p.add_argument("--overwrite", action="store_true", help="redo a complete output")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args, cfg: RunConfig) -> int:
-    from pipeline.stats import summary_line
-
-    d = run_select(cfg, shards_dir=args.shards, scores_dir=args.scores, out_dir=args.output, overwrite=args.overwrite)
-    print(summary_line(d))
-    return 0
+    p.add_argument("--scores", metavar="PATH", help="scores folder (default: <output_dir>/scores)")
+    flag(p, "--threshold", key="select.threshold", type=float, metavar="SCORE",
+         help="keep clip_score >= this (wins over --top-fraction)")
+    flag(p, "--top-fraction", key="select.top_fraction", type=float, metavar="F",
+         help="keep the global top fraction by clip_score")
+    flag(p, "--min-side", key="select.min_side", type=int, metavar="PX", help="drop images whose shorter side is smaller")
+    flag(p, "--max-aspect-ratio", key="select.max_aspect_ratio", type=float, metavar="RATIO",
+         help="drop images whose long side / short side is larger")
+    flag(p, "--near-dup-distance", key="select.near_dup_distance", type=int, metavar="BITS",
+         help="most pHash bits near-duplicates differ in (also for --decontaminate and --blocklist-hashes)")
+    flag(p, "--no-near-dup", key="select.near_dup", action="store_const", const=False,
+         help="keep near-duplicate images (exact duplicates are still dropped)")
+    flag(p, "--decontaminate", key="select.decontaminate", action="append", metavar="PATH",
+         help="an evaluation set (folder of images or webdataset .tar shards) whose near-duplicates are dropped "
+         "(eval_overlap); repeatable")
+    flag(p, "--blocklist-hashes", key="select.blocklist_hashes", action="append", metavar="FILE",
+         help="a file of 16-hex pHashes, one a line, whose near-duplicates are dropped (blocklisted); repeatable")
+    flag(p, "--shard-size", key="select.shard_size", type=int, metavar="N", help="samples per final shard")
+    flag(p, "--seed", key="select.seed", type=int, metavar="N", help="seed of the order of the final samples")

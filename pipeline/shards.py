@@ -1,6 +1,12 @@
-"""Read download shards (img2dataset's webdataset layout): list them, iterate a tar's samples.
+"""Shards (img2dataset's webdataset layout): the one naming rule, listing, reading a tar's samples.
 
-Used by score and select; no torch here, so Spark workers that only move bytes stay light.
+The naming rule, used by download, score, select and the report: the shards of a set of
+``n_shards`` are named by their number zero-padded to ``shard_digits(n_shards)`` digits, five or
+more (img2dataset's rule: 400M pairs in 1,000-sample shards have 6-digit names). One width per
+folder, so names sort in shard order. Whatever belongs to a shard (its metadata, stats, scores) is
+named after the shard's own file name (``name_of``), never re-derived with an assumed width.
+
+No torch here, so Spark workers that only move bytes stay light.
 """
 
 from __future__ import annotations
@@ -14,22 +20,65 @@ from pipeline.errors import UserError
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
+MIN_DIGITS = 5
+
+
+def shard_digits(n_shards: int) -> int:
+    """Digits in the names of a set of ``n_shards`` shards: enough for the last one, at least 5."""
+    return max(MIN_DIGITS, len(str(max(n_shards - 1, 0))))
+
+
+def shard_name(shard: int, n_shards: int) -> str:
+    """The name of shard ``shard`` of ``n_shards`` (``00042``; ``000042`` in a set of 100,001)."""
+    if not 0 <= shard < max(n_shards, 1):
+        raise ValueError(f"shard {shard} is not in a set of {n_shards}")
+    return f"{shard:0{shard_digits(n_shards)}d}"
+
+
+def shard_name_column(shard, n_shards: int):
+    """``shard_name`` as a Spark column expression, for a Spark column of shard numbers."""
+    from pyspark.sql import functions as F
+
+    return F.lpad(shard.cast("string"), shard_digits(n_shards), "0")
+
+
+def index_digits(shard_size: int, minimum: int = 0) -> int:
+    """Digits of a sample's index in its key: enough for ``shard_size - 1`` (none when shards hold
+    one sample, as img2dataset's keys), at least ``minimum``."""
+    return max(minimum, len(str(shard_size - 1)) if shard_size > 1 else 0)
+
+
+def sample_key(shard: int, index: int, n_shards: int, shard_size: int) -> str:
+    """A download sample's key: its shard's name, then its index in the shard (img2dataset's
+    ``compute_key``, which a test checks this against)."""
+    digits = index_digits(shard_size)
+    return shard_name(shard, n_shards) + (f"{index:0{digits}d}" if digits else "")
+
+
+def name_of(path: str) -> str:
+    """A shard's name from the path of one of its files (``.../000042.tar``, ``000042_stats.json``
+    → ``000042``): the digits its file name starts with."""
+    base = path.rstrip("/").rsplit("/", 1)[-1]
+    return base[: len(base) - len(base.lstrip("0123456789"))]
+
+
 def list_shards(folder: str) -> list[tuple[int, str]]:
-    """(shard number, tar path) of every ``NNNNN.tar`` in a download folder, in order."""
+    """(shard number, tar path) of every shard tar (``<digits>.tar``) in a folder, in shard order."""
     fs, p = storage.fs_for(folder)
     if not fs.exists(p):
         raise UserError(f"shards folder not found: {folder} (run `wit download` first)")
     out = []
-    for name in sorted(fs.ls(p, detail=False)):
+    for name in fs.ls(p, detail=False):
         base = name.rsplit("/", 1)[-1]
         stem = base[: -len(".tar")]
         if base.endswith(".tar") and stem.isdigit():
             out.append((int(stem), f"{folder.rstrip('/')}/{base}"))
+    out.sort()
+    widths = {len(name_of(t)) for _, t in out}
+    if len(widths) > 1:  # two runs' shards in one folder: their keys and names would clash
+        raise UserError(f"{folder} holds shards named with {' and '.join(map(str, sorted(widths)))} digits: "
+                        "shards of different downloads; use one folder per download")
     return out
-
-
-def shard_name(shard: int) -> str:
-    return f"{shard:05d}"
 
 
 _BLOCK = 512

@@ -12,6 +12,7 @@ from pipeline.config import SparkConfig
 from pipeline.errors import UserError
 
 MIN_JAVA = 17
+SUBMITTED = False  # set by the jobs/*.py entry points: spark-submit chose the master
 
 
 def java_version() -> int | None:
@@ -62,6 +63,7 @@ def get_spark(cfg: SparkConfig, master: str | None = None, submitted: bool = Fal
 
     ``submitted=True`` (jobs/ under spark-submit) leaves the master to spark-submit's --master.
     """
+    submitted = submitted or SUBMITTED
     check_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -94,3 +96,48 @@ def get_spark(cfg: SparkConfig, master: str | None = None, submitted: bool = Fal
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
 
+
+# --- datasets ------------------------------------------------------------------------------------
+def read_parquet(spark, path: str):
+    """A Parquet dataset folder or file; _stats.json and other non-Parquet files beside the data are skipped."""
+    from pipeline import storage
+
+    return spark.read.option("pathGlobFilter", "*.parquet").parquet(storage.to_spark_path(path))
+
+
+def nullable(struct):
+    """A Spark schema with every field nullable: a null from a Python worker must never crash the JVM."""
+    from pyspark.sql.types import StructField, StructType
+
+    return StructType([StructField(f.name, f.dataType, True, f.metadata) for f in struct.fields])
+
+
+def read_dataset(spark, path: str, schema, what: str):
+    """A parquet dataset as ``schema``'s columns: missing nullable ones become null, types cast.
+
+    Candidates/URL-list data is accepted too: a missing uid is computed later from (url, text),
+    a missing text_source is "caption", a missing source_file is the file the row came from.
+    """
+    from pyspark.sql import functions as F
+
+    from pipeline import storage
+    from schemas import to_spark
+
+    storage.require_exists(path, what)
+    try:
+        df = read_parquet(spark, path)
+    except Exception as e:  # Spark's AnalysisException: not Parquet, no files, unreadable footer
+        raise UserError(f"{what}: cannot read {path} as Parquet: {str(e).splitlines()[0]}") from None
+    have = set(df.columns)
+    missing = [c for c in ("url", "text") if c not in have]
+    if missing:
+        raise UserError(f"{what} {path} lacks column(s) {missing} (needs at least url and text; "
+                        f"columns: {', '.join(df.columns)})")
+    fill = {"text_source": F.lit("caption"), "source_file": F.input_file_name()}
+    cols = []
+    for f in to_spark(schema).fields:
+        if f.name in have:
+            cols.append(F.col(f.name).cast(f.dataType).alias(f.name))
+        else:
+            cols.append(fill.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name))
+    return df.select(*cols)

@@ -29,7 +29,8 @@ class StageStats:
     _t0: float = field(default_factory=time.perf_counter, repr=False)
 
     def drop(self, reason: str, n: int = 1) -> None:
-        self.drops[reason] += n
+        if n:  # a reason that dropped nothing is not listed
+            self.drops[reason] += n
 
     def as_dict(self) -> dict[str, Any]:
         return {

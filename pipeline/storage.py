@@ -129,6 +129,14 @@ def mark_complete(path: str) -> None:
         f.write(b"")
 
 
+def unmark_complete(path: str) -> None:
+    """Remove the _SUCCESS marker of an output whose parts are about to change."""
+    fs, p = fs_for(path)
+    marker = f"{p.rstrip('/')}/{SUCCESS}"
+    if fs.exists(marker):
+        fs.rm(marker)
+
+
 def remove(path: str) -> None:
     fs, p = fs_for(path)
     if fs.exists(p):
@@ -169,14 +177,15 @@ def _move(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:
         fs.mv(src, dst, recursive=True)
 
 
-def clean_temporaries(folder: str) -> int:
-    """Remove leftovers of killed attempts (``*.tmp-*``) in a folder; returns how many."""
+def clean_temporaries(folder: str, name: str = "") -> int:
+    """Remove leftovers of killed attempts (``*.tmp-*``, or only ``<name>.tmp-*``) in a folder; returns how many."""
     fs, p = fs_for(folder)
     if not fs.exists(p):
         return 0
     n = 0
     for entry in fs.ls(p, detail=False):
-        if ".tmp-" in entry.rsplit("/", 1)[-1]:
+        base = entry.rsplit("/", 1)[-1]
+        if base.startswith(f"{name}.tmp-") if name else ".tmp-" in base:
             fs.rm(entry, recursive=True)
             n += 1
     return n

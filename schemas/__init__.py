@@ -75,6 +75,9 @@ SHARD_METADATA = pa.schema(
         _f("original_height", pa.int32(), True),
         _f("bytes", pa.int64(), True, "size of the stored image"),
         _f("sha256", pa.string(), True, "sha256 of the stored image bytes"),
+        _f("phash", pa.int64(), True, "64-bit pHash of the stored picture (imagehash; hex = its two's complement), "
+           "pipeline/near_dup.py"),
+        _f("colour_grid", pa.list_(pa.int16()), True, "mean R, G, B of the picture's 2×2 cells (12 values, 0–255)"),
     ]
 )
 
@@ -85,6 +88,8 @@ SCORES = pa.schema(
         _f("key", pa.string(), False),
         _f("shard", pa.int32(), False),
         _f("clip_score", pa.float32(), True, "cosine of L2-normalised embeddings; null when unscorable"),
+        _f("unsafe_score", pa.float32(), True, "zero-shot probability mass on score.safety_prompts.unsafe, in [0, 1]; "
+           "null when score.safety is off or the pair is unscorable"),
         _f("score_error", pa.string(), True, "why a sample could not be scored"),
         # fp16 little-endian bytes (np.frombuffer(b, "<f2")): Spark has no half-float type.
         _f("image_embedding", pa.binary(), True, "L2-normalised, fp16 bytes"),
@@ -107,7 +112,21 @@ MANIFEST = pa.schema(
         _f("width", pa.int32(), True),
         _f("height", pa.int32(), True),
         _f("sha256", pa.string(), True),
+        _f("phash", pa.int64(), True, "64-bit pHash of the image (see shard metadata)"),
         _f("source_key", pa.string(), True, "key in the download shards"),
+    ]
+)
+
+# Rows select dropped (final/dropped.parquet), for the report and for grading against ground truth.
+SELECT_DROPPED = pa.schema(
+    [
+        _f("uid", pa.string(), False),
+        _f("source_key", pa.string(), False, "key in the download shards"),
+        _f("url", pa.string(), False),
+        _f("clip_score", pa.float32(), True),
+        _f("phash", pa.int64(), True),
+        _f("drop_reason", pa.string(), False, "pipeline.select.REASONS"),
+        _f("duplicate_of", pa.string(), True, "duplicate_image / near_duplicate: source_key of the copy kept"),
     ]
 )
 
@@ -134,6 +153,7 @@ ALL = {
     "shard_metadata": SHARD_METADATA,
     "scores": SCORES,
     "manifest": MANIFEST,
+    "select_dropped": SELECT_DROPPED,
     "stats": STATS,
 }
 

@@ -113,7 +113,7 @@ def full_run(web, spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dl_full")
     src = write_input(tmp / "in", web["rows"], row_group_size=30)
     cfg = cfg_for(tmp, web["allow"])
-    stats = run_download(cfg, spark, input_path=str(src))
+    stats = run_download(cfg, spark, input=str(src))
     return {"cfg": cfg, "src": src, "out": tmp / "shards", "stats": stats}
 
 
@@ -173,7 +173,7 @@ def test_plan_shards_by_row_range_across_files(tmp_path):
 def test_input_without_url_is_a_user_error(tmp_path, spark):
     src = write_input(tmp_path / "in", [{"link": "http://e.com/a.jpg", "text": "a"}])
     with pytest.raises(UserError, match="no url column"):
-        run_download(load_config(overrides={"output_dir": str(tmp_path)}), spark, input_path=str(src))
+        run_download(load_config(overrides={"output_dir": str(tmp_path)}), spark, input=str(src))
 
 
 # --- the sample web end to end ---------------------------------------------------------------------
@@ -250,14 +250,14 @@ def test_no_private_or_file_content_is_written(web, full_run):
 def test_rerun_skips_complete_shards_and_redoes_the_rest(web, full_run, spark):
     out, cfg = full_run["out"], full_run["cfg"]
     before = outcome(shard_metadata(out))
-    again = run_download(cfg, spark, input_path=str(full_run["src"]))  # complete: nothing to do
+    again = run_download(cfg, spark, input=str(full_run["src"]))  # complete: nothing to do
     assert again["output_rows"] == full_run["stats"]["output_rows"]
     # as if killed: one shard lost its completion marker, another left a temporary behind
     os.remove(out / "_SUCCESS")
     os.remove(out / "00002.parquet")
     (out / "_tmp" / "00003-deadbeef").mkdir(parents=True)
     (out / "_tmp" / "00003-deadbeef" / "00003.tar").write_bytes(b"partial")
-    stats = run_download(cfg, spark, input_path=str(full_run["src"]))
+    stats = run_download(cfg, spark, input=str(full_run["src"]))
     assert stats["extra"]["shards_skipped"] == 4
     rows = shard_metadata(out)
     assert len(rows) == len(before)
@@ -273,12 +273,14 @@ def test_other_input_into_same_output_is_refused(full_run, spark, tmp_path):
     os.remove(full_run["out"] / "_SUCCESS")
     try:
         with pytest.raises(UserError, match="another input"):
-            run_download(full_run["cfg"], spark, input_path=str(other))
+            run_download(full_run["cfg"], spark, input=str(other))
     finally:
         (full_run["out"] / "_SUCCESS").write_text("")
 
 
-def test_retry_failed_refetches_only_transient_failures(web, spark, tmp_path):
+@pytest.mark.parametrize("old_shards", [False, True], ids=["current", "written_before_phash"])
+def test_retry_failed_refetches_only_transient_failures(web, spark, tmp_path, old_shards):
+    """Also on shards written before the near-duplicate columns existed: carried over with them null."""
     from pipeline.sample_web import SampleWebServer
 
     with SampleWebServer(web["root"] / "site", port=0) as fresh:  # http_500_once fails once per server
@@ -288,11 +290,16 @@ def test_retry_failed_refetches_only_transient_failures(web, spark, tmp_path):
                 for r in picked]
         src = write_input(tmp_path / "in", rows)
         cfg = cfg_for(tmp_path, [f"127.0.0.1:{fresh.port}"], retries=0, shard_size=10)
-        first = run_download(cfg, spark, input_path=str(src))
+        first = run_download(cfg, spark, input=str(src))
         n500 = sum(r["fault"] == "http_500_once" for r in picked)
         assert n500 and first["drops"]["http_5xx"] == n500
         before = outcome(shard_metadata(tmp_path / "shards"))
-        second = run_download(cfg, spark, input_path=str(src), retry_failed=True)
+        if old_shards:
+            for f in (tmp_path / "shards").glob("[0-9]*.parquet"):  # the shards the retry will rewrite
+                t = pq.read_table(f)
+                if "http_5xx" in t.column("error_message").to_pylist():
+                    pq.write_table(t.drop_columns(["phash", "colour_grid"]), f)
+        second = run_download(cfg, spark, input=str(src), retry_failed=True)
     assert "http_5xx" not in second["drops"] and second["extra"]["retried"] == n500
     assert second["drops"].get("http_404") == first["drops"].get("http_404")
     after = outcome(shard_metadata(tmp_path / "shards"))
@@ -304,6 +311,10 @@ def test_retry_failed_refetches_only_transient_failures(web, spark, tmp_path):
             assert after[uid] == (status, err, sha)
     samples = tar_samples(tmp_path / "shards")
     assert len(samples) == sum(1 for v in after.values() if v[0] == "success")
+    hashed = {r["uid"]: r["phash"] is not None for r in shard_metadata(tmp_path / "shards") if r["status"] == "success"}
+    retried = {uid for uid, (_, err, _) in before.items() if err == "http_5xx"}
+    assert all(hashed[u] for u in retried)  # refetched images get their hash
+    assert all(hashed.values()) != old_shards  # carried-over ones keep what their shard had
 
 
 def test_parquet_output_format(web, spark, tmp_path):
@@ -312,7 +323,7 @@ def test_parquet_output_format(web, spark, tmp_path):
     src = write_input(tmp_path / "in", rows)
     cfg = cfg_for(tmp_path, web["allow"], output_format="parquet", encode_format="webp", image_size=64,
                   resize_mode="center_crop", shard_size=8)
-    stats = run_download(cfg, spark, input_path=str(src))
+    stats = run_download(cfg, spark, input=str(src))
     out = tmp_path / "shards"
     assert not list(out.glob("*.tar")) and len(list(out.glob("[0-9]*.parquet"))) == 2
     t = pa.concat_tables(pq.read_table(f) for f in sorted(out.glob("[0-9]*.parquet")))
@@ -353,7 +364,7 @@ def test_resizer_limits_give_their_reasons(tmp_path):
                       shard_size=10, image_size=64, resize_mode="keep_ratio", encode_format="png")
         _, specs = plan_shards(str(src), 10)
         out = tmp_path / "shards"
-        stats = ShardJob(cfg.download, str(out), specs[0], 5).run(retry_failed=False)
+        stats = ShardJob(cfg.download, str(out), specs[0], len(specs)).run(retry_failed=False)
     finally:
         srv.shutdown()
         srv.server_close()
@@ -364,6 +375,46 @@ def test_resizer_limits_give_their_reasons(tmp_path):
     ok = next(r for r in shard_metadata(out) if r["status"] == "success")
     assert (ok["original_width"], ok["original_height"], ok["width"], ok["height"]) == (120, 100, 77, 64)
     assert set(tar_samples(out)[ok["key"]]) == {"png", "txt", "json"}
+
+
+def test_shards_past_100000_follow_the_one_naming_rule(tmp_path):
+    """Shards 0 and 100,000 of a 100,001-shard download (run in-process): 6-digit file names and
+    keys, pipeline.shards' rule, which score and select read back."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    from pipeline.download import ShardJob, ShardSpec
+    from pipeline.shards import list_shards, sample_key
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.png").write_bytes(_img("PNG", (120, 100)))
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(site)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    out = tmp_path / "shards"
+    try:
+        src = write_input(tmp_path / "in", [{"url": f"http://127.0.0.1:{port}/a.png", "text": f"t{i}"} for i in range(3)])
+        cfg = cfg_for(tmp_path, [f"127.0.0.1:{port}"], shard_size=10, image_size=32)
+        _, specs = plan_shards(str(src), 10)
+        for shard in (0, 100_000):
+            ShardJob(cfg.download, str(out), ShardSpec(shard, specs[0].segments), 100_001).run(retry_failed=False)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("_")) == [
+        "000000.parquet", "000000.tar", "000000_stats.json", "100000.parquet", "100000.tar", "100000_stats.json"]
+    rows = shard_metadata(out)
+    keys = sorted(r["key"] for r in rows)
+    assert keys == [sample_key(s, i, 100_001, 10) for s in (0, 100_000) for i in range(3)]
+    assert keys[3:] == ["1000000", "1000001", "1000002"] and all(r["status"] == "success" for r in rows)
+    assert set(tar_samples(out)) == {r["key"] for r in rows}
+    assert [s for s, _ in list_shards(str(out))] == [0, 100_000]
 
 
 def test_reused_albumentations_transforms_give_img2dataset_s_exact_output():

@@ -97,9 +97,8 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_samples(tmp_path, spark):
     out = tmp_path / "run" / "shards"
     cmd = _wit() + ["download", "--input", str(src), "-o", str(tmp_path / "run"), "--master", "local[2]",
                     "--shard-size", "10", "--threads", "2", "--allow-host", f"127.0.0.1:{slow.server_address[1]}"]
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
     try:
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             done = list(out.glob("[0-9]*.parquet")) if out.exists() else []
@@ -115,7 +114,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_samples(tmp_path, spark):
         # The rerun (in this process, to spare a second JVM start): same input, same settings.
         cfg = load_config(overrides={"output_dir": str(tmp_path / "run"), "download.shard_size": 10, "download.threads": 2,
                                      "download.allow_hosts": [f"127.0.0.1:{slow.server_address[1]}"]})
-        stats = run_download(cfg, spark, input_path=str(src))
+        stats = run_download(cfg, spark, input=str(src))
         assert 1 <= stats["extra"]["shards_skipped"] == n_done
     finally:
         slow.shutdown()
@@ -128,7 +127,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_samples(tmp_path, spark):
         ref_src = write_input(tmp_path / "ref_in", ref_rows)
         cfg = load_config(overrides={"output_dir": str(tmp_path / "ref"), "download.shard_size": 10,
                                      "download.allow_hosts": [f"127.0.0.1:{port}"]})
-        run_download(cfg, spark, input_path=str(ref_src))
+        run_download(cfg, spark, input=str(ref_src))
     got, ref = shard_metadata(out), shard_metadata(tmp_path / "ref" / "shards")
     assert len(got) == len(rows) == len({r["uid"] for r in got})
     assert {(r["uid"], r["key"], r["status"], r["sha256"]) for r in got} == \
@@ -193,7 +192,7 @@ def test_mona_lisa_capture_extract_then_download(shared_data, spark, tmp_path):
         src = write_input(tmp_path / "candidates", cands)
         cfg = load_config(overrides={"output_dir": str(tmp_path), "download.shard_size": 8,
                                      "download.allow_hosts": [f"127.0.0.1:{srv.server_address[1]}"]})
-        stats = run_download(cfg, spark, input_path=str(src))
+        stats = run_download(cfg, spark, input=str(src))
     finally:
         srv.shutdown()
         srv.server_close()

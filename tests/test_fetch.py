@@ -192,6 +192,17 @@ def test_allow_hosts_by_host_or_host_port():
     assert host_allowed("[::1]", 80, ["[::1]:80"]) and not host_allowed("::1", 81, ["[::1]:80"])
 
 
+def test_allow_list_index_answers_like_the_whole_list():
+    from pipeline.fetch import AllowList
+
+    entries = ["127.0.0.1:8765", "Example.COM", "[::1]:80", "::1", "h.test:81", "[fe80::1]", "a.b.test", " x.test "]
+    index = AllowList(entries)
+    for host in ["127.0.0.1", "example.com", "EXAMPLE.com", "::1", "[::1]", "h.test", "fe80::1", "[fe80::1]",
+                 "a.b.test", "b.test", "x.test", "other"]:
+        for port in (80, 81, 8765, None):
+            assert host_allowed(host, port, index.for_host(host)) == host_allowed(host, port, entries), (host, port)
+
+
 def test_is_blocked_ip():
     assert not is_blocked_ip("8.8.8.8") and not is_blocked_ip("2001:4860:4860::8888")
     for ip in ("127.0.0.1", "10.0.0.1", "::1", "fe80::1%eth0", "::ffff:127.0.0.1", "64:ff9b::a00:1", "garbage"):
@@ -268,7 +279,7 @@ def test_dns_rebinding_connects_to_the_checked_address(server, monkeypatch):
 
 
 def test_dns_answers_are_cached_and_every_use_is_vetted(server, monkeypatch):
-    import pipeline.fetch
+    from pipeline.fetch import Resolver
 
     port = server.server_address[1]
     calls = fake_dns(monkeypatch, "cached.test", lambda n: ["127.0.0.1"])
@@ -277,10 +288,11 @@ def test_dns_answers_are_cached_and_every_use_is_vetted(server, monkeypatch):
     assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok  # a new connection, the cached answer
     assert len(calls) == 1
     assert Fetcher(timeout_s=2).fetch(url).reason == "blocked_address"  # the cached loopback answer is checked again
-    monkeypatch.setattr(pipeline.fetch, "DNS_TTL_S", 0.0)
-    pipeline.fetch._dns_cache.clear()
-    assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok
-    assert fetcher(server, allow_hosts=("cached.test",)).fetch(url).ok
+    uncached = fetcher(server, allow_hosts=("cached.test",))
+    uncached.resolver = Resolver(ttl_s=0.0)
+    assert uncached.fetch(url).ok
+    uncached.close()  # a new connection, so a new lookup
+    assert uncached.fetch(url).ok
     assert len(calls) == 3  # expired answers are looked up again
 
 

@@ -186,3 +186,81 @@ def test_url_safety_in_chain_respects_allow_hosts():
     cfg.download.allow_hosts = ["127.0.0.1:8765"]
     chain = FilterChain.from_config(cfg, ["url_safety"])
     assert chain.tag(batch(["a b c"] * 3, urls)).column("drop_reason").to_pylist() == [None, None, "url_safety"]
+
+
+# --- the registry ------------------------------------------------------------------------------------
+def test_one_registry_names_and_builds_every_filter():
+    import typing
+
+    from filters import registry
+    from filters.base import Filter
+    from pipeline.config import FilterConfig
+
+    chain_type = FilterConfig.model_fields["chain"].annotation  # list[Literal[...]]
+    assert set(typing.get_args(typing.get_args(chain_type)[0])) == set(registry.CHAIN_NAMES)
+    assert set(registry.CHAIN_NAMES) == set(registry.CAPTION_FILTERS) | set(registry.ALIASES)
+    cfg = RunConfig()
+    for name in [*registry.CAPTION_FILTERS, *registry.IMAGE_FILTERS, *registry.SCORE_FILTERS]:
+        f = registry.build(name, cfg)
+        assert isinstance(f, Filter) and f.name == name  # a filter's name is its drop reason
+    cfg.filter.max_chars, cfg.select.min_side = 7, 40
+    assert registry.build("max_length", cfg).max_chars == 7 and registry.build("too_small", cfg).min_side == 40
+    with pytest.raises(KeyError, match="unknown filter 'nope'"):
+        registry.filter_class("nope")
+    with pytest.raises(UserError, match="unknown filter 'too_small'"):  # not a caption filter
+        expand_names(["too_small"])
+
+
+# --- image and CLIP-score rules (wit select) --------------------------------------------------------
+def image_batch(sizes, scores=None):
+    """sizes: (original_width, original_height, width, height) per row."""
+    cols = list(zip(*sizes)) if sizes else [[], [], [], []]
+    return pa.RecordBatch.from_pydict({
+        "original_width": pa.array(cols[0], pa.int32()), "original_height": pa.array(cols[1], pa.int32()),
+        "width": pa.array(cols[2], pa.int32()), "height": pa.array(cols[3], pa.int32()),
+        "clip_score": pa.array(scores if scores is not None else [0.5] * len(sizes), pa.float32()),
+    })
+
+
+def test_image_rules_use_original_sizes_and_ignore_a_missing_side():
+    from filters.image import AspectRatioFilter, MinSideFilter
+
+    sizes = [
+        (400, 300, 256, 256),      # fine
+        (120, 300, 256, 256),      # short side 120
+        (None, None, 200, 90),     # no original size: the stored one
+        (None, 500, None, None),   # one side known: short = long = 500
+        (None, None, None, None),  # nothing known
+        (1600, 400, 256, 256),     # 4:1
+        (0, 300, 256, 256),        # a zero side
+    ]
+    b = image_batch(sizes)
+    assert MinSideFilter(200).apply(b).keep.tolist() == [True, False, False, True, False, True, False]
+    assert MinSideFilter(0).apply(b).keep.all()  # 0 switches it off, unknown sizes included
+    assert AspectRatioFilter(3.0).apply(b).keep.tolist() == [True, True, True, True, True, False, False]
+    assert AspectRatioFilter(4.0).apply(b).keep.tolist() == [True, True, True, True, True, True, False]
+    assert MinSideFilter(10).apply(image_batch([])).keep.tolist() == []
+
+
+def test_clip_score_rule_threshold_or_pool_cut():
+    from filters.image import ClipScoreFilter
+
+    b = image_batch([(300, 300, 256, 256)] * 5, [0.1, 0.25, 0.3, float("nan"), None])
+    assert ClipScoreFilter(0.25).apply(b).keep.tolist() == [False, True, True, True, True]  # kept: >= cut
+    assert ClipScoreFilter(0.25, inclusive=False).apply(b).keep.tolist() == [False, False, True, True, True]
+    # float32 scores compare as float64 (as in Spark): 0.3f is a little over 0.3, under 0.30000002
+    assert ClipScoreFilter(0.3, inclusive=False).apply(b).keep.tolist()[2] is True
+    assert ClipScoreFilter(0.30000002).apply(b).keep.tolist()[2] is False
+    assert ClipScoreFilter(None).apply(b).keep.all()
+
+    cfg = RunConfig()
+    cfg.select.threshold, cfg.select.top_fraction = None, 0.3
+    assert ClipScoreFilter.pool_quantile(cfg) == pytest.approx(0.7)
+    rule = ClipScoreFilter.from_config(cfg, pool_cut=0.25)
+    assert (rule.cutoff, rule.inclusive) == (0.25, False)  # top fraction: ties at the cut drop together
+    assert ClipScoreFilter.from_config(cfg, pool_cut=None).cutoff is None  # an empty pool: nothing to cut
+    cfg.select.threshold = 0.2
+    assert ClipScoreFilter.pool_quantile(cfg) is None
+    assert (ClipScoreFilter.from_config(cfg).cutoff, ClipScoreFilter.from_config(cfg).inclusive) == (0.2, True)
+    cfg.select.threshold, cfg.select.top_fraction = None, 1.0
+    assert ClipScoreFilter.pool_quantile(cfg) is None and ClipScoreFilter.from_config(cfg).cutoff is None

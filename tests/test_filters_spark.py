@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.caption_filter import run_filter
 from pipeline.config import RunConfig
 from pipeline.errors import UserError
+from pipeline.filter import run_filter
 from pipeline.ids import make_uid
 from schemas import CANDIDATES, DROPPED, FILTERED
 
@@ -92,22 +92,22 @@ def test_chain_order_and_switches(spark, cfg, tmp_path):
                                          ("http://example.com/b.jpg", "Un chien brun court dans l'herbe verte.")])
     cfg.filter.chain = ["dedup", "language"]
     cfg.filter.languages = ["en", "fr"]
-    stats = run_filter(cfg, spark, input_path=str(src))
+    stats = run_filter(cfg, spark, input=str(src))
     assert stats["drops"] == {"dedup": 1} and stats["output_rows"] == 2
     assert stats["extra"]["detected_languages"] == {"en": 1, "fr": 1}
 
 
 def test_user_errors(spark, cfg, tmp_path):
     with pytest.raises(UserError, match="filter input not found"):
-        run_filter(cfg, spark, input_path=str(tmp_path / "nope"))
+        run_filter(cfg, spark, input=str(tmp_path / "nope"))
     src = tmp_path / "in"
     src.mkdir()
     pq.write_table(pa.table({"link": ["http://x/a.jpg"]}), src / "p.parquet")
     with pytest.raises(UserError, match=r"lacks column\(s\) \['url', 'text'\]"):
-        run_filter(cfg, spark, input_path=str(src))
+        run_filter(cfg, spark, input=str(src))
     cfg.filter.language_model = str(tmp_path / "missing.ftz")
     with pytest.raises(UserError, match="model file not found"):
-        run_filter(cfg, spark, input_path=str(src))
+        run_filter(cfg, spark, input=str(src))
 
 
 @pytest.mark.slow
@@ -123,7 +123,7 @@ def test_sample_web_drops_match_ground_truth(spark, cfg, tmp_path):
     gt = [r for r in pq.read_table(sw / "ground_truth.parquet").to_pylist() if r["text"]]
     write_candidates(tmp_path / "cand" / "p.parquet", [(r["url"], r["text"]) for r in gt])
     cfg.download.allow_hosts = ["127.0.0.1:8765"]  # the sample's base URL
-    stats = run_filter(cfg, spark, input_path=str(tmp_path / "cand"))
+    stats = run_filter(cfg, spark, input=str(tmp_path / "cand"))
     reason = {int(i): None for i in read(tmp_path / "out" / "filtered").column("record_id").to_pylist()}
     d = read(tmp_path / "out" / "dropped" / "filter")
     reason.update(zip(map(int, d.column("record_id").to_pylist()), d.column("drop_reason").to_pylist()))

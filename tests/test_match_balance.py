@@ -11,9 +11,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.balance import Matcher, entry_probabilities, keep_decisions, run_balance, run_match, t_from_tail_share
+from pipeline.balance import entry_probabilities, keep_decisions, run_balance, t_from_tail_share
 from pipeline.config import load_config
 from pipeline.ids import make_uid
+from pipeline.match import Matcher, run_match
 from pipeline.queries import spacing
 from schemas import BALANCED, MATCHED
 

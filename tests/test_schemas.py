@@ -10,7 +10,7 @@ from schemas import SchemaError
 def _row(schema: pa.Schema) -> dict:
     sample = {
         pa.string(): "x", pa.int32(): 1, pa.int64(): 2, pa.float32(): 0.5, pa.float64(): 0.25,
-        pa.list_(pa.int32()): [1, 2], pa.binary(): b"\x00\x3c", pa.map_(pa.string(), pa.int64()): [("a", 1)],
+        pa.list_(pa.int32()): [1, 2], pa.list_(pa.int16()): [3, 4], pa.binary(): b"\x00\x3c", pa.map_(pa.string(), pa.int64()): [("a", 1)],
     }
     return {f.name: sample[f.type] for f in schema}
 

@@ -60,7 +60,7 @@ def pool(tmp_path_factory):
 def test_top_fraction_is_global(pool, spark, tmp_path):
     src, rows, scores = pool
     cfg = cfg_for(tmp_path, top_fraction=0.3, shard_size=4, min_side=0)
-    stats = run_select(cfg, spark, shards_dir=str(src / "shards"), scores_dir=str(src / "scores"))
+    stats = run_select(cfg, spark, input=str(src / "shards"), scores=str(src / "scores"))
     manifest, sizes = read_final(tmp_path / "final")
     best9 = {r["uid"] for r, _ in sorted(zip(rows, scores, strict=True), key=lambda x: -x[1])[:9]}
     assert {m["uid"] for m in manifest} == best9  # all from shard 0: the cut is over the whole pool
@@ -131,12 +131,54 @@ def test_threshold_rules_dedup_and_format(spark, tmp_path):
     assert {m["uid"] for m in other} == {m["uid"] for m in manifest}
 
 
+def test_download_shards_past_100000(spark, tmp_path):
+    """Shards 99,999 and 100,000 of a 100,001-shard download (6-digit names and keys, the download's
+    rule) select like any others; final shard names follow the same rule."""
+    import hashlib
+
+    from pipeline.ids import make_uid
+    from pipeline.shards import sample_key, shard_name, shard_name_column
+
+    n_shards, folder = 100_001, tmp_path / "shards"
+    folder.mkdir()
+    rows = []
+    for shard in (99_999, 100_000):
+        name, shard_rows = shard_name(shard, n_shards), []
+        with wds.TarWriter(str(folder / f"{name}.tar")) as tw:
+            for i in range(3):
+                img, text = jpeg(32, 32, shard % 7 + 10 * i), f"caption {shard} {i}"
+                key, url = sample_key(shard, i, n_shards, 10), f"http://127.0.0.1/{shard}/{i}.jpg"
+                row = {"uid": make_uid(url, text), "url": url, "text": text, "text_source": "alt", "source_file": "t", "key": key,
+                       "shard": shard, "status": "success", "width": 32, "height": 32, "original_width": 320,
+                       "original_height": 320, "bytes": len(img), "sha256": hashlib.sha256(img).hexdigest()}
+                tw.write({"__key__": key, "jpg": img, "txt": text, "json": json.dumps(row).encode()})
+                shard_rows.append(row)
+        pq.write_table(schemas.conform(pa.Table.from_pylist(shard_rows), schemas.SHARD_METADATA), folder / f"{name}.parquet")
+        rows += shard_rows
+    assert sorted(p.name for p in folder.glob("*.tar")) == ["099999.tar", "100000.tar"]
+    write_scores(tmp_path / "scores", rows, {r["key"]: 0.5 + 0.01 * k for k, r in enumerate(rows)})
+    stats = run_select(cfg_for(tmp_path, threshold=0.0, shard_size=4), spark)
+    manifest, sizes = read_final(tmp_path / "final")
+    assert stats["output_rows"] == 6 and sizes == {"00000.tar": 4, "00001.tar": 2}
+    assert {m["source_key"] for m in manifest} == {r["key"] for r in rows} == {
+        "0999990", "0999991", "0999992", "1000000", "1000001", "1000002"}
+    urls = [str(tmp_path / "final" / n) for n in sorted(sizes)]
+    assert {g["txt"].decode() for g in wds.WebDataset(urls, shardshuffle=False)} == {r["text"] for r in rows}
+
+    # Past 100,000 final shards the same rule widens final names (and keys) to 6 digits.
+    from pyspark.sql import functions as F
+
+    got = spark.range(1).select(*(shard_name_column(F.lit(s), n).alias(f"c{k}") for k, (s, n) in enumerate(
+        [(7, 3), (99_999, 100_000), (7, 100_001), (100_000, 100_001), (123_456, 1_000_001)]))).first()
+    assert list(got) == ["00007", "99999", "000007", "100000", "0123456"]
+
+
 def test_skip_complete_and_missing_input(pool, spark, tmp_path, capsys, monkeypatch):
     src, _, _ = pool
     cfg = cfg_for(tmp_path, top_fraction=0.5, shard_size=100)
-    run_select(cfg, spark, shards_dir=str(src / "shards"), scores_dir=str(src / "scores"))
+    run_select(cfg, spark, input=str(src / "shards"), scores=str(src / "scores"))
     mtime = (tmp_path / "final" / "manifest.parquet").stat().st_mtime_ns
-    d = run_select(cfg, spark, shards_dir=str(src / "shards"), scores_dir=str(src / "scores"))
+    d = run_select(cfg, spark, input=str(src / "shards"), scores=str(src / "scores"))
     assert d["output_rows"] == 15 and (tmp_path / "final" / "manifest.parquet").stat().st_mtime_ns == mtime
 
     from pipeline import cli

@@ -1,6 +1,7 @@
-"""pipeline.shards.iter_tar reads what Python's tarfile writes (ustar, GNU, pax; long and non-ASCII
-names, directories, links, empty and big members) as tarfile reads it, and a cut or damaged tar
-ends with the samples before the damage."""
+"""pipeline.shards: the one shard naming rule (names and keys, past 100,000 shards too) and the
+listing built on it; iter_tar reads what Python's tarfile writes (ustar, GNU, pax; long and
+non-ASCII names, directories, links, empty and big members) as tarfile reads it, and a cut or
+damaged tar ends with the samples before the damage."""
 
 from __future__ import annotations
 
@@ -9,7 +10,60 @@ import tarfile
 
 import pytest
 
-from pipeline.shards import iter_tar
+from pipeline.errors import UserError
+from pipeline.shards import (
+    index_digits,
+    iter_tar,
+    list_shards,
+    name_of,
+    sample_key,
+    shard_digits,
+    shard_name,
+)
+
+# --- the naming rule ---------------------------------------------------------------------------------
+
+
+def test_names_widen_past_100000_shards_with_one_width_per_set():
+    assert [shard_digits(n) for n in (0, 1, 100_000, 100_001, 1_000_000, 1_000_001)] == [5, 5, 5, 6, 6, 7]
+    assert shard_name(0, 1) == "00000" and shard_name(99_999, 100_000) == "99999"
+    assert shard_name(100_000, 100_001) == "100000" and shard_name(7, 100_001) == "000007"
+    assert shard_name(399_999, 400_000) == "399999"  # 400M pairs in 1,000-sample shards
+    names = [shard_name(s, 100_002) for s in (0, 9, 99_999, 100_000, 100_001)]
+    assert sorted(names) == names and {len(n) for n in names} == {6}  # names sort in shard order
+    with pytest.raises(ValueError):
+        shard_name(100_000, 100_000)
+
+
+@pytest.mark.parametrize("shard_size", [1, 2, 10, 11, 1000, 1001, 10_000])
+@pytest.mark.parametrize(("shard", "n_shards"), [(0, 1), (42, 100), (99_999, 100_000), (100_000, 100_001),
+                                                  (123_456, 400_000), (7, 100_001)])
+def test_sample_keys_are_img2dataset_s(shard, n_shards, shard_size):
+    from img2dataset.downloader import compute_key
+
+    for index in {0, shard_size // 2, shard_size - 1}:
+        assert sample_key(shard, index, n_shards, shard_size) == compute_key(
+            index, shard, index_digits(shard_size), shard_digits(n_shards))
+    keys = {sample_key(shard, i, n_shards, shard_size) for i in range(min(shard_size, 50))}
+    assert len(keys) == min(shard_size, 50) and all(k.startswith(shard_name(shard, n_shards)) for k in keys)
+
+
+def test_listing_reads_6_digit_names_in_shard_order(tmp_path):
+    names = [shard_name(s, 100_011) for s in (100_010, 3, 99_999, 100_000)]
+    for n in names:
+        (tmp_path / f"{n}.tar").write_bytes(b"")
+        (tmp_path / f"{n}.parquet").write_bytes(b"")
+    (tmp_path / "_stats.json").write_text("{}")
+    listed = list_shards(str(tmp_path))
+    assert [s for s, _ in listed] == [3, 99_999, 100_000, 100_010]
+    assert [name_of(t) for _, t in listed] == ["000003", "099999", "100000", "100010"]
+    (tmp_path / "00004.tar").write_bytes(b"")  # a shard of another (smaller) download
+    with pytest.raises(UserError, match="5 and 6 digits"):
+        list_shards(str(tmp_path))
+    assert name_of("s3://b/run/shards/100000.tar") == name_of("/x/100000_stats.json") == "100000"
+
+
+# --- reading tars --------------------------------------------------------------------------------------
 
 
 def make_tar(fmt, members) -> bytes:

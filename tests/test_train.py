@@ -17,7 +17,7 @@ torch.set_num_threads(2)
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
-from pipeline.evaluate import run_eval  # noqa: E402
+from pipeline.eval import run_eval  # noqa: E402
 from pipeline.stats import read_stats  # noqa: E402
 from pipeline.train import lr_at, param_groups, run_train  # noqa: E402
 
@@ -133,6 +133,28 @@ def test_resume_continues_the_same_run(web_shards, short_run, tmp_path):
     assert [r["lr"] for r in ra] == [r["lr"] for r in rb]
 
 
+def test_checkpoint_keeps_step_and_epoch_apart_and_old_checkpoints_resume(web_shards, short_run, tmp_path):
+    """The step is ``step``; ``epoch`` is open_clip's count of finished epochs (a run is one). A
+    checkpoint written before that (the step only under ``epoch``) resumes at its step."""
+    cfg_full, _ = short_run
+    full = torch.load(Path(cfg_full.path("train")) / "checkpoints" / "epoch_latest.pt", weights_only=True)
+    assert full["step"] == 8 and full["epoch"] == 1
+    cfg = config(tmp_path, web_shards, **{k: getattr(cfg_full.train, k) for k in (
+        "batch_size", "steps", "warmup_steps", "num_workers", "log_every", "checkpoint_every", "shuffle_buffer")})
+    run_train(cfg, stop_after=3)
+    path = tmp_path / "train" / "checkpoints" / "epoch_latest.pt"
+    ck = torch.load(path, weights_only=True)
+    assert ck["step"] == 3 and ck["epoch"] == 0
+    del ck["step"]
+    ck["epoch"] = 3
+    torch.save(ck, path)
+    resumed = run_train(cfg, resume=True)
+    assert resumed["steps"] == 8 and (tmp_path / "train" / "_SUCCESS").exists()
+    again = torch.load(path, weights_only=True)
+    assert torch.allclose(torch.tensor(again["loss_curve"]), torch.tensor(full["loss_curve"]), rtol=1e-4, atol=1e-5)
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 9))
+
+
 def test_resume_without_a_checkpoint_is_a_user_error(web_shards, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
         run_train(config(tmp_path, web_shards, steps=2, batch_size=4), resume=True)
@@ -208,28 +230,26 @@ def test_device_decoding_matches_the_workers_and_drops_what_no_decoder_reads(tmp
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from pipeline.gpu_feed import pack_blobs
-    from pipeline.train import device_batch, device_crop_of, make_shard_stream, split_preprocess
+    from pipeline.shard_data import TrainStream, device_batch, device_crop_of, pack_blobs, split_preprocess
 
     good = _jpeg(60, 44, 1)
     samples = [{"jpg": good[: len(good) // 2], "txt": "truncated"}, {"jpg": b"\xff\xd8 junk \xff\xd9", "txt": "junk"}]
     samples += [{"jpg": _jpeg(40 + 9 * i, 70 - 5 * i, i), "txt": f"photo {i}"} for i in range(6)]
     samples += [{"jpg": _jpeg(48, 40, 9, "CMYK"), "txt": "cmyk photo"}, {"jpg": _jpeg(36, 52, 10, "L"), "txt": "grey photo"}]
     urls = [str(write_shards(samples, tmp_path / "shards") / "00000.tar")]
-    pre, mean, std = split_preprocess(image_transform_v2(PreprocessCfg(size=32), is_train=True))
-    mean_std = tuple(torch.tensor(v).view(-1, 1, 1) for v in (mean, std))
+    pre, normalize = split_preprocess(image_transform_v2(PreprocessCfg(size=32), is_train=True))
     crop = device_crop_of(pre)
     tok = open_clip.get_tokenizer("ViT-B-32")
     n = 8  # the usable samples: 6 RGB + CMYK + grey
 
     def first_batch(device_crop):
-        return next(iter(make_shard_stream(urls, pre, tok, n, shuffle_buffer=0, device_crop=device_crop)))
+        return next(iter(TrainStream(urls, pre, tok, n, shuffle_buffer=0, device_crop=device_crop)))
 
     workers, device = first_batch(None), first_batch(crop)
     assert workers[2]["drops"] == device[2]["drops"] == {"decode_error": 2}  # truncated, junk: the workers decide
     assert len(device[0]["ready"]) == 1 and len(device[0]["boxes"]) == 7  # CMYK decodes in the workers
-    xw, tw, dw = device_batch(workers, torch.device("cpu"), mean_std)
-    xd, td, dd = device_batch(device, torch.device("cpu"), mean_std, crop)
+    xw, tw, dw = device_batch(workers, torch.device("cpu"), normalize)
+    xd, td, dd = device_batch(device, torch.device("cpu"), normalize, crop)
     assert dw == dd == 0 and xw.shape == xd.shape == (n, 3, 32, 32)
     order = {tuple(t.tolist()): i for i, t in enumerate(tw)}
     for j, t in enumerate(td):  # same caption → same image, the same crop up to interpolation rounding
@@ -239,7 +259,7 @@ def test_device_decoding_matches_the_workers_and_drops_what_no_decoder_reads(tmp
     # An image that passed the workers' checks but that no decoder reads: dropped with its caption.
     batch = ({"ready": None, "jpegs": pack_blobs([good, b"\xff\xd8 junk \xff\xd9"]),
               "boxes": torch.tensor([[0, 0, 44, 60], [0, 0, 10, 10]])}, tok(["kept", "dropped"]), {})
-    x, tokens, dropped = device_batch(batch, torch.device("cpu"), mean_std, crop)
+    x, tokens, dropped = device_batch(batch, torch.device("cpu"), normalize, crop)
     assert dropped == 1 and x.shape == (1, 3, 32, 32) and torch.equal(tokens, tok(["kept"]))
 
 
@@ -269,13 +289,13 @@ def test_schedule_and_weight_decay_groups():
 def test_eval_defaults_to_every_labelled_split_of_the_sample_web(short_run, sample_web):
     cfg_run, summary = short_run
     cfg = load_config(None, {"output_dir": str(sample_web.parent), "train.batch_size": 8})  # its sample/ is sample_web
-    result = run_eval(cfg, checkpoint=summary["checkpoint"])
+    result = run_eval(cfg, input=summary["checkpoint"])
     assert result["eval_dir"] == [str(sample_web / "eval"), str(sample_web / "eval_background")]
     assert {k: v["n_classes"] for k, v in result["zeroshot_splits"].items()} == {"eval": 8, "eval_background": 10}
     assert result["zeroshot"] == result["zeroshot_splits"]["eval"]
     assert result["retrieval"]["n_images"] == 200  # the first folder's pairs.parquet
     # a folder that is missing is skipped with a warning; the first one found is the headline
-    missing = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(sample_web / "nowhere"), str(sample_web / "eval")])
+    missing = run_eval(cfg, input=summary["checkpoint"], eval_dir=[str(sample_web / "nowhere"), str(sample_web / "eval")])
     assert list(missing["zeroshot_splits"]) == ["eval"] and missing["zeroshot"] == missing["zeroshot_splits"]["eval"]
     assert missing["retrieval"]["n_images"] == 200 and missing["pairs"] == str(sample_web / "eval" / "pairs.parquet")
     assert "no labelled folder" in missing["zeroshot_skipped"][str(sample_web / "nowhere")]
@@ -284,13 +304,13 @@ def test_eval_defaults_to_every_labelled_split_of_the_sample_web(short_run, samp
     (empty / "cat").mkdir(parents=True)
     (junk / "cat").mkdir(parents=True)
     (junk / "cat" / "0.jpg").write_bytes(b"not a jpeg")
-    bad = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(empty), str(junk), str(sample_web / "eval_background")])
+    bad = run_eval(cfg, input=summary["checkpoint"], eval_dir=[str(empty), str(junk), str(sample_web / "eval_background")])
     assert list(bad["zeroshot_splits"]) == ["eval_background"] and bad["zeroshot"]["n_classes"] == 10
     assert "no images" in bad["zeroshot_skipped"][str(empty)] and "no readable images" in bad["zeroshot_skipped"][str(junk)]
     # two folders with the same name are told apart by their path
     copy = sample_web.parent / "copy" / "eval"
     shutil.copytree(sample_web / "eval", copy)
-    twice = run_eval(cfg, checkpoint=summary["checkpoint"], eval_dir=[str(sample_web / "eval"), str(copy)])
+    twice = run_eval(cfg, input=summary["checkpoint"], eval_dir=[str(sample_web / "eval"), str(copy)])
     assert list(twice["zeroshot_splits"]) == ["eval", str(copy)]
     assert twice["zeroshot_splits"]["eval"]["top1"] == twice["zeroshot_splits"][str(copy)]["top1"]
 
@@ -343,12 +363,12 @@ def test_ddp_under_torchrun_gathers_features_across_ranks(web_shards, tmp_path, 
 
     repo = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           str(repo / "jobs" / "train.py"), "-o", str(tmp_path), "--data", str(web_shards),
+           str(repo / "jobs" / "train.py"), "-o", str(tmp_path), "--input", str(web_shards),
            "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.num_workers=0",
            "--set", f"train.eval_dir={tmp_path / 'no-eval'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-8000:]  # the failed rank's traceback precedes torchrun's summary
     ck = torch.load(tmp_path / "train" / "checkpoints" / "epoch_latest.pt", weights_only=True)
     assert ck["step"] == 2 and ck["data"]["world_size"] == 2 and len(ck["data"]["positions"]) == 2
     assert json.loads((tmp_path / "train" / "summary.json").read_text())["batch_size"] == 8

@@ -51,6 +51,11 @@ GROUND_TRUTH = pa.schema([
     pa.field("expected_status", pa.string(), nullable=False),
     pa.field("label", pa.string(), nullable=False),
     pa.field("image_path", pa.string()),
+    # Copies of pictures shown elsewhere (near-duplicates, eval-set copies): what the copy is of
+    # and how it was made (scenes.COPY_KINDS); null on every other pair.
+    pa.field("near_dup_of", pa.int64()),
+    pa.field("eval_copy_of", pa.string()),
+    pa.field("copy_kind", pa.string()),
 ])
 EVAL_PAIRS = pa.schema([("image", pa.string()), ("caption", pa.string()), ("label", pa.int64())])
 
@@ -62,6 +67,11 @@ EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 DATA_PLACEHOLDER = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 PLACEHOLDER_PATH = "img/placeholder.gif"
 BATCH_ROWS = 10_000
+# Shares of the pairs without a fault whose image is a copy (resized, re-encoded, cropped or
+# watermarked) of a picture on an earlier page, and of those, the share copying an image of the
+# labelled splits (eval/, eval_background/): what near-duplicate search and decontamination must find.
+COPY_SHARE = 0.08
+EVAL_COPY_SHARE = 0.3
 
 
 def clean_text(raw: str | None) -> str:
@@ -103,7 +113,8 @@ class _Writer:
         self.wat = WARCWriter(self.wat_f, gzip=True, warc_version="1.0")
         self.gt = pq.ParquetWriter(root / "ground_truth.parquet", GROUND_TRUTH, compression="zstd")
         self.rows: list[dict] = []
-        self.counts: dict[str, Counter] = {k: Counter() for k in ("lang", "junk_kind", "fault", "text_source", "matches_image")}
+        self.counts: dict[str, Counter] = {k: Counter() for k in ("lang", "junk_kind", "fault", "text_source", "matches_image",
+                                                                  "copy_kind")}
         self.n_images = self.n_pages = self.n_rows = self.image_bytes = 0
         self.faults: dict[str, str] = {}
         self.warcinfo_id = _record_id(seed, "warcinfo")
@@ -139,6 +150,7 @@ class _Writer:
         self.counts["fault"][r["fault"] or "none"] += 1
         self.counts["text_source"][r["text_source"]] += 1
         self.counts["matches_image"][str(r["matches_image"]).lower()] += 1
+        self.counts["copy_kind"][r["copy_kind"] or "none"] += 1
         if len(self.rows) >= BATCH_ROWS:
             self.flush()
 
@@ -254,6 +266,7 @@ class _Page:
         rng = gen.rng
         self.url = f"{gen.base}/pages/{p:07d}.html"
         self.base_href = f"{gen.base}/img/" if rng.random() < 0.15 else None
+        self.n_older = len(gen.originals)  # pictures on earlier pages: what a copy here may copy
         self.tags: list[str] = []
         self.links: list[dict] = []
         self.rows: list[dict] = []
@@ -294,6 +307,8 @@ class _Page:
                 self.links.append(self.links[k])
                 self.rows.append({**self.rows[k], "pair_id": i, "junk_kind": "duplicate"})
                 return
+        if not fault and g.copy_rng.random() < COPY_SHARE and self.add_copy(i):
+            return
         scene = scenes.random_scene(rng)
         true_caption = scenes.english(scene)
         fmt = "png" if fault == "bomb" else ("jpg" if fault else rng.choices(["jpg", "png", "webp"], [0.7, 0.15, 0.15])[0])
@@ -337,6 +352,8 @@ class _Page:
             image_path = None if fault in FAULTS_WITHOUT_FILE else rel
         if fault:
             g.w.faults["/" + rel] = fault
+        elif mode != "srcset":
+            g.originals.append((i, scene, w, h, fmt))
 
         # The text: mostly a true English description, then other languages, mismatches, junk.
         lang, matches, junk, title = "en", True, None, None
@@ -387,8 +404,40 @@ class _Page:
             "text": clean_text(raw_text), "text_source": text_source, "true_caption": true_caption,
             "matches_image": matches, "lang": lang, "junk_kind": junk, "fault": fault,
             "expected_status": FAULT_STATUS[fault] if fault else "success", "label": scene.label,
-            "image_path": image_path,
+            "image_path": image_path, "near_dup_of": None, "eval_copy_of": None, "copy_kind": None,
         })
+
+    def add_copy(self, i: int) -> bool:
+        """Pair ``i`` shows a copy of a picture from an earlier page or from a labelled split, with
+        a true caption; False when there is nothing to copy yet. Draws only from ``copy_rng``."""
+        g = self.g
+        crng = g.copy_rng
+        if crng.random() < EVAL_COPY_SHARE:
+            split, rel_eval, scene = crng.choice(g.eval_sources)
+            source, near, eval_of = scenes.encode(scenes.render(scene, EVAL_SIDE, EVAL_SIDE), "jpg"), None, f"{split}/{rel_eval}"
+        elif self.n_older:
+            pair_id, scene, w, h, fmt = g.originals[crng.randrange(self.n_older)]
+            source, near, eval_of = scenes.encode(scenes.render(scene, w, h), fmt), pair_id, None
+        else:
+            return False
+        kind = crng.choice(scenes.COPY_KINDS)
+        data, ext = scenes.copy_image(source, kind, crng)
+        rel = f"img/{i // 1000:04d}/{i:07d}.{ext}"
+        g.w.write_file(rel, data)
+        g.w.n_images += 1
+        g.w.image_bytes += len(data)
+        g.counts_format[ext] += 1
+        url = f"{g.base}/{rel}"
+        raw = scenes.english_variant(scene, crng)
+        self.tags.append(f'<img src="{url}" alt="{raw}">')
+        self.links.append({"path": "IMG@/src", "url": url, "alt": raw})
+        self.rows.append({
+            "pair_id": i, "page_url": self.url, "url": url, "wat_url": url, "raw_text": raw, "text": clean_text(raw),
+            "text_source": "alt", "true_caption": scenes.english(scene), "matches_image": True, "lang": "en",
+            "junk_kind": None, "fault": None, "expected_status": "success", "label": scene.label, "image_path": rel,
+            "near_dup_of": near, "eval_copy_of": eval_of, "copy_kind": kind,
+        })
+        return True
 
     def render(self) -> None:
         g, rng, p = self.g, self.g.rng, self.p
@@ -430,8 +479,13 @@ class _Page:
 
 
 class _Generator:
-    def __init__(self, root: Path, n_pairs: int, seed: int, base_url: str):
+    def __init__(self, root: Path, n_pairs: int, seed: int, base_url: str, eval_per_class: int):
         self.rng = random.Random(seed)
+        # Copies draw from their own generator: the rest of the web is what it would be without them.
+        self.copy_rng = random.Random(f"{seed}-copies")
+        self.originals: list[tuple[int, scenes.Scene, int, int, str]] = []  # (pair_id, scene, w, h, format)
+        self.eval_sources = [(name, rel, scene) for name in LABELLED_SPLITS
+                             for rel, scene, _ in labelled_scenes(name, seed, eval_per_class)]
         self.n_pairs, self.seed, self.base = n_pairs, seed, base_url.rstrip("/")
         self.w = _Writer(root, seed, base_url)
         self.next_id = 0
@@ -469,22 +523,34 @@ LABELLED_SPLITS = {
 }
 
 
-def _write_labelled_split(root: Path, name: str, seed: int, per_class: int) -> int:
-    """A labelled split rendered from its own seed: <class>/<n>.jpg, classes.json (sorted) and
-    pairs.parquet (each image with its true caption, for retrieval)."""
+EVAL_SIDE = 96
+
+
+def labelled_scenes(name: str, seed: int, per_class: int) -> list[tuple[str, scenes.Scene, int]]:
+    """(<class>/<n>.jpg, scene, label) of a labelled split, drawn from the split's own seed."""
     label_of, classes = LABELLED_SPLITS[name]
     rng = random.Random(f"{seed}-{name}")
-    out = root / name
-    rows = []
+    out = []
     for label, cls in enumerate(classes):
-        (out / cls).mkdir(parents=True)
         for n in range(per_class):
             scene = scenes.random_scene(rng)
             while label_of(scene) != cls:
                 scene = scenes.random_scene(rng)
-            rel = f"{cls}/{n}.jpg"
-            (out / rel).write_bytes(scenes.encode(scenes.render(scene, 96, 96), "jpg"))
-            rows.append({"image": rel, "caption": scenes.english(scene), "label": label})
+            out.append((f"{cls}/{n}.jpg", scene, label))
+    return out
+
+
+def _write_labelled_split(root: Path, name: str, seed: int, per_class: int) -> int:
+    """A labelled split rendered from its own seed: <class>/<n>.jpg, classes.json (sorted) and
+    pairs.parquet (each image with its true caption, for retrieval)."""
+    _, classes = LABELLED_SPLITS[name]
+    out = root / name
+    for cls in classes:
+        (out / cls).mkdir(parents=True)
+    rows = []
+    for rel, scene, label in labelled_scenes(name, seed, per_class):
+        (out / rel).write_bytes(scenes.encode(scenes.render(scene, EVAL_SIDE, EVAL_SIDE), "jpg"))
+        rows.append({"image": rel, "caption": scenes.english(scene), "label": label})
     (out / "classes.json").write_text(json.dumps(classes) + "\n")
     pq.write_table(pa.Table.from_pylist(rows, schema=EVAL_PAIRS), out / "pairs.parquet", compression="zstd")
     return len(rows)
@@ -524,7 +590,7 @@ def generate_sample_web(out_dir: str, n_pairs: int = 3000, seed: int = 0,
     tmp = final.parent / f"{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        gen = _Generator(tmp, n_pairs, seed, base_url)
+        gen = _Generator(tmp, n_pairs, seed, base_url, eval_per_class)
         try:
             gen.w.write_file(PLACEHOLDER_PATH, base64.b64decode(DATA_PLACEHOLDER.split(",", 1)[1]))
             gen.w.write_file(BOMB_FILE, _bomb_png())

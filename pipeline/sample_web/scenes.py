@@ -115,6 +115,44 @@ def encode(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+# --- copies: how the same picture reappears elsewhere on the web ---------------------------------
+
+COPY_KINDS = ["resized", "reencoded", "cropped", "watermarked"]
+WATERMARK = "\u00a9 shapes.example"
+
+
+def copy_image(data: bytes, kind: str, rng: random.Random) -> tuple[bytes, str]:
+    """(bytes, extension) of a copy of the encoded image ``data``: ``resized`` (×0.5 to ×2),
+    ``reencoded`` (JPEG quality 30–60 or WebP), ``cropped`` (1–4 % off each side) or
+    ``watermarked`` (a translucent credit line in a bottom corner)."""
+    with Image.open(io.BytesIO(data)) as im:
+        img = im.convert("RGB")
+    w, h = img.size
+    if kind == "reencoded":
+        buf = io.BytesIO()
+        if rng.random() < 0.5:
+            img.save(buf, "JPEG", quality=rng.randint(30, 60), optimize=False, progressive=False, subsampling=2)
+            return buf.getvalue(), "jpg"
+        img.save(buf, "WEBP", quality=50, method=4, lossless=False)
+        return buf.getvalue(), "webp"
+    if kind == "resized":
+        f = rng.choice([0.5, 0.75, 1.5, 2.0])
+        img = img.resize((max(16, round(w * f)), max(16, round(h * f))), Image.Resampling.LANCZOS)
+    elif kind == "cropped":
+        left, right = (round(w * rng.uniform(0.01, 0.04)) for _ in range(2))
+        top, bottom = (round(h * rng.uniform(0.01, 0.04)) for _ in range(2))
+        img = img.crop((left, top, w - right, h - bottom))
+    elif kind == "watermarked":
+        layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        x = 2 if rng.random() < 0.5 else max(2, w - 6 * len(WATERMARK))
+        d.text((x, h - 13), WATERMARK, fill=(255, 255, 255, 150) if rng.random() < 0.5 else (0, 0, 0, 150))
+        img = Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+    else:  # pragma: no cover - programming error
+        raise ValueError(kind)
+    return encode(img, "jpg"), "jpg"
+
+
 # --- captions ----------------------------------------------------------------------------------
 
 _EN_PLURAL = {"cross": "crosses"}

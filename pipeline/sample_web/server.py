@@ -1,15 +1,20 @@
 """The sample web's HTTP server: static files from ``site/`` plus the faults a real crawl meets.
 
-Faults are keyed by URL path in ``site/faults.json`` (written by the generator). Handlers that
+Faults are keyed by URL path in ``site/faults.json`` (written by the generator). For the crawler it
+also serves a home page ``/`` linking to every page, a robots.txt (Disallow /private/ and /cgi-bin/,
+Crawl-delay 1, a Sitemap: index → page list) and crawler traps: an endless calendar, session-id URLs and a link farm. Handlers that
 stall (slow_first_byte, slow_drip, huge_body) stop as soon as the client disconnects or the
 server stops, so tests can start and stop servers many times without leaking threads.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import secrets
 import threading
+from collections import Counter
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,6 +57,13 @@ FILE_TARGET = "file:///etc/passwd"
 BOMB_FILE = "bomb.png"
 HTML_BODY = b"<!DOCTYPE html><html><head><title>Not found</title></head><body><p>Sorry, this is a page, not an image.</p></body></html>\n"
 
+# The crawl side of the sample web (`wit crawl`): a home page linking to every page, robots.txt, and
+# crawler traps that only the crawler's scope rules and budgets keep finite.
+ROBOTS_TXT = b"User-agent: *\nCrawl-delay: 1\nDisallow: /private/\nDisallow: /cgi-bin/\n"
+TRAP_PREFIXES = ("/calendar/", "/farm/", "/private/")
+FARM_SIZE = 100_000  # link farm pages /farm/0 … /farm/99999, each linking to FARM_LINKS others
+FARM_LINKS = 8
+
 _CHARSET_RE = re.compile(rb"""<meta[^>]*charset=["']?([A-Za-z0-9_\-]+)""", re.IGNORECASE)
 
 
@@ -80,6 +92,18 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def _dispatch(self, head: bool) -> None:
         parts = urlsplit(self.path)
+        with self.server.lock:
+            self.server.hits[parts.path] += 1
+        if parts.path == "/":
+            return self._html(self._home(), head)
+        if parts.path == "/robots.txt":
+            body = ROBOTS_TXT + f"Sitemap: {self._origin()}/sitemap.xml\n".encode()
+            return self._send(200, body, "text/plain; charset=utf-8", head)
+        if parts.path in ("/sitemap.xml", "/sitemap-pages.xml"):
+            return self._send(200, self._sitemap(parts.path), "application/xml", head)
+        if parts.path.startswith(TRAP_PREFIXES):
+            body = self._trap(parts.path)
+            return self._html(body, head) if body is not None else self.send_error(404)
         fault = self.server.faults.get(parts.path)
         if fault is None:
             return super().do_HEAD() if head else super().do_GET()
@@ -113,6 +137,56 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def _host(self) -> str:
         return (self.headers.get("Host") or self.server.server_address[0]).rsplit(":", 1)[0]
+
+    def _html(self, body: str, head: bool) -> None:
+        self._send(200, body.encode(), "text/html; charset=utf-8", head)
+
+    def _sid(self) -> str:  # a new session id on every page: each spelling is a new URL to a naive crawler
+        return secrets.token_hex(6)
+
+    def _home(self) -> str:
+        """Every page of the sample, then traps, an image, a 404, robots-disallowed and external links."""
+        links = [f"/pages/{name}" for name in self.server.pages]
+        links += ["/calendar/2024/01", "/farm/0", f"/?sid={self._sid()}", f"/pages/{(self.server.pages or ['x'])[0]}"
+                  f"?sid={self._sid()}", "/private/secret.html", "/cgi-bin/search?q=shapes", "/missing.html",
+                  "https://example.com/", "mailto:webmaster@example.com", "#top"]
+        if self.server.an_image:
+            links.append("/" + self.server.an_image)
+        return _page("Sample web", links)
+
+    def _origin(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{self.headers.get('Host') or f'{host}:{port}'}"
+
+    def _sitemap(self, path: str) -> bytes:
+        """/sitemap.xml: an index naming /sitemap-pages.xml, which lists every page (and one other host's)."""
+        origin = self._origin()
+        if path == "/sitemap.xml":
+            return (f'<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns="http://www.sitemaps.org/schemas/'
+                    f'sitemap/0.9">\n<sitemap><loc>{origin}/sitemap-pages.xml</loc></sitemap>\n</sitemapindex>\n').encode()
+        locs = [f"{origin}/pages/{name}" for name in self.server.pages] + ["https://example.com/elsewhere.html"]
+        urls = "".join(f"<url><loc>{html.escape(u)}</loc></url>\n" for u in locs)
+        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+                f"{urls}</urlset>\n").encode()
+
+    def _trap(self, path: str) -> str | None:
+        m = re.fullmatch(r"/calendar/(\d{4})/(\d{2})", path)
+        if m:  # an endless calendar: every month links to the next one
+            y, mo = int(m.group(1)), int(m.group(2))
+            if not 1 <= mo <= 12:
+                return None
+            ny, nm = (y + 1, 1) if mo == 12 else (y, mo + 1)
+            py, pm = (y - 1, 12) if mo == 1 else (y, mo - 1)
+            return _page(f"Calendar {y}-{mo:02d}", [f"/calendar/{ny}/{nm:02d}", f"/calendar/{py}/{pm:02d}",
+                                                   f"{path}?sid={self._sid()}", "/"])
+        m = re.fullmatch(r"/farm/(\d+)", path)
+        if m and int(m.group(1)) < FARM_SIZE:  # a link farm: many pages linking to many others
+            n = int(m.group(1))
+            return _page(f"Farm {n}", [f"/farm/{(n * 7919 + i * 104729) % FARM_SIZE}" for i in range(1, FARM_LINKS + 1)]
+                         + [f"{path}?sid={self._sid()}"])
+        if path == "/private/secret.html":  # robots.txt disallows /private/: a polite crawler never gets here
+            return _page("Private", ["/private/more.html"])
+        return None
 
     # --- faults ---------------------------------------------------------------------------
     def _fault_http_404(self, path, q, head):
@@ -200,12 +274,23 @@ class _Handler(SimpleHTTPRequestHandler):
             left -= len(chunk)
 
 
+def _page(title: str, links: list[str]) -> str:
+    items = "\n".join(f'<li><a href="{html.escape(h)}">{html.escape(h)}</a></li>' for h in links)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
+            f"<body><h1>{html.escape(title)}</h1><ul>\n{items}\n</ul></body></html>\n")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # many download threads connect at once
 
-    def __init__(self, addr, handler, faults: dict[str, str]):
+    def __init__(self, addr, handler, faults: dict[str, str], site: Path | None = None):
         self.faults = faults
+        self.hits: Counter = Counter()  # requests by path (tests check what a crawler asked for)
+        pages = site / "pages" if site is not None else None
+        self.pages = sorted(p.name for p in pages.glob("*.html")) if pages is not None and pages.is_dir() else []
+        images = sorted(p for p in site.glob("img/**/*") if p.is_file()) if site is not None else []
+        self.an_image = images[0].relative_to(site).as_posix() if images else None
         self.failed_once: set[str] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -230,7 +315,7 @@ class SampleWebServer:
         self.site_dir = site
         self.host = host
         try:
-            self._server = _Server((host, port), partial(_Handler, directory=str(site)), faults)
+            self._server = _Server((host, port), partial(_Handler, directory=str(site)), faults, site)
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         self._thread: threading.Thread | None = None
@@ -246,6 +331,12 @@ class SampleWebServer:
     @property
     def faults(self) -> dict[str, str]:
         return dict(self._server.faults)
+
+    @property
+    def hits(self) -> dict[str, int]:
+        """Requests served so far, by URL path."""
+        with self._server.lock:
+            return dict(self._server.hits)
 
     def start(self) -> SampleWebServer:
         """Serve in a background thread."""

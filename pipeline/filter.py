@@ -12,10 +12,10 @@ The Arrow filters run in one ``mapInArrow`` pass (their models load once per Pyt
 from __future__ import annotations
 
 import collections
-from typing import Any
 
 from pipeline import log, storage
-from pipeline.errors import UserError
+from pipeline.spark import read_dataset
+from pipeline.stage import StageContext, stage
 
 DROPPED_NAME = "dropped/filter"
 
@@ -31,30 +31,6 @@ def _segments(names: list[str]) -> list[list[str] | str]:
         else:
             out.append([n])
     return out
-
-
-def _read_input(spark, path: str):
-    """The input as a DataFrame with every CANDIDATES column (absent nullable ones as nulls)."""
-    from pyspark.sql import functions as F
-
-    from schemas import CANDIDATES, to_spark
-
-    storage.require_exists(path, "filter input")
-    try:
-        df = spark.read.parquet(storage.to_spark_path(path))
-    except Exception as e:
-        raise UserError(f"filter: cannot read {path} as Parquet: {str(e).splitlines()[0]}") from None
-    missing = [c for c in ("url", "text") if c not in df.columns]
-    if missing:
-        raise UserError(f"filter: input {path} lacks column(s) {missing} (needs at least url and text)")
-    want = to_spark(CANDIDATES)
-    cols = []
-    for field in want.fields:
-        if field.name in df.columns:
-            cols.append(F.col(field.name).cast(field.dataType).alias(field.name))
-        else:
-            cols.append(F.lit(None).cast(field.dataType).alias(field.name))
-    return df.select(*cols)
 
 
 def _fill_nulls(batches):
@@ -110,33 +86,34 @@ def _tag_partition(batches, cfg_json, names, schema, first):
     return tag_batches(_fill_nulls(batches) if first else batches, cfg_json, names, schema)
 
 
-def run_filter(cfg, spark=None, input_path: str | None = None, output: str | None = None,
-               dropped_output: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Filter ``input_path`` (default candidates/) into filtered/ and dropped/filter/; returns stats."""
+def _default_dropped(cfg) -> str:
+    return cfg.path(DROPPED_NAME)
+
+
+@stage("filter", input="candidates", output="filtered")
+def run_filter(ctx: StageContext, dropped_output: str | None = None) -> None:
+    """Filter the input (default candidates/) into filtered/, and the dropped rows into dropped/filter/."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from filters.chain import REASON, expand_names
-    from pipeline.spark import get_spark
-    from pipeline.stats import StageStats, read_stats
-    from schemas import DROPPED, FILTERED, validate_spark
+    from schemas import CANDIDATES, DROPPED, FILTERED, validate_spark
 
-    src = (input_path or cfg.path("candidates")).rstrip("/")
-    out = (output or cfg.path("filtered")).rstrip("/")
-    dropped_out = (dropped_output or cfg.path(DROPPED_NAME)).rstrip("/")
-    if storage.is_complete(out) and storage.is_complete(dropped_out) and not overwrite:
-        log.info(f"filter: {out} is complete, skipping (use --overwrite to redo)")
-        return read_stats(out) or {}
-    storage.require_exists(src, "filter input")  # user mistakes fail before Spark starts
+    cfg, stats = ctx.cfg, ctx.stats
+    dropped_out = (dropped_output or _default_dropped(cfg)).rstrip("/")
+    storage.require_exists(ctx.input, "filter input")  # user mistakes fail before Spark starts
     names = expand_names(cfg.filter.chain)
-    if "language" in names:  # a missing model is a one-line error here, not a worker traceback
+    if "language" in names:  # a missing model or list is a one-line error here, not a worker traceback
         from filters.language import LanguageDetector
 
         LanguageDetector(cfg.filter.language_backend, cfg.filter.language_model)
-    spark = spark or get_spark(cfg.spark)
-    stats = StageStats("filter")
-    log.info(f"filter: {src} → {out} (chain: {', '.join(names)})")
-    df = _read_input(spark, src)
+    if "blocklisted" in names:
+        from filters import registry
+
+        registry.build("blocklisted", cfg).setup()
+    spark = ctx.spark
+    log.info(f"filter: {ctx.input} → {ctx.output} (chain: {', '.join(names)})")
+    df = read_dataset(spark, ctx.input, CANDIDATES, "filter input")
     parallelism = spark.sparkContext.defaultParallelism
     if df.rdd.getNumPartitions() < parallelism:
         df = df.repartition(parallelism)
@@ -151,60 +128,45 @@ def run_filter(cfg, spark=None, input_path: str | None = None, output: str | Non
         dropped = tagged.filter(F.col(REASON).isNotNull()).select(*DROPPED.names)
         validate_spark(kept, FILTERED)
         validate_spark(dropped, DROPPED)
-        for parent in {p.rsplit("/", 1)[0] for p in (out, dropped_out) if "/" in p}:
-            storage.clean_temporaries(parent)
+        # The dropped rows are complete before the kept ones: a complete filtered/ implies both.
+        parent, _, base = dropped_out.rpartition("/")
+        storage.clean_temporaries(parent or ".", base)
         with storage.atomic_path(dropped_out) as tmp:
             dropped.write.parquet(storage.to_spark_path(tmp))
         storage.mark_complete(dropped_out)
-        with storage.atomic_path(out) as tmp:
-            kept.write.parquet(storage.to_spark_path(tmp))
-            stats.input_rows = sum(counts.values())
-            stats.output_rows = counts.get(None, 0)
-            for reason, n in counts.items():
-                if reason is not None:
-                    stats.drop(reason, n)
-            stats.extra = {
-                "chain": names, "language_backend": cfg.filter.language_backend, "languages": cfg.filter.languages,
-                "detected_languages": dict(langs.most_common()),
-                "input": src, "dropped_output": dropped_out,
-            }
-            result = stats.write(tmp)
-        storage.mark_complete(out)
+        kept.write.parquet(storage.to_spark_path(ctx.tmp))
+        stats.input_rows = sum(counts.values())
+        stats.output_rows = counts.get(None, 0)
+        for reason, n in counts.items():
+            if reason is not None:
+                stats.drop(reason, n)
+        stats.extra = {
+            "chain": names, "language_backend": cfg.filter.language_backend, "languages": cfg.filter.languages,
+            "detected_languages": dict(langs.most_common()),
+            "input": ctx.input, "dropped_output": dropped_out,
+        }
     finally:
         tagged.unpersist()
-    return result
 
 
 # --------------------------------------------------------------------------- CLI
 def register(sub, common) -> None:
-    from pipeline.cli import flag
+    from pipeline.cli import flag, stage_command
 
-    p = sub.add_parser(
-        "filter", parents=[common], help="caption filters: URL safety, text rules, language, dedup",
+    p = stage_command(
+        sub, common, run_filter, help="caption filters: URL safety, text rules, language, dedup",
         description="Apply the caption filter chain (config filter.chain, in order: url_safety, text_rules = "
         "min_length/max_length/junk, language, dedup) to a candidates dataset (default <output_dir>/candidates). "
         "Kept rows with their detected language go to <output_dir>/filtered (Parquet), dropped rows with the "
         "filter that dropped them to <output_dir>/dropped/filter; filtered/_stats.json counts drops per filter.",
+        input_help="input dataset (default: <output_dir>/candidates)", positional_input="?",
+        output_help="output folder (default: <output_dir>/filtered)", options=("dropped_output",),
     )
-    p.add_argument("input", nargs="?", help="input dataset (default: <output_dir>/candidates)")
-    p.add_argument("--output", help="output folder (default: <output_dir>/filtered)")
-    p.add_argument("--dropped-output", help="folder for dropped rows (default: <output_dir>/dropped/filter)")
+    p.add_argument("--dropped-output", metavar="PATH", help="folder for dropped rows (default: <output_dir>/dropped/filter)")
     flag(p, "--language-backend", key="filter.language_backend", choices=["cascade", "fasttext", "langdetect"])
     flag(p, "--languages", key="filter.languages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-         help="comma-separated ISO 639-1 codes to keep (config filter.languages, default en)")
+         metavar="CODES", help="comma-separated ISO 639-1 codes to keep (config filter.languages, default en)")
     flag(p, "--min-language-score", key="filter.min_language_score", type=float)
     flag(p, "--min-chars", key="filter.min_chars", type=int)
     flag(p, "--min-words", key="filter.min_words", type=int)
     flag(p, "--max-chars", key="filter.max_chars", type=int)
-    p.add_argument("--overwrite", action="store_true", help="redo a complete output")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args, cfg) -> int:
-    from pipeline.stats import summary_line
-
-    d = run_filter(cfg, input_path=args.input, output=args.output, dropped_output=args.dropped_output,
-                   overwrite=args.overwrite)
-    if d:
-        print(summary_line(d))
-    return 0

@@ -14,8 +14,6 @@ as found by image→text when any of its captions is in the top k.
 from __future__ import annotations
 
 import argparse
-import glob
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -68,11 +66,11 @@ def load_labelled_folder(folder: str) -> tuple[list[str], list[tuple[str, int]]]
     return list(classes), items
 
 
-def _open_rgb(src: str | bytes):
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
-    return img.convert("RGB")
+def _read_bytes(src: str | bytes) -> bytes:
+    if isinstance(src, bytes):
+        return src
+    with open(src, "rb") as f:
+        return f.read()
 
 
 def encode_images(model, preprocess, sources: Sequence[str | bytes], device, batch_size: int = 128):
@@ -81,6 +79,8 @@ def encode_images(model, preprocess, sources: Sequence[str | bytes], device, bat
     Returns (features [n_ok, d], indices of the sources that were encoded).
     """
     import torch
+
+    from pipeline.shard_data import decode_image
 
     feats, kept, batch, batch_idx = [], [], [], []
 
@@ -94,7 +94,7 @@ def encode_images(model, preprocess, sources: Sequence[str | bytes], device, bat
 
     for i, src in enumerate(sources):
         try:
-            batch.append(preprocess(_open_rgb(src)))
+            batch.append(decode_image(_read_bytes(src), preprocess, rgb_first=True))
         except Exception as e:  # noqa: BLE001 - a bad eval image is reported and skipped
             warn(f"eval: skipping unreadable image #{i}: {e}")
             continue
@@ -188,29 +188,14 @@ def load_pairs(path: str, max_pairs: int = 5000) -> tuple[list[str | bytes], lis
 def _shard_pairs(path: str):
     import webdataset as wds
 
-    urls = shard_urls(path)
-    ds = wds.WebDataset(urls, shardshuffle=False, handler=wds.warn_and_continue, empty_check=False)
+    from pipeline.shard_data import shard_urls
+    from pipeline.shards import IMAGE_EXTS as SHARD_IMAGE_KEYS
+
+    ds = wds.WebDataset(shard_urls(path), shardshuffle=False, handler=wds.warn_and_continue, empty_check=False)
     for s in ds:
-        img = next((s[k] for k in ("jpg", "jpeg", "png", "webp") if k in s), None)
+        img = next((s[k] for k in SHARD_IMAGE_KEYS if k in s), None)
         if img is not None and "txt" in s:
             yield img, s["txt"].decode("utf-8", "replace")
-
-
-def shard_urls(path: str) -> list[str]:
-    """Webdataset shard list from a folder (its *.tar), one .tar, a glob or a brace pattern."""
-    import braceexpand
-
-    if os.path.isdir(path):
-        urls = sorted(glob.glob(os.path.join(path, "*.tar")))
-    elif any(ch in path for ch in "*?["):
-        urls = sorted(glob.glob(path))
-    else:
-        urls = list(braceexpand.braceexpand(path))
-        if "://" not in path:
-            urls = [u for u in urls if os.path.isfile(u)]
-    if not urls:
-        raise UserError(f"no webdataset shards (*.tar) at {path}")
-    return urls
 
 
 def retrieval(model, preprocess, tokenizer, pairs_path: str, device="cpu", batch_size: int = 128,
@@ -295,17 +280,23 @@ def evaluate(model, preprocess, tokenizer, eval_dirs: Sequence[str], pairs: str 
 
 
 def latest_checkpoint(cfg: RunConfig) -> str | None:
-    p = join_path(cfg.path("train"), "checkpoints", "epoch_latest.pt")
-    return p if os.path.isfile(p) else None
+    """This run's training checkpoint, where a local one exists (open_clip loads local files only)."""
+    from pipeline.train import checkpoint_path
+
+    path = checkpoint_path(cfg.path("train"))
+    return path if os.path.isfile(path) else None
 
 
-def run_eval(cfg: RunConfig, checkpoint: str | None = None, eval_dir: str | Sequence[str] | None = None, pairs: str | None = None,
-             out: str | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint (default: this run's latest training checkpoint, else train.pretrained)."""
+def run_eval(cfg: RunConfig, spark=None, input: str | None = None, output: str | None = None, *,
+             eval_dir: str | Sequence[str] | None = None, pairs: str | None = None) -> dict[str, Any]:
+    """Evaluate the checkpoint ``input`` (a path or an open_clip tag; default: this run's latest
+    training checkpoint, else ``train.pretrained``) on ``eval_dir`` and ``pairs`` (default: the
+    config's); also write the result as JSON to ``output`` when given. Not a dataset stage: it
+    writes no _SUCCESS, and runs here (``spark`` is unused; the argument keeps the stage spelling)."""
     from pipeline.models import load_clip, resolve_device
 
     t = cfg.train
-    ckpt = checkpoint or latest_checkpoint(cfg) or t.pretrained
+    ckpt = input or latest_checkpoint(cfg) or t.pretrained
     folders = labelled_folders(eval_dir or t.eval_dir, cfg)
     pairs = pairs or t.eval_pairs
     device = resolve_device(t.device)
@@ -313,8 +304,8 @@ def run_eval(cfg: RunConfig, checkpoint: str | None = None, eval_dir: str | Sequ
     model, preprocess, tokenizer = load_clip(t.model, ckpt, device)
     result = {"model": t.model, "checkpoint": ckpt, "eval_dir": folders}
     result.update(evaluate(model, preprocess, tokenizer, folders, pairs, device, t.templates))
-    if out:
-        storage.write_json(out, result)
+    if output:
+        storage.write_json(output, result)
     return result
 
 
@@ -326,16 +317,17 @@ def register(sub, common) -> None:
         "held-out pairs (parquet of image path + caption, default the first evaluated folder's pairs.parquet, or webdataset "
         "shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
     )
-    p.add_argument("checkpoint", nargs="?", help="checkpoint path or open_clip pretrained tag (default: this run's latest)")
+    p.add_argument("input", nargs="?", metavar="CHECKPOINT",
+                   help="checkpoint path or open_clip pretrained tag (default: this run's latest)")
     flag(p, "--model", key="train.model", help="open_clip architecture of the checkpoint (config train.model)", metavar="ARCH")
     flag(p, "--eval-dir", key="train.eval_dir", help="labelled folder (config train.eval_dir: one or a list)", metavar="DIR")
     flag(p, "--pairs", key="train.eval_pairs", help="held-out pairs: parquet or shards (config train.eval_pairs)", metavar="PATH")
     flag(p, "--device", key="train.device", metavar="DEV")
-    p.add_argument("--out", help="also write the result as JSON to this file")
+    p.add_argument("--output", metavar="PATH", help="also write the result as JSON to this file")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace, cfg: RunConfig) -> int:
-    result = run_eval(cfg, checkpoint=args.checkpoint, out=args.out)
+    result = run_eval(cfg, input=args.input, output=args.output)
     print(json.dumps(result, indent=2))
     return 0

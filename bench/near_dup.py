@@ -1,0 +1,371 @@
+"""Near-duplicate images: how right the signature is, and how fast the Spark search is at 10^6 hashes.
+
+Quality (what chose select.near_dup_distance and select.near_dup_colour_tolerance). Every image
+goes through the real download path first (img2dataset's resizer at the default 256 px border +
+JPEG 95, then ``near_dup.stored_signature``), as select sees it:
+- coco_mini's 159 real photos (../shared/data, when present), each with made copies: resized
+  (×0.5), re-encoded (JPEG q30, WebP q50), cropped (3 % and 5 % off every side), watermarked (a
+  credit line; a translucent box over 5 % of the picture);
+- the sample web (3,000 pairs, seed 0): its planted copies (scenes.COPY_KINDS, ground truth
+  ``near_dup_of`` / ``eval_copy_of``) against their originals and eval images.
+For each (distance, colour tolerance): recall per kind of copy, the pairs of different pictures
+that would match ("false pairs", out of all pairs), and for the sample web the pictures a
+connected-components clustering would wrongly drop.
+
+Scale: 10^6 synthetic 64-bit hashes (uniform, with 10,000 planted near-duplicates at 1–8 bits)
+through ``near_dup.match_pairs`` + ``propagate_min_label`` on Spark local[2], with the bands
+``choose_bands`` picks for that size, and with distance + 1 bands (exhaustive) on a 20,000-hash
+subsample; recall of the planted pairs by bits flipped, hashes/s per core, the JVM's peak RSS. Baseline in the same run: brute-force
+all-pairs popcount in numpy (vectorised) on a 20,000-hash subsample, extrapolated to 10^6.
+
+  python -m bench near_dup [--quick]
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+RESULTS = ROOT / "bench" / "results" / "near_dup.json"
+DISTANCES = [0, 2, 4, 6, 8, 10, 12]
+TOLERANCES = [None, 8, 12, 16, 24, 32]
+
+
+# --- quality --------------------------------------------------------------------------------------
+
+
+def _stored_signer():
+    """bytes → (phash, colour grid) as download stores and hashes them (default config)."""
+    from pipeline.config import DownloadConfig
+    from pipeline.download import make_resizer
+    from pipeline.near_dup import stored_signature
+
+    dl = DownloadConfig()
+    resizer = make_resizer(dl)
+
+    def sign(data: bytes) -> tuple[int, np.ndarray]:
+        img, w, h, ow, oh, err = resizer(io.BytesIO(data))
+        if err is not None:
+            raise ValueError(err)
+        ph, grid = stored_signature(img, w, h, ow, oh, dl.resize_mode)
+        return ph, np.array(grid, dtype=np.int16)
+
+    return sign
+
+
+def _made_copies(data: bytes) -> dict[str, bytes]:
+    """Copies of a real photo the way the web makes them."""
+    from PIL import Image, ImageDraw
+
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = im.size
+
+    def enc(img, fmt="JPEG", **kw) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    out = {"resized_x0.5": enc(im.resize((w // 2, h // 2), Image.Resampling.LANCZOS), quality=90),
+           "reencoded_jpeg_q30": enc(im, quality=30), "reencoded_webp_q50": enc(im, "WEBP", quality=50)}
+    for f in (0.03, 0.05):
+        dx, dy = int(w * f), int(h * f)
+        out[f"cropped_{round(f * 100)}pct"] = enc(im.crop((dx, dy, w - dx, h - dy)), quality=90)
+    text = im.copy()
+    ImageDraw.Draw(text).text((int(w * 0.05), int(h * 0.9)), "\u00a9 photos.example", fill=(255, 255, 255))
+    out["watermarked_text"] = enc(text, quality=90)
+    box = im.convert("RGBA")
+    layer = Image.new("RGBA", box.size, (0, 0, 0, 0))
+    ImageDraw.Draw(layer).rectangle([int(w * 0.6), int(h * 0.82), int(w * 0.97), int(h * 0.95)], fill=(255, 255, 255, 140))
+    out["watermarked_box"] = enc(Image.alpha_composite(box, layer).convert("RGB"), quality=90)
+    return out
+
+
+def _colour_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int32) - b.astype(np.int32)).max(axis=-1)
+
+
+def _pair_table(hashes: np.ndarray, grids: np.ndarray, groups: np.ndarray, max_d: int) -> tuple[np.ndarray, int]:
+    """Every pair of different pictures (group ids differ) within ``max_d`` bits: rows (i, j, dist,
+    colour diff), by brute force (measurement only), and the number of such pairs in all."""
+    from pipeline.near_dup import popcount64
+
+    out = []
+    n = len(hashes)
+    total = 0
+    for i in range(n - 1):
+        d = popcount64(hashes[i] ^ hashes[i + 1:])
+        other = groups[i + 1:] != groups[i]
+        total += int(other.sum())
+        j = np.flatnonzero((d <= max_d) & other)
+        if len(j):
+            out.append(np.stack([np.full(len(j), i), i + 1 + j, d[j], _colour_diff(grids[i], grids[i + 1 + j])], 1))
+    return (np.concatenate(out) if out else np.zeros((0, 4), dtype=np.int64)), total
+
+
+def _wrongly_dropped(n: int, pairs: np.ndarray) -> int:
+    """Pictures a connected-components clustering of these (false) pairs drops: n - components."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not len(pairs):
+        return 0
+    k, _ = connected_components(coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)), directed=False)
+    return n - k
+
+
+def _grid(copies: dict[str, list[tuple[int, int]]], false_pairs: np.ndarray, n_pairs: int, n_images: int | None) -> list[dict]:
+    rows = []
+    for d in DISTANCES:
+        for tol in TOLERANCES:
+            row = {"distance": d, "colour_tolerance": tol, "recall": {}}
+            for kind, v in copies.items():
+                a = np.array(v)
+                ok = (a[:, 0] <= d) & ((a[:, 1] <= tol) if tol is not None else True)
+                row["recall"][kind] = round(float(ok.mean()), 4)
+            m = (false_pairs[:, 2] <= d) & ((false_pairs[:, 3] <= tol) if tol is not None else True)
+            row["false_pairs"] = int(m.sum())
+            row["false_pair_rate"] = float(m.sum() / n_pairs) if n_pairs else 0.0
+            if n_images is not None:
+                row["wrongly_dropped"] = _wrongly_dropped(n_images, false_pairs[m][:, :2].astype(np.int64))
+                row["wrongly_dropped_share"] = round(row["wrongly_dropped"] / n_images, 4)
+            rows.append(row)
+    return rows
+
+
+def quality_coco(sign) -> dict | None:
+    from bench import real_data
+    from pipeline.near_dup import hamming
+
+    folder = real_data() or (ROOT.parent / "shared" / "data")
+    files = sorted(glob.glob(str(folder / "coco_mini" / "*" / "*.jpg")))
+    if not files:
+        return None
+    hashes, grids, copies = [], [], {}
+    for f in files:
+        data = Path(f).read_bytes()
+        h, g = sign(data)
+        hashes.append(h)
+        grids.append(g)
+        for kind, b in _made_copies(data).items():
+            ch, cg = sign(b)
+            copies.setdefault(kind, []).append((hamming(h, ch), int(_colour_diff(g, cg))))
+    hashes_a, grids_a = np.array(hashes, dtype=np.int64), np.array(grids)
+    false_pairs, n_pairs = _pair_table(hashes_a, grids_a, np.arange(len(files)), max(DISTANCES))
+    return {"images": len(files), "pairs_of_different_pictures": n_pairs,
+            "closest_different_pictures": _closest(hashes_a),
+            "grid": _grid(copies, false_pairs, n_pairs, None)}
+
+
+def _closest(hashes: np.ndarray) -> int:
+    from pipeline.near_dup import popcount64
+
+    return int(min(popcount64(hashes[i] ^ hashes[i + 1:]).min() for i in range(len(hashes) - 1)))
+
+
+def quality_sample_web(sign, n_pairs: int, workdir: str) -> dict:
+    import pyarrow.parquet as pq
+
+    from pipeline.near_dup import hamming
+    from pipeline.sample_web import generate_sample_web
+
+    root = Path(workdir) / "sample"
+    generate_sample_web(str(root), n_pairs=n_pairs, seed=0)
+    gt = pq.read_table(root / "ground_truth.parquet").to_pylist()
+    # One picture per file; a copy's group is its original's (or its eval image's) group.
+    files: dict[str, int] = {}
+    group_of_pair: dict[int, str] = {}
+    for r in gt:
+        if r["image_path"] and r["fault"] is None:
+            files.setdefault(f"site/{r['image_path']}", len(files))
+            group_of_pair[r["pair_id"]] = r["eval_copy_of"] or f"site/{r['image_path']}"
+    for r in gt:
+        if r["near_dup_of"] is not None:
+            group_of_pair[r["pair_id"]] = group_of_pair[r["near_dup_of"]]
+    evals = sorted({r["eval_copy_of"] for r in gt if r["eval_copy_of"]})
+    for e in evals:
+        files.setdefault(e, len(files))
+    group = {}
+    for r in gt:
+        if r["image_path"] and r["fault"] is None:
+            group[f"site/{r['image_path']}"] = group_of_pair[r["pair_id"]]
+    for e in evals:
+        group[e] = e
+    paths = sorted(files, key=files.get)
+    sigs = [sign((root / p).read_bytes()) for p in paths]
+    hashes = np.array([s[0] for s in sigs], dtype=np.int64)
+    grids = np.array([s[1] for s in sigs])
+    names = sorted(set(group.values()))
+    gid = np.array([names.index(group[p]) for p in paths])
+    index = {p: i for i, p in enumerate(paths)}
+    copies: dict[str, list] = {}
+    for r in gt:
+        if r["copy_kind"] is None:
+            continue
+        src = r["eval_copy_of"] or f"site/{next(o['image_path'] for o in gt if o['pair_id'] == r['near_dup_of'])}"
+        i, j = index[f"site/{r['image_path']}"], index[src]
+        kind = ("eval_" if r["eval_copy_of"] else "") + r["copy_kind"]
+        copies.setdefault(kind, []).append((hamming(int(hashes[i]), int(hashes[j])),
+                                            int(_colour_diff(grids[i], grids[j]))))
+    false_pairs, n_diff = _pair_table(hashes, grids, gid, max(DISTANCES))
+    return {"pairs": n_pairs, "images": len(paths), "copies": {k: len(v) for k, v in sorted(copies.items())},
+            "pairs_of_different_pictures": n_diff, "grid": _grid(copies, false_pairs, n_diff, len(paths))}
+
+
+# --- scale ----------------------------------------------------------------------------------------
+
+
+def planted_hashes(n: int, n_planted: int, max_flip: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uniform 64-bit hashes of which ``n_planted`` are copies of others with 1..max_flip
+    bits flipped; returns (hashes as int64, planted pairs (i, j, distance))."""
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**63, n, dtype=np.int64) ^ (rng.integers(0, 2, n, dtype=np.int64) << 63)
+    copies = rng.choice(n, n_planted, replace=False)
+    rest = np.setdiff1d(np.arange(n), copies)
+    sources = rng.choice(rest, n_planted, replace=True)
+    flips = rng.integers(1, max_flip + 1, n_planted)
+    for c, s, k in zip(copies, sources, flips, strict=True):
+        bits = rng.choice(64, k, replace=False)
+        h[c] = h[s] ^ np.int64(np.bitwise_or.reduce(np.uint64(1) << bits.astype(np.uint64)).view(np.int64))
+    return h, np.stack([np.minimum(copies, sources), np.maximum(copies, sources), flips], 1)
+
+
+def brute_force_rate(h: np.ndarray, distance: int) -> tuple[float, int]:
+    """Pairs/s of vectorised all-pairs popcount (one core) on ``h``, and the pairs found."""
+    from pipeline.near_dup import popcount64
+
+    found = 0
+    t0 = time.process_time()
+    for i in range(len(h) - 1):
+        found += int((popcount64(h[i] ^ h[i + 1:]) <= distance).sum())
+    cpu = time.process_time() - t0
+    n = len(h)
+    return n * (n - 1) / 2 / cpu, found
+
+
+def _jvm_peak_rss_mib(spark) -> float | None:
+    try:
+        pid = spark.sparkContext._gateway.proc.pid
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except Exception:
+        return None
+    return None
+
+
+def spark_search(spark, h: np.ndarray, distance: int, bands: int, workdir: str) -> dict:
+    """match_pairs + propagate_min_label over ``h`` as select runs them (ids = row numbers)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    from pipeline.near_dup import match_pairs, propagate_min_label
+
+    path = f"{workdir}/hashes-{len(h)}-{bands}.parquet"
+    pq.write_table(pa.table({"id": np.arange(len(h), dtype=np.int64), "phash": h,
+                             "colour_grid": pa.nulls(len(h), pa.list_(pa.int16()))}), path, row_group_size=100_000)
+    nodes = spark.read.parquet(path).withColumn("label", F.col("id"))
+    t0 = time.perf_counter()
+    edges = (match_pairs(nodes, nodes, distance, bands, None, same=True)
+             .select(F.col("left_id").alias("a"), F.col("right_id").alias("b"), "dist").cache())
+    n_edges = edges.count()
+    t_pairs = time.perf_counter() - t0
+    labels, rounds = propagate_min_label(edges.select("a", "b"), nodes.select("id", "label"))
+    dropped = labels.where(F.col("label") != F.col("id")).count()
+    wall = time.perf_counter() - t0
+    found = {(int(r["a"]), int(r["b"])) for r in edges.select("a", "b").collect()} if n_edges <= 2_000_000 else set()
+    edges.unpersist()
+    return {"hashes": len(h), "bands": bands, "pairs_found": n_edges, "pairs_s": round(t_pairs, 2),
+            "components_rounds": rounds, "dropped": dropped, "wall_s": round(wall, 2), "_found": found}
+
+
+def measure_scale(quick: bool, workdir: str) -> dict:
+    from pipeline.config import SparkConfig
+    from pipeline.near_dup import choose_bands, expected_candidates
+    from pipeline.spark import get_spark
+
+    distance = 8
+    n = 100_000 if quick else 1_000_000
+    planted = n // 100
+    h, truth = planted_hashes(n, planted, distance)
+    cores = 2
+    spark = get_spark(SparkConfig(master=f"local[{cores}]", driver_memory="3g", shuffle_partitions=16))
+    res: dict = {"distance": distance, "cores": cores, "planted_pairs": planted}
+    runs = []
+    auto = choose_bands(n, distance)
+    for bands in [auto]:
+        r = spark_search(spark, h, distance, bands, workdir)
+        found = r.pop("_found")
+        hit = np.array([(int(a), int(b)) in found for a, b, _ in truth])
+        r["expected_candidates_per_hash"] = round(expected_candidates(n, bands), 1)
+        r["recall_by_flipped_bits"] = {int(k): round(float(hit[truth[:, 2] == k].mean()), 4) for k in range(1, distance + 1)}
+        r["recall"] = round(float(hit.mean()), 4)
+        r["hashes_per_s_per_core"] = round(n / r["wall_s"] / cores, 1)
+        r["auto"] = bands == auto
+        runs.append(r)
+        print(f"  spark local[{cores}]: {n:,} hashes, {bands} bands: {r['pairs_found']:,} pairs in {r['wall_s']:.1f}s "
+              f"({r['hashes_per_s_per_core']:,.0f} hashes/s/core), recall of planted {r['recall']:.3f}", flush=True)
+    # Exhaustive bands (distance + 1) on a subsample the machine affords, to show what pigeonhole buys.
+    sub_n = 20_000  # 9 bands of 7 bits: ~n/128 × 9 candidates per hash, more work than brute force here
+    hs, ts = planted_hashes(sub_n, sub_n // 100, distance, seed=1)
+    r = spark_search(spark, hs, distance, distance + 1, workdir)
+    found = r.pop("_found")
+    r["recall"] = round(float(np.mean([(int(a), int(b)) in found for a, b, _ in ts])), 4)
+    r["hashes_per_s_per_core"] = round(sub_n / r["wall_s"] / cores, 1)
+    runs.append(r)
+    print(f"  exhaustive ({distance + 1} bands) on {sub_n:,}: recall {r['recall']:.3f} in {r['wall_s']:.1f}s", flush=True)
+    res["jvm_peak_rss_mib"] = _jvm_peak_rss_mib(spark)
+    res["runs"] = runs
+    # Baseline: brute force, all pairs, numpy, one core.
+    base_n = 5_000 if quick else 20_000
+    rate, _ = brute_force_rate(h[:base_n], distance)
+    all_pairs = n * (n - 1) / 2
+    best = min(r["wall_s"] for r in runs if r["hashes"] == n)
+    res["baseline"] = {"method": "all-pairs popcount, numpy, 1 core", "sample": base_n, "pairs_per_s": round(rate),
+                       "extrapolated_s_one_core": round(all_pairs / rate), "extrapolated_s_per_core_count": round(all_pairs / rate / cores)}
+    res["speedup_vs_brute_force_same_cores"] = round(all_pairs / rate / cores / best, 1)
+    print(f"  baseline brute force: {rate:,.0f} pairs/s/core → {all_pairs / rate / cores:,.0f}s for {n:,} hashes on "
+          f"{cores} cores; ours {best:.1f}s ({res['speedup_vs_brute_force_same_cores']}x)", flush=True)
+    return res
+
+
+def main(quick: bool = False) -> dict:
+    sign = _stored_signer()
+    res: dict = {"quick": quick}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res["coco"] = quality_coco(sign)
+        res["sample_web"] = quality_sample_web(sign, 600 if quick else 3000, tmp)
+        print(f"  quality measured in {time.perf_counter() - t0:.0f}s", flush=True)
+        for name in ("coco", "sample_web"):
+            q = res[name]
+            if q is None:
+                continue
+            for row in q["grid"]:
+                if row["distance"] in (4, 6, 8, 10) and row["colour_tolerance"] in (None, 12, 16, 24):
+                    print(f"  {name:10s} d<={row['distance']:2d} colour<={row['colour_tolerance']!s:4s} "
+                          f"recall {json.dumps(row['recall'])} false pairs {row['false_pairs']}"
+                          + (f" wrongly dropped {row['wrongly_dropped_share']:.1%}" if "wrongly_dropped" in row else ""))
+        res["scale"] = measure_scale(quick, tmp)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if not quick:
+        RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)

@@ -1,0 +1,42 @@
+"""The safe image fetcher (on ``requests``): what img2dataset's urllib fetcher does, minus its holes,
+and scheduled host by host so that dead, slow and rate-limiting hosts cost little and get little.
+
+One module per part (each one's docstring says how it works):
+
+- ``fetcher``: ``Fetcher``. One attempt at a URL (every hop checked, redirects followed by hand, a
+  byte cap, one deadline); ``fetch`` one URL, ``fetch_all`` a task's URLs through the scheduler.
+- ``guarded``: the safety and deadline machinery under an attempt: urllib3 connections that connect
+  only to the addresses that were checked (so DNS rebinding cannot redirect them), and the watchdog
+  that shuts an attempt's sockets when its deadline passes.
+- ``dns``: ``Resolver``. Per-name lookups that never wait behind one another, answers and failures
+  cached, the system resolver or ``dns_servers``.
+- ``hosts``: ``HostScheduler``. Per-host caps and interval, Retry-After, retries, the circuit
+  breaker; ``task_host_cap``.
+- ``robots``: ``X-Robots-Tag`` opt-outs and ``RobotsCache`` (robots.txt).
+- ``outcome``: ``FetchResult``, ``FetchError`` and the fixed vocabulary of failure reasons
+  (``REASONS``, ``TRANSIENT``): a failure is always one of them, never an exception string.
+
+**Across the job.** A task is one output shard (input order, so a resumed job redoes exactly the
+missing shards), and any task may hold URLs of any host. With ``job_host_connections`` set, each
+task's per-host cap is ``max(1, job_host_connections // concurrent_tasks)`` (and at most
+``host_connections``), where ``concurrent_tasks`` is how many download tasks run at once (Spark's
+default parallelism, at most the number of shards). One host then sees at most
+``job_host_connections`` connections from the whole job as long as ``concurrent_tasks`` is not
+larger; beyond that, at most one per running task. We chose this over grouping URLs by host into
+fetch tasks: that needs a second pass that moves every fetched image back into input-order shards
+(twice the I/O of the images), or shards that no longer follow the input, and resume would no
+longer be per shard.
+"""
+
+from pipeline.fetch.dns import Resolver, default_resolver, resolver_for
+from pipeline.fetch.fetcher import Fetcher
+from pipeline.fetch.guarded import AllowList, GuardedAdapter, vetted_addresses
+from pipeline.fetch.hosts import HostScheduler, host_key, retry_after_seconds, task_host_cap
+from pipeline.fetch.outcome import REASONS, RETRY_NOW, TRANSIENT, FetchError, FetchResult
+from pipeline.fetch.robots import RobotsCache, is_opted_out, user_agent_token
+
+__all__ = [
+    "REASONS", "RETRY_NOW", "TRANSIENT", "AllowList", "FetchError", "FetchResult", "Fetcher", "GuardedAdapter",
+    "HostScheduler", "Resolver", "RobotsCache", "default_resolver", "host_key", "is_opted_out", "resolver_for",
+    "retry_after_seconds", "task_host_cap", "user_agent_token", "vetted_addresses",
+]

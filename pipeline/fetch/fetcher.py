@@ -1,0 +1,253 @@
+"""The fetcher: ``Fetcher.fetch_once`` makes one attempt at a URL, ``fetch`` and ``fetch_all`` schedule
+attempts host by host (``pipeline.fetch.hosts``).
+
+An attempt checks every hop before any byte leaves (http(s) only, ``filters.url_safety``; addresses
+in ``pipeline.fetch.guarded``), follows redirects by hand (each hop re-checked, at most
+``max_redirects``), asks robots.txt when on (``pipeline.fetch.robots``) and streams the body with a
+byte cap, all within one deadline. Whatever goes wrong ends as one of ``REASONS``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+import urllib3
+
+from filters.url_safety import check_url, split_url
+from pipeline.config import MAX_URL_LENGTH
+from pipeline.fetch.dns import resolver_for
+from pipeline.fetch.guarded import WATCHDOG, AllowList, Attempt, GuardedAdapter, this_thread, vetted_addresses
+from pipeline.fetch.hosts import HostScheduler, host_key, retry_after_seconds, task_host_cap
+from pipeline.fetch.outcome import FetchError, FetchResult
+from pipeline.fetch.robots import RobotsCache, is_opted_out, user_agent_token
+
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+CHUNK = 64 * 1024
+HOST_POOLS = 128  # keep-alive pools kept per Fetcher (least recently used hosts' idle connections are closed)
+
+
+@dataclass
+class Fetcher:
+    """Fetch image bytes safely; thread-safe (one requests.Session whose pools keep per-host keep-alive
+    connections). ``fetch`` fetches one URL; ``fetch_all`` many, host by host (``HostScheduler``).
+
+    Build it from the run config with ``Fetcher.from_config(cfg.download)``.
+    """
+
+    timeout_s: float = 10.0
+    max_bytes: int = 20_000_000
+    max_redirects: int = 5
+    retries: int = 2
+    backoff_s: float = 0.25
+    user_agent: str = "wit-builder/0.1"
+    allow_hosts: tuple[str, ...] = ()
+    opt_out_directives: frozenset[str] = frozenset({"noai", "noimageai", "noindex", "noimageindex"})
+    respect_robots_txt: bool = False
+    max_url_length: int = MAX_URL_LENGTH
+    host_connections: int = 2
+    host_min_interval_s: float = 0.0
+    host_failure_limit: int = 3
+    dns_servers: tuple[str, ...] = ()
+    dns_negative_ttl_s: float = 30.0
+    _session: requests.Session | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        self.allow_hosts = tuple(self.allow_hosts)
+        self.allow = AllowList(self.allow_hosts)
+        self.dns_servers = tuple(self.dns_servers)
+        self.opt_out_directives = frozenset(d.strip().lower() for d in self.opt_out_directives)
+        self.ua_token = user_agent_token(self.user_agent)
+        self.robots = RobotsCache(self) if self.respect_robots_txt else None
+        self.resolver = resolver_for(self.dns_servers, self.dns_negative_ttl_s, self.timeout_s)
+
+    @classmethod
+    def from_config(cls, dl) -> Fetcher:
+        """From a pipeline.config.DownloadConfig (the per-host cap is this task's share of the job's)."""
+        ua = dl.user_agent + (f" (+{dl.contact_url})" if dl.contact_url else "")
+        return cls(
+            timeout_s=dl.timeout_s, max_bytes=dl.max_bytes, max_redirects=dl.max_redirects, retries=dl.retries,
+            user_agent=ua, allow_hosts=tuple(dl.allow_hosts),
+            opt_out_directives=frozenset(dl.disallowed_header_directives), respect_robots_txt=dl.respect_robots_txt,
+            host_connections=task_host_cap(dl.host_connections, dl.job_host_connections, dl.concurrent_tasks),
+            host_min_interval_s=dl.host_min_interval_s, host_failure_limit=dl.host_failure_limit,
+            dns_servers=tuple(dl.dns_servers), dns_negative_ttl_s=dl.dns_negative_ttl_s,
+        )
+
+    def session(self) -> requests.Session:
+        with self._lock:
+            if self._session is None:
+                s = requests.Session()
+                s.trust_env = False  # no proxies or .netrc from the environment
+                # One pool per host, shared by the threads: the scheduler keeps at most host_connections
+                # requests running per host, so the pool never holds more connections than that.
+                adapter = GuardedAdapter(pool_connections=HOST_POOLS, pool_maxsize=self.host_connections, max_retries=0)
+                s.mount("http://", adapter)
+                s.mount("https://", adapter)
+                s.headers.update({"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.5",
+                                  "Accept-Encoding": "identity"})
+                self._session = s
+            return self._session
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        with self._lock:
+            s, self._session = self._session, None
+        if s is not None:
+            s.close()
+
+    def fetch(self, url: str) -> FetchResult:
+        """Fetch one URL: retries of 5xx and timeouts with exponential backoff, 429/Retry-After waits."""
+        scheduler = HostScheduler(self, failure_limit=0)  # one URL: no circuit to open
+        out: list = []
+        scheduler.load([url], lambda u: u)
+        scheduler.work(None, out.append)
+        return out[0][1]
+
+    def fetch_all(self, items: Iterable, url_of: Callable[[Any], str] = lambda u: u, threads: int = 16,
+                  process: Callable[[Any, FetchResult], Any] | None = None) -> Iterator[tuple[Any, Any]]:
+        """Fetch every item's URL on ``threads`` threads, host by host; yields (item, result) as they
+        finish, where result is ``process(item, fetch_result)`` (run in the fetch thread, after the
+        host's connection is free) or the FetchResult itself. At most 2×threads results wait."""
+        scheduler = HostScheduler(self)
+        scheduler.load(items, url_of)
+        return scheduler.run(threads, process)
+
+    def fetch_once(self, url: str, max_bytes: int | None = None, robots: bool = True) -> FetchResult:
+        """One attempt: every hop checked, one deadline for all of it."""
+        att = Attempt(time.monotonic() + self.timeout_s, self.allow, self.resolver)
+        outer = getattr(this_thread, "attempt", None)
+        result = FetchResult(url)
+        try:
+            this_thread.attempt = att
+            WATCHDOG.add(att)
+            result = self._follow(url, att, max_bytes or self.max_bytes, robots)
+        except FetchError as e:
+            result.reason, result.detail, result.retry_after = e.reason, e.detail, e.retry_after
+        except requests.exceptions.Timeout as e:
+            result.reason, result.detail = "timeout", str(e)
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+                urllib3.exceptions.LocationParseError, UnicodeError) as e:
+            result.reason, result.detail = "bad_url", str(e)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            result.reason, result.detail = "connection_error", f"{type(e).__name__}: {e}"
+        finally:
+            this_thread.attempt = outer
+            with att.lock:
+                fired = att.fired
+                att.socks.clear()
+        if fired and result.reason in (None, "connection_error"):
+            # The watchdog shut the socket: whatever broke or ended early did so because of the deadline.
+            result.reason, result.data = "timeout", None
+        if result.reason is not None:
+            result.http_status = att.status
+        return result
+
+    def _vet_host(self, url: str, att: Attempt) -> None:
+        """Resolve and check the URL's host now (before robots.txt is asked): the address is the reason."""
+        parts = split_url(url)
+        if isinstance(parts, str):
+            raise FetchError(parts, url)
+        try:
+            vetted_addresses(parts[1], parts[2], att.allow.for_host(parts[1]), att.remaining(), att.resolver)
+        except socket.gaierror as e:
+            raise FetchError("connection_error", f"{parts[1]}: {e}") from None
+        except TimeoutError as e:
+            raise FetchError("timeout", str(e)) from None
+
+    def _follow(self, url: str, att: Attempt, max_bytes: int, robots: bool) -> FetchResult:
+        session = self.session()
+        headers = session.headers
+        current = url
+        for hop in range(self.max_redirects + 2):
+            reason = check_url(current, self.max_url_length, self.allow.for_host(host_key(current)))
+            if reason:
+                raise FetchError(reason, current)
+            if robots and self.robots is not None:
+                self._vet_host(current, att)
+                this_thread.attempt = None  # robots.txt has its own attempt and deadline
+                try:
+                    ok = self.robots.allowed(current)
+                finally:
+                    this_thread.attempt = att
+                if not ok:
+                    raise FetchError("robots_disallowed", current)
+            remaining = att.remaining()
+            if remaining <= 0:
+                raise FetchError("timeout", "deadline passed")
+            # Straight to the adapter: Session.request's merging of environment settings, cookies and
+            # hooks cost more CPU than the rest of a fetch and are not wanted here.
+            request = requests.PreparedRequest()
+            request.prepare(method="GET", url=current, headers=headers, hooks={})
+            resp = session.get_adapter(current).send(request, stream=True, timeout=(remaining, remaining))
+            try:
+                att.watch(getattr(getattr(resp.raw, "connection", None), "sock", None))
+                status = att.status = resp.status_code
+                if status in REDIRECT_CODES:
+                    location = resp.headers.get("Location")
+                    if not location:
+                        raise FetchError("http_other", f"{status} without Location")
+                    if hop >= self.max_redirects:
+                        raise FetchError("too_many_redirects", current)
+                    parts = urlsplit(urljoin(current, location.strip()))
+                    current = urlunsplit(parts._replace(fragment=""))
+                    _drain(resp, att)
+                    continue
+                return self._read(url, current, resp, att, max_bytes)
+            finally:
+                resp.close()
+        raise FetchError("too_many_redirects", current)
+
+    def _read(self, url: str, final_url: str, resp: requests.Response, att: Attempt, max_bytes: int) -> FetchResult:
+        status = resp.status_code
+        if not 200 <= status < 300:
+            _drain(resp, att)
+        if status in (404, 410):
+            raise FetchError("http_404", str(status))
+        if status == 429:
+            raise FetchError("rate_limited", "429", retry_after_seconds(resp.headers.get("Retry-After")))
+        if status == 503 and (wait := retry_after_seconds(resp.headers.get("Retry-After"))) is not None:
+            raise FetchError("rate_limited", "503 with Retry-After", wait)
+        if 400 <= status < 500:
+            raise FetchError("http_4xx", str(status))
+        if status >= 500:
+            raise FetchError("http_5xx", str(status))
+        if not 200 <= status < 300:
+            raise FetchError("http_other", str(status))
+        if self.opt_out_directives and is_opted_out(
+            resp.raw.headers.getlist("X-Robots-Tag"), self.ua_token, self.opt_out_directives
+        ):
+            raise FetchError("opted_out", "X-Robots-Tag")
+        declared = resp.headers.get("Content-Length", "")
+        if declared.strip().isdigit() and int(declared) > max_bytes:
+            raise FetchError("too_large", f"Content-Length {declared}")
+        buf = bytearray()
+        for chunk in resp.iter_content(CHUNK):
+            buf += chunk
+            if len(buf) > max_bytes:
+                raise FetchError("too_large", f"over {max_bytes} bytes")
+            if att.remaining() <= 0:
+                raise FetchError("timeout", "deadline passed while reading")
+        return FetchResult(url, bytes(buf), None, status, final_url)
+
+
+def _drain(resp: requests.Response, att: Attempt, limit: int = CHUNK) -> None:
+    """Read a small unwanted body (an error page, a redirect's) so the connection goes back to its pool
+    instead of being closed: a 429 then costs the host no new connection."""
+    declared = resp.headers.get("Content-Length", "")
+    if not declared.strip().isdigit() or int(declared) > limit:
+        return
+    try:
+        for _ in resp.iter_content(CHUNK):
+            if att.remaining() <= 0:
+                return
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError):
+        pass
+

@@ -1,0 +1,307 @@
+"""Politeness within a task (``HostScheduler``, run by ``Fetcher.fetch_all``).
+
+The task's URLs are queued per host; a thread takes the earliest URL (input order) whose host is below
+``host_connections`` running requests and past its ``host_min_interval_s``, hosts not yet asked first
+(so dead hosts and DNS tarpits are found, and cost their timeouts, while the healthy work goes on
+rather than at the end). A host that has not answered yet gets one request at a time: a dead one then
+holds one thread, not ``host_connections``. Threads never idle while some host has work it may start,
+and the image work after a fetch (decode, resize) runs outside the host's slot. Each host has one
+keep-alive pool of at most that many connections.
+
+A ``429``, or a ``503`` with ``Retry-After``, pauses the host for the time asked (``Retry-After``
+seconds or date; without it 1 s, doubling) and retries the URL if that fits the sample's budget,
+``timeout_s * (retries + 1)`` from its first attempt; otherwise the URL fails as ``rate_limited``, and
+a host that asks for more than a whole budget fails its remaining URLs so at once. 5xx answers and
+timeouts are retried with backoff. After ``host_failure_limit`` consecutive attempts that got no
+answer at all (connect error, connect/DNS timeout, no status line), the host's circuit opens: its
+remaining URLs fail at once as ``host_unreachable`` instead of each costing a timeout.
+``rate_limited`` and ``host_unreachable`` are transient: ``wit download --retry-failed`` tries again.
+
+How the tasks of a job share one per-host cap (``task_host_cap``) is described in ``pipeline.fetch``'s docstring.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import heapq
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from pipeline.fetch.outcome import RETRY_NOW, FetchResult
+
+if TYPE_CHECKING:
+    from pipeline.fetch.fetcher import Fetcher
+
+RATE_LIMIT_WAIT_S = 1.0  # a 429 without Retry-After pauses its host this long, doubling while they repeat
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from now; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def host_key(url) -> str:
+    """The host a URL's politeness is counted against ("" when it has none)."""
+    try:
+        return (urlsplit(url.strip()).hostname or "").rstrip(".")
+    except (AttributeError, TypeError, ValueError):
+        return ""
+
+
+def task_host_cap(host_connections: int, job_host_connections: int | None, concurrent_tasks: int | None) -> int:
+    """One task's per-host cap: its share of the job-wide cap, at least 1 (see pipeline.fetch's docstring)."""
+    if job_host_connections is None:
+        return host_connections
+    return min(host_connections, max(1, job_host_connections // max(1, concurrent_tasks or 1)))
+
+
+# --- host-by-host scheduling ----------------------------------------------------------------------
+
+
+class _Job:
+    """One URL until its outcome is final."""
+
+    __slots__ = ("seq", "item", "url", "host", "attempts", "retries", "first_start", "skip")
+
+    def __init__(self, seq: int, item: Any, url: str, host: str):
+        self.seq, self.item, self.url, self.host = seq, item, url, host
+        self.attempts = 0  # requests made
+        self.retries = 0  # of them, retries after a 5xx or a timeout
+        self.first_start: float | None = None
+        self.skip: str | None = None  # fail without a request, for this reason
+
+
+class _Host:
+    __slots__ = ("fresh", "later", "active", "started", "answered", "not_before", "failures", "tripped", "rate_hits")
+
+    def __init__(self):
+        self.fresh: deque[_Job] = deque()  # never tried, in input order
+        self.later: list[tuple[float, int, _Job]] = []  # (when, seq, job): retries and Retry-After waits
+        self.active = 0  # requests running
+        self.started = False  # asked at least once
+        self.answered = False  # has sent a status line: until then one request at a time
+        self.not_before = 0.0  # Retry-After and the minimum interval
+        self.failures = 0  # consecutive attempts that got no answer
+        self.tripped: str | None = None  # its remaining URLs fail at once with this reason
+        self.rate_hits = 0  # consecutive rate-limit answers
+
+    def has_work(self) -> bool:
+        return bool(self.fresh or self.later)
+
+
+_DONE = object()
+
+
+class HostScheduler:
+    """Runs a task's fetches on a few threads, host by host (see the module docstring): per-host cap,
+    minimum interval, Retry-After, retries with backoff and the circuit breaker."""
+
+    def __init__(self, fetcher: Fetcher, failure_limit: int | None = None):
+        self.fetcher = fetcher
+        self.cap = fetcher.host_connections
+        self.min_interval_s = fetcher.host_min_interval_s
+        self.failure_limit = fetcher.host_failure_limit if failure_limit is None else failure_limit
+        self.budget_s = fetcher.timeout_s * (fetcher.retries + 1)
+        self._hosts: dict[str, _Host] = {}
+        self._ready: list[tuple[bool, int, str]] = []  # (asked before?, seq of its next job, host): may start now
+        self._timers: list[tuple[float, int, str]] = []  # (when, id, host): may start then
+        self._ids = itertools.count()
+        self._cv = threading.Condition()
+        self._unfinished = 0
+        self._closed = False
+
+    def load(self, items: Iterable, url_of: Callable[[Any], str]) -> None:
+        for seq, item in enumerate(items):
+            url = url_of(item)
+            key = host_key(url)
+            host = self._hosts.get(key)
+            if host is None:
+                host = self._hosts[key] = _Host()
+                heapq.heappush(self._ready, (False, seq, key))
+            host.fresh.append(_Job(seq, item, url, key))
+            self._unfinished += 1
+
+    def run(self, threads: int, process: Callable[[Any, FetchResult], Any] | None) -> Iterator[tuple[Any, Any]]:
+        results: queue.Queue = queue.Queue(maxsize=2 * threads)
+        errors: list[BaseException] = []
+
+        def worker():
+            try:
+                self.work(process, results.put)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+                errors.append(e)
+                self.close()
+            finally:
+                results.put(_DONE)
+
+        n = max(1, min(threads, self._unfinished))
+        pool = [threading.Thread(target=worker, name=f"fetch-worker-{i}", daemon=True) for i in range(n)]
+        for t in pool:
+            t.start()
+        alive = n
+        try:
+            while alive:
+                got = results.get()
+                if got is _DONE:
+                    alive -= 1
+                elif not errors:
+                    yield got
+            if errors:
+                raise errors[0]
+        finally:
+            self.close()
+            while alive:  # the consumer stopped early: let the threads finish their fetch and leave
+                if results.get() is _DONE:
+                    alive -= 1
+            for t in pool:
+                t.join()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def work(self, process, put) -> None:
+        """One thread's loop: take a URL whose host may be asked now, fetch, judge, hand the outcome on."""
+        while (job := self._next()) is not None:
+            if job.skip is not None:
+                result = FetchResult(job.url, reason=job.skip, detail="host skipped", attempts=job.attempts)
+            else:
+                result = self.fetcher.fetch_once(job.url)
+                job.attempts += 1
+                result.attempts = job.attempts
+            if self._done(job, result):
+                put((job.item, process(job.item, result) if process is not None else result))
+
+    # -- under the lock --
+
+    def _next(self) -> _Job | None:
+        with self._cv:
+            while True:
+                if self._unfinished == 0 or self._closed:
+                    return None
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    self._wake(heapq.heappop(self._timers)[2], now)
+                while self._ready:
+                    job = self._take(heapq.heappop(self._ready)[2], now)
+                    if job is not None:
+                        if self._ready:
+                            self._cv.notify()
+                        return job
+                self._cv.wait(self._timers[0][0] - now if self._timers else None)
+
+    def _start_at(self, host: _Host, now: float) -> float | None:
+        """When the host's next job may start (None: it has none, or is at its cap)."""
+        if not host.has_work():
+            return None
+        if host.tripped:
+            return now
+        if host.active >= (self.cap if host.answered else 1):
+            return None
+        return max(now if host.fresh else host.later[0][0], host.not_before)
+
+    def _wake(self, key: str, now: float) -> None:
+        host = self._hosts[key]
+        at = self._start_at(host, now)
+        if at is None:
+            return
+        if at <= now:
+            retry_first = host.later and (host.tripped or not host.fresh or host.later[0][0] <= now)
+            seq = host.later[0][1] if retry_first else host.fresh[0].seq
+            heapq.heappush(self._ready, (host.started, seq, key))
+            self._cv.notify()
+        else:
+            if not self._timers or at < self._timers[0][0]:
+                self._cv.notify_all()  # the waiting threads sleep until the earliest timer: there is an earlier one
+            heapq.heappush(self._timers, (at, next(self._ids), key))
+
+    def _take(self, key: str, now: float) -> _Job | None:
+        host = self._hosts[key]
+        at = self._start_at(host, now)
+        if at is None:
+            return None  # woken again when a request of the host ends
+        if at > now:
+            self._wake(key, now)
+            return None
+        if host.later and (host.tripped or not host.fresh or host.later[0][0] <= now):  # as _wake ordered it
+            job = heapq.heappop(host.later)[2]
+        else:
+            job = host.fresh.popleft()
+        if host.tripped:
+            job.skip = host.tripped
+        else:
+            host.active += 1
+            host.started = True
+            if job.first_start is None:
+                job.first_start = now
+            if self.min_interval_s:
+                host.not_before = max(host.not_before, now + self.min_interval_s)
+        self._wake(key, now)  # more of this host may start (below its cap, or skipped)
+        return job
+
+    def _done(self, job: _Job, result: FetchResult) -> bool:
+        """Record an attempt's outcome; True when it is the job's final one, False when it was requeued."""
+        with self._cv:
+            now = time.monotonic()
+            host = self._hosts[job.host]
+            final = True
+            if job.skip is None:
+                host.active -= 1
+                final = self._judge(job, host, result, now)
+            if final:
+                self._unfinished -= 1
+                if self._unfinished == 0:
+                    self._cv.notify_all()
+            self._wake(job.host, now)
+            return final
+
+    def _judge(self, job: _Job, host: _Host, result: FetchResult, now: float) -> bool:
+        reason = result.reason
+        if reason in ("timeout", "connection_error") and result.http_status is None:
+            host.failures += 1  # no answer at all: dead, unresolvable or tarpitting
+            if self.failure_limit and host.failures >= self.failure_limit:
+                host.tripped = "host_unreachable"
+        elif result.http_status is not None:
+            host.answered = True
+            host.failures = 0
+            if host.tripped == "host_unreachable":
+                host.tripped = None
+        if reason == "rate_limited":
+            host.rate_hits += 1
+            wait = result.retry_after
+            if wait is None:
+                wait = RATE_LIMIT_WAIT_S * 2 ** min(host.rate_hits - 1, 10)
+            wait = max(wait, self.fetcher.backoff_s)
+            host.not_before = max(host.not_before, now + wait)
+            if wait > self.budget_s:  # longer than any URL of the host may wait
+                host.tripped = "rate_limited"
+                return True
+            if now + wait <= job.first_start + self.budget_s:
+                heapq.heappush(host.later, (now + wait, job.seq, job))
+                return False
+            return True
+        if result.http_status is not None:
+            host.rate_hits = 0
+        if reason in RETRY_NOW and job.retries < self.fetcher.retries:
+            job.retries += 1
+            heapq.heappush(host.later, (now + self.fetcher.backoff_s * 2 ** (job.retries - 1), job.seq, job))
+            return False
+        return True

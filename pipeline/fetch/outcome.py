@@ -1,0 +1,40 @@
+"""What a fetch ends as: a FetchResult, whose failure reason is one of a fixed vocabulary (``REASONS``),
+never an exception string."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The fixed vocabulary of fetch failures (download adds the image ones, see pipeline/download.py).
+REASONS = (
+    "bad_url", "url_too_long", "userinfo", "blocked_scheme", "blocked_address", "too_many_redirects",
+    "http_404", "http_4xx", "http_5xx", "http_other", "timeout", "connection_error", "too_large",
+    "opted_out", "robots_disallowed", "rate_limited", "host_unreachable",
+)
+# Failures worth trying again later (`wit download --retry-failed`); retried inline: RETRY_NOW.
+TRANSIENT = frozenset({"timeout", "http_5xx", "connection_error", "rate_limited", "host_unreachable"})
+RETRY_NOW = frozenset({"timeout", "http_5xx"})
+
+
+@dataclass
+class FetchResult:
+    url: str
+    data: bytes | None = None
+    reason: str | None = None  # None = fetched
+    http_status: int | None = None  # the last status line received (None: the host never answered)
+    final_url: str | None = None
+    detail: str = ""  # for logs only
+    attempts: int = 0
+    retry_after: float | None = None  # seconds, from a 429/503 Retry-After header
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+class FetchError(Exception):
+    """A fetch failed for ``reason`` (one of REASONS)."""
+
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail, self.retry_after = reason, detail, retry_after

@@ -1,0 +1,292 @@
+"""`wit crawl` against the real sample web server on 127.0.0.1: scope, robots.txt, traps, the WARC that
+`wit extract` reads, and resume after an interrupted round."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, served_sample_web
+from warcio.archiveiterator import ArchiveIterator
+
+from pipeline.config import load_config
+from pipeline.crawl import (
+    Crawler,
+    Scope,
+    Seen,
+    fingerprint,
+    normalise,
+    read_seeds,
+    registered_domain,
+    run_crawl,
+    warc_files,
+)
+from pipeline.errors import UserError
+
+MAX_DEPTH = 3
+PER_HOST = 40
+
+
+def crawl_config(out: Path, port: int, **over):
+    return load_config(overrides={
+        "output_dir": str(out), "download.allow_hosts": [f"127.0.0.1:{port}"], "download.timeout_s": 3.0,
+        "crawl.min_interval_s": 0.0, "crawl.max_crawl_delay_s": 0.0, "crawl.max_depth": MAX_DEPTH,
+        "crawl.max_pages_per_host": PER_HOST, "crawl.part_pages": 7, **over})
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crawl")
+    with served_sample_web(root, n_pairs=60, seed=0) as (sample, server):
+        cfg = crawl_config(root, server.port)
+        stats = run_crawl(cfg, input=[server.url + "/"])
+        yield {"root": root, "sample": sample, "server": server, "cfg": cfg, "stats": stats,
+               "out": Path(cfg.path("crawl")), "hits": server.hits}
+
+
+def records(paths) -> list[tuple[str, str, bytes]]:
+    """(type, target URI, HTTP payload) of every request/response record."""
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            for rec in ArchiveIterator(f):
+                if rec.rec_type in ("request", "response"):
+                    out.append((rec.rec_type, rec.rec_headers.get_header("WARC-Target-URI"), rec.content_stream().read()))
+    return out
+
+
+def index(out: Path) -> pa.Table:
+    return ds.dataset(str(out / "index"), format="parquet").to_table()
+
+
+def test_reaches_every_page_in_scope_and_none_out(web):
+    server, sample = web["server"], web["sample"]
+    urls = index(web["out"]).column("url").to_pylist()
+    pages = {f"{server.url}/pages/{p.name}" for p in (sample / "site/pages").glob("*.html")}
+    assert pages <= set(urls)
+    assert len(urls) == len(set(urls))  # every page stored once
+    assert all(u.startswith(server.url + "/") for u in urls)  # no other host (example.com is linked)
+    assert all("sid=" not in u for u in urls)  # session ids are stripped, so no page twice
+    drops = web["stats"]["drops"]
+    assert drops["out_of_scope"] >= 1 and drops["not_html"] == 1 and drops["http_404"] >= 1
+    assert web["stats"]["output_rows"] == len(urls)
+
+
+def test_honours_robots_txt(web):
+    hits = web["hits"]
+    assert hits["/robots.txt"] == 1  # cached for the whole crawl
+    assert not any(p.startswith(("/private/", "/cgi-bin/")) for p in hits)  # disallowed: never asked
+    assert web["stats"]["drops"]["robots_disallowed"] == 2
+
+
+def test_traps_stay_bounded(web):
+    hits, stats = web["hits"], web["stats"]
+    calendar = [p for p in hits if p.startswith("/calendar/")]
+    assert 0 < len(calendar) <= 2 ** MAX_DEPTH  # next and previous month per level, cut at max_depth
+    assert sum(n for p, n in hits.items() if p != "/robots.txt") <= PER_HOST
+    assert max(hits.values()) == 1  # no page fetched twice
+    assert stats["drops"]["max_depth"] > 0 and stats["drops"]["budget_exhausted"] > 0
+    assert stats["input_rows"] <= PER_HOST and stats["extra"]["rounds"] == MAX_DEPTH + 1
+
+
+def test_warc_records_and_index(web):
+    out = web["out"]
+    table = index(out)
+    for row in table.to_pylist()[:10]:  # the index points at the response record
+        with open(out / "warc" / row["file"], "rb") as f:
+            f.seek(row["offset"])
+            rec = next(iter(ArchiveIterator(io.BytesIO(f.read(row["length"])))))
+        assert rec.rec_type == "response" and rec.rec_headers.get_header("WARC-Target-URI") == row["url"]
+        assert row["status"] == 200 and row["mime"] == "text/html"
+    kinds = Counter()
+    for p in warc_files(str(out)):
+        with open(p, "rb") as f:
+            kinds.update(rec.rec_type for rec in ArchiveIterator(f))
+    assert kinds["request"] == kinds["response"] == kinds["metadata"] == table.num_rows
+    assert kinds["warcinfo"] == len(warc_files(str(out)))
+    for r in range(MAX_DEPTH + 1):  # every part but a round's last holds exactly crawl.part_pages URLs
+        sizes = [pq.read_metadata(p).num_rows for p in sorted((out / "pages").glob(f"round-{r:05d}-part-*"))]
+        assert sizes and all(n == 7 for n in sizes[:-1]) and 0 < sizes[-1] <= 7
+
+
+def test_extract_reads_the_crawl_like_the_sample_crawl(web, spark):
+    from pipeline.extract import run_extract
+
+    cfg, root = web["cfg"], web["root"]
+
+    def pairs(inputs, name):
+        run_extract(cfg, spark, input=inputs, output=str(root / name))
+        t = ds.dataset(str(root / name), format="parquet").to_table(columns=["url", "text"])
+        return set(zip(t.column("url").to_pylist(), t.column("text").to_pylist()))
+
+    ours = pairs(warc_files(str(web["out"])), "candidates_crawl")
+    assert ours and ours == pairs([str(web["sample"] / "crawl.warc.gz")], "candidates_sample")
+
+
+def _interrupt_round(out: Path, r: int) -> None:
+    """Leave ``out`` as a kill during round r leaves it: later rounds absent, one part's WARC written
+    but not marked complete, a temporary file of another attempt, no _SUCCESS."""
+    name = f"round-{r:05d}"
+    for kind in ("frontier", "rejected", "warc", "index", "pages", "rounds"):
+        for f in (out / kind).iterdir():
+            n = int(f.name[6:11])
+            if n > r or (kind == "rounds" and n == r):
+                f.unlink()
+    (out / "pages" / f"{name}-part-00001.parquet").unlink()
+    (out / "warc" / f"{name}-part-00002.warc.gz.tmp-deadbeef").write_bytes(b"half a record")
+    (out / "_SUCCESS").unlink()
+
+
+def test_rerun_after_interrupted_round_gives_the_same_records(web, tmp_path):
+    out = tmp_path / "crawl"
+    shutil.copytree(web["out"], out)
+    _interrupt_round(out, 1)
+    kept = out / "warc" / "round-00001-part-00000.warc.gz"
+    before = kept.stat().st_mtime_ns
+    stats = run_crawl(web["cfg"], input=[web["server"].url + "/"], output=str(out))
+    assert kept.stat().st_mtime_ns == before  # complete parts are not fetched again
+    assert not list(out.rglob("*.tmp-*"))
+    want, got = records(warc_files(str(web["out"]))), records(warc_files(str(out)))
+    assert Counter((t, u) for t, u, _ in got) == Counter((t, u) for t, u, _ in want)  # no duplicates, none missing
+    def pages(recs):  # the sample's pages (trap pages hold a new random session id each time)
+        return {(u, b) for t, u, b in recs if t == "response" and "/pages/" in u}
+
+    assert pages(got) == pages(want)
+    assert stats["output_rows"] == web["stats"]["output_rows"] and stats["drops"] == web["stats"]["drops"]
+    assert run_crawl(web["cfg"], input=["ignored"], output=str(out))["output_rows"] == stats["output_rows"]  # complete: skipped
+
+
+def test_kill_9_mid_round_then_rerun(web, tmp_path):
+    """A real SIGKILL while a round's parts are being written, then a rerun: the same pages, once each."""
+    server = web["server"]
+    out = tmp_path / "crawl"
+    args = [sys.executable, "-m", "pipeline.cli", "crawl", f"{server.url}/", "--output", str(out),
+            "--set", f"output_dir={tmp_path}", "--set", f"download.allow_hosts=['127.0.0.1:{server.port}']",
+            "--set", "crawl.min_interval_s=0.2", "--set", "crawl.max_crawl_delay_s=0",
+            "--set", f"crawl.max_depth={MAX_DEPTH}", "--set", f"crawl.max_pages_per_host={PER_HOST}",
+            "--set", "crawl.part_pages=7"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "pages" / "round-00001-part-00000.parquet").exists():  # kill once round 1 is under way
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "_SUCCESS").exists()
+    cfg = crawl_config(tmp_path, server.port)
+    run_crawl(cfg, input=[server.url + "/"], output=str(out))
+    want, got = records(warc_files(str(web["out"]))), records(warc_files(str(out)))
+    assert Counter((t, u) for t, u, _ in got) == Counter((t, u) for t, u, _ in want)
+
+
+def test_sitemaps_from_robots_txt(web, tmp_path):
+    """With crawl.sitemaps, a seed's robots.txt Sitemap (an index, then a page list) gives every page at depth 0."""
+    server, sample = web["server"], web["sample"]
+    cfg = crawl_config(tmp_path, server.port, **{"crawl.sitemaps": True, "crawl.max_depth": 0})
+    stats = run_crawl(cfg, input=[server.url + "/"], output=str(tmp_path / "crawl"))
+    urls = set(index(tmp_path / "crawl").column("url").to_pylist())
+    assert urls == {server.url + "/"} | {f"{server.url}/pages/{p.name}" for p in (sample / "site/pages").glob("*.html")}
+    assert stats["extra"]["rounds"] == 1 and stats["drops"]["max_depth"] > 0
+    rejected = pq.read_table(tmp_path / "crawl/rejected/round-00000.parquet").to_pylist()
+    assert rejected == [{"url": "https://example.com/elsewhere.html", "depth": 0, "reason": "out_of_scope"}]
+
+
+def test_hosts_of_different_intervals_are_crawled_together(web, tmp_path):
+    """A host with a Crawl-delay (the sample) and one without (a plain server on 127.0.0.2) are two
+    scheduler groups fetched at the same time; both are crawled whole."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text('<!DOCTYPE html><html><body><a href="a.html">a</a></body></html>')
+    (site / "a.html").write_text("<!DOCTYPE html><html><body><p>a</p></body></html>")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    plain = ThreadingHTTPServer(("127.0.0.2", 0), handler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    try:
+        server, other = web["server"], f"http://127.0.0.2:{plain.server_address[1]}"
+        cfg = crawl_config(tmp_path, server.port, **{
+            "crawl.max_crawl_delay_s": 0.05, "crawl.max_depth": 1,
+            "download.allow_hosts": [f"127.0.0.1:{server.port}", f"127.0.0.2:{plain.server_address[1]}"]})
+        crawler = Crawler(cfg)
+        try:
+            for url in (server.url + "/", other + "/"):
+                crawler.robots.allowed(url)
+            assert crawler.interval(server.url + "/") == 0.05 and crawler.interval(other + "/") == 0.0
+        finally:
+            crawler.close()
+        run_crawl(cfg, input=[server.url + "/", other + "/"], output=str(tmp_path / "crawl"))
+    finally:
+        plain.shutdown()
+        plain.server_close()
+    urls = set(index(tmp_path / "crawl").column("url").to_pylist())
+    assert {other + "/", other + "/a.html", server.url + "/", server.url + "/pages/0000000.html"} <= urls
+
+
+def test_merged_yields_everything_and_raises_errors():
+    from pipeline.crawl import _merged
+
+    assert sorted(_merged([iter(range(0, 50)), iter(range(50, 120))])) == list(range(120))
+
+    def broken():
+        yield 1
+        raise OSError("disk")
+
+    with pytest.raises(OSError, match="disk"):
+        list(_merged([broken(), iter(range(1000))]))
+
+
+def test_crawl_delay_raises_the_host_interval(web):
+    cfg = crawl_config(web["root"], web["server"].port, **{"crawl.max_crawl_delay_s": 0.5})
+    crawler = Crawler(cfg)
+    try:
+        url = web["server"].url + "/pages/0000000.html"
+        assert crawler.robots.allowed(url) and not crawler.robots.allowed(web["server"].url + "/private/x.html")
+        assert crawler.interval(url) == 0.5  # robots.txt asks 1 s, capped at max_crawl_delay_s
+        assert crawler.fetcher(crawler.interval(url)).host_min_interval_s == 0.5
+    finally:
+        crawler.close()
+
+
+def test_urls_scope_and_seeds(tmp_path):
+    assert normalise("HTTP://Example.COM:80/a?sid=1&b=2#frag", ["sid"]) == "http://example.com/a?b=2"
+    assert normalise("https://example.com") == "https://example.com/"
+    for bad in ("mailto:x@example.com", "javascript:void(0)", "ftp://example.com/", "http://u:p@example.com/"):
+        assert normalise(bad) is None
+    assert registered_domain("a.b.example.co.uk") == "example.co.uk" and registered_domain("x.example.com") == "example.com"
+    cfg = load_config(overrides={"crawl.scope": "same_domain", "crawl.exclude": [r"/tag/"]})
+    scope = Scope(cfg.crawl, {"www.example.com"})
+    assert "http://blog.example.com/a" in scope and "http://other.org/" not in scope
+    assert "http://www.example.com/tag/x" not in scope
+    with pytest.raises(UserError, match="bad regex"):
+        Scope(load_config(overrides={"crawl.include": ["("]}).crawl, set())
+    (tmp_path / "seeds.txt").write_text("# seeds\nhttp://a.example/\n\nhttp://b.example/\n")
+    (tmp_path / "seeds.csv").write_text("url,n\nhttp://c.example/,1\n")
+    pq.write_table(pa.table({"url": ["http://d.example/"]}), tmp_path / "seeds.parquet")
+    got = read_seeds([str(tmp_path / n) for n in ("seeds.txt", "seeds.csv", "seeds.parquet")] + ["http://e.example/"], "url")
+    assert got == [f"http://{c}.example/" for c in "abcde"]
+    with pytest.raises(UserError, match="neither a URL nor a file"):
+        read_seeds([str(tmp_path / "missing.txt")], "url")
+    seen = Seen()
+    seen.update(["http://a.example/", None, "http://b.example/"])
+    seen.add_fingerprints([fingerprint("http://c.example/")])
+    assert "http://a.example/" in seen and fingerprint("http://c.example/") in seen and "http://d.example/" not in seen
+    assert len(seen) == 3
+    with pytest.raises(UserError, match="no seeds"):
+        run_crawl(load_config(overrides={"output_dir": str(tmp_path)}))
