@@ -319,8 +319,8 @@ class SelectConfig(Section):
         default_factory=list, description="evaluation sets (folders of images or webdataset .tar shards): pairs whose "
         "image near-duplicates one of theirs are dropped (eval_overlap)")
     blocklist_hashes: list[str] = Field(
-        default_factory=list, description="files of 16-hex pHashes, one a line: images within near_dup_distance of "
-        "one are dropped (blocklisted)")
+        default_factory=list, description="files of hashes, one a line: 16-hex pHashes (images within "
+        "near_dup_distance of one are dropped) or 64-hex sha256s of image bytes (exact copies dropped); reason blocklisted")
     shard_size: int = Field(10_000, ge=1)
     seed: int = 0
 

@@ -332,22 +332,28 @@ def reference_signatures(spark, paths: list[str]):
     return spark.createDataFrame(rdd, schema)
 
 
-def read_blocklist(path: str) -> list[int]:
-    """The hashes of a blocklist file: one 16-hex pHash per line (the first field; blank lines and
-    ``#`` comments skipped). UserError naming the file and line on anything else."""
+def read_blocklist(path: str) -> tuple[list[int], list[str]]:
+    """The hashes of a blocklist file, one per line (the first field; blank lines and ``#`` comments
+    skipped): 16 hex digits = a pHash (perceptual: near copies match too), 64 = a sha256 of the
+    image's bytes (exact). Returns (phashes, sha256s); UserError naming the file and line on anything else."""
     from pipeline import storage
 
     if not storage.exists(path):
         raise UserError(f"select.blocklist_hashes: {path} does not exist")
     fs, p = storage.fs_for(path)
-    out = []
+    phashes, sha256s = [], []
     with fs.open(p, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             field = line.split("#", 1)[0].split()
             if not field:
                 continue
+            digest = field[0].lower().removeprefix("0x")
+            if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+                sha256s.append(digest)
+                continue
             try:
-                out.append(from_hex(field[0]))
+                phashes.append(from_hex(field[0]))
             except ValueError:
-                raise UserError(f"select.blocklist_hashes: {path} line {n}: {field[0]!r} is not a 16-hex pHash") from None
-    return out
+                raise UserError(f"select.blocklist_hashes: {path} line {n}: {field[0]!r} is neither a 16-hex pHash "
+                                "nor a 64-hex sha256") from None
+    return phashes, sha256s

@@ -3,7 +3,7 @@
 Joins the download metadata (shards/NNNNN.parquet) with the scores (scores/NNNNN.parquet) in
 Spark and drops, in this order, each row under the first reason that applies:
 ``not_downloaded`` (status != success), ``score_error`` (no CLIP score), ``blocklisted`` (its
-pHash within select.near_dup_distance of a hash in select.blocklist_hashes), ``eval_overlap`` (a
+sha256 in select.blocklist_hashes, or its pHash within select.near_dup_distance of one there), ``eval_overlap`` (a
 near-duplicate of an image of an evaluation set in select.decontaminate), ``unsafe`` (unsafe_score
 over select.max_unsafe_score), then the image filters (filters/image.py, listed in
 filters/registry.py: ``too_small`` (shorter original side < select.min_side),
@@ -253,17 +253,29 @@ def _drop_hash_matches(spark, df, sel, extra: dict):
     rows = _hash_rows(df).cache()
     n_rows = rows.count()
     if sel.blocklist_hashes:
-        hashes = sorted({h for path in sel.blocklist_hashes for h in near_dup.read_blocklist(path)})
-        schema = T.StructType([T.StructField("id", T.LongType(), False), T.StructField("phash", T.LongType(), False),
-                               T.StructField("colour_grid", T.ArrayType(T.ShortType()), True)])
-        refs = spark.createDataFrame([(h, h, None) for h in hashes], schema)
-        bands = sel.near_dup_bands or near_dup.choose_bands(max(n_rows, len(hashes)), d)
-        hits = near_dup.match_pairs(rows, refs, d, bands, None).select("left_id").cache()
-        n_hit = hits.distinct().count()
-        df = _mark(df, hits, "blocklisted")
-        rows = rows.join(hits.select(F.col("left_id").alias("id")).distinct(), "id", "left_anti").cache()
-        n_rows -= n_hit
-        extra["blocklist"] = {"files": sel.blocklist_hashes, "hashes": len(hashes), "matched": n_hit, "bands": bands}
+        lists = [near_dup.read_blocklist(path) for path in sel.blocklist_hashes]
+        hashes = sorted({h for phashes, _ in lists for h in phashes})
+        digests = sorted({d for _, sha256s in lists for d in sha256s})
+        extra["blocklist"] = {"files": sel.blocklist_hashes, "hashes": len(hashes), "sha256s": len(digests)}
+        n_exact = n_hit = 0
+        if digests:  # exact: the image's bytes, whether or not it has a pHash
+            exact = df.where(F.col(REASON).isNull() & F.lower(F.col("sha256")).isin(digests)).select("key").cache()
+            n_exact = exact.count()
+            df = _mark(df, exact, "blocklisted")
+            rows = rows.join(exact.select(F.col("key").alias("id")), "id", "left_anti").cache()
+            n_rows = rows.count()
+        if hashes:  # perceptual: within the near-duplicate distance of a listed pHash
+            schema = T.StructType([T.StructField("id", T.LongType(), False), T.StructField("phash", T.LongType(), False),
+                                   T.StructField("colour_grid", T.ArrayType(T.ShortType()), True)])
+            refs = spark.createDataFrame([(h, h, None) for h in hashes], schema)
+            bands = sel.near_dup_bands or near_dup.choose_bands(max(n_rows, len(hashes)), d)
+            hits = near_dup.match_pairs(rows, refs, d, bands, None).select("left_id").cache()
+            n_hit = hits.distinct().count()
+            df = _mark(df, hits, "blocklisted")
+            rows = rows.join(hits.select(F.col("left_id").alias("id")).distinct(), "id", "left_anti").cache()
+            n_rows -= n_hit
+            extra["blocklist"]["bands"] = bands
+        extra["blocklist"].update(matched=n_exact + n_hit, matched_exact=n_exact)
     if sel.decontaminate:
         refs = near_dup.reference_signatures(spark, sel.decontaminate).cache()
         per_set = {r["set"]: (r["images"], r["unreadable"]) for r in refs.groupBy("set").agg(
@@ -378,6 +390,7 @@ def register(sub, common) -> None:
          help="an evaluation set (folder of images or webdataset .tar shards) whose near-duplicates are dropped "
          "(eval_overlap); repeatable")
     flag(p, "--blocklist-hashes", key="select.blocklist_hashes", action="append", metavar="FILE",
-         help="a file of 16-hex pHashes, one a line, whose near-duplicates are dropped (blocklisted); repeatable")
+         help="a file of hashes, one a line: 16-hex pHashes (their near-duplicates are dropped too) or 64-hex "
+         "sha256s (exact copies), reason blocklisted; repeatable")
     flag(p, "--shard-size", key="select.shard_size", type=int, metavar="N", help="samples per final shard")
     flag(p, "--seed", key="select.seed", type=int, metavar="N", help="seed of the order of the final samples")

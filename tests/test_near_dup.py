@@ -196,11 +196,12 @@ def test_select_drops_blocklisted_eval_copies_and_near_duplicates(spark, tmp_pat
         ("e1 copy", resized(e1, 1.3), 0.60), ("e2 copy", cropped(e2), 0.60),  # eval_overlap (folder, tar)
         ("f listed", f, 0.70), ("g near listed", resized(g, 0.8), 0.70),  # blocklisted (exact, near)
         ("no hash", photo(8), 0.33),
+        ("h sha listed", photo(9), 0.80),  # blocklisted by its sha256 alone (it has no pHash)
     ]
     quality = {"b requality": 85, "a requality": 40}
     shard_samples = [{"text": t, "image": jpg(img, quality.get(t, 90)), **big} for t, img, _ in samples]
     rows = write_shards(tmp_path / "shards", shard_samples, shard_size=5)
-    images = {r["key"]: s["image"] for r, s in zip(rows, shard_samples, strict=True) if s["text"] != "no hash"}
+    images = {r["key"]: s["image"] for r, s in zip(rows, shard_samples, strict=True) if s["text"] not in ("no hash", "h sha listed")}
     add_signatures(tmp_path / "shards", rows, images)
     write_scores(tmp_path / "scores", rows, {r["key"]: sc for r, (_, _, sc) in zip(rows, samples, strict=True)})
 
@@ -217,20 +218,23 @@ def test_select_drops_blocklisted_eval_copies_and_near_duplicates(spark, tmp_pat
     block = tmp_path / "block.txt"
     fh = near_dup.image_signature(jpg(f))[0]
     gh = near_dup.image_signature(jpg(g))[0]
-    block.write_text(f"# listed by hand\n{near_dup.to_hex(fh)}\n\n0x{near_dup.to_hex(gh).upper()}  g's original\n")
+    h_sha = next(r["sha256"] for r in rows if r["text"] == "h sha listed")
+    block.write_text(f"# listed by hand\n{near_dup.to_hex(fh)}\n\n0x{near_dup.to_hex(gh).upper()}  g's original\n"
+                     f"{h_sha.upper()}  # an exact copy\n")
 
     cfg = load_config(overrides={"output_dir": str(tmp_path), "select.top_fraction": 1.0, "select.min_side": 0,
                                  "select.decontaminate": [str(tmp_path / "eval_folder"), str(tmp_path / "eval.tar")],
                                  "select.blocklist_hashes": [str(block)]})
     stats = run_select(cfg, spark)
-    assert stats["drops"] == {"near_duplicate": 4, "eval_overlap": 2, "blocklisted": 2}
+    assert stats["drops"] == {"near_duplicate": 4, "eval_overlap": 2, "blocklisted": 3}
     manifest, _ = read_final(tmp_path / "final")
     assert sorted(m["text"] for m in manifest) == ["a resized", "b", "c alone", "no hash"]
     extra = stats["extra"]
     assert extra["eval_overlap"] == {str(tmp_path / "eval_folder"): 1, str(tmp_path / "eval.tar"): 1}
     assert extra["eval_images"] == {str(tmp_path / "eval_folder"): 1, str(tmp_path / "eval.tar"): 2}
     assert extra["eval_unreadable"] == {str(tmp_path / "eval_folder"): 1, str(tmp_path / "eval.tar"): 0}
-    assert extra["blocklist"]["hashes"] == 2 and extra["blocklist"]["matched"] == 2
+    assert extra["blocklist"]["hashes"] == 2 and extra["blocklist"]["sha256s"] == 1
+    assert extra["blocklist"]["matched"] == 3 and extra["blocklist"]["matched_exact"] == 1
     nd = extra["near_dup"]
     assert nd["clusters"] == 2 and nd["dropped"] == 4 and nd["unhashed"] == 1 and nd["exhaustive"]
     assert nd["distance"] == 8 and nd["colour_tolerance"] == 12
@@ -243,7 +247,8 @@ def test_select_drops_blocklisted_eval_copies_and_near_duplicates(spark, tmp_pat
     assert why == {"a original": ("near_duplicate", "a resized"), "a requality": ("near_duplicate", "a resized"),
                    "a watermarked": ("near_duplicate", "a resized"), "b requality": ("near_duplicate", "b"),
                    "e1 copy": ("eval_overlap", None), "e2 copy": ("eval_overlap", None),
-                   "f listed": ("blocklisted", None), "g near listed": ("blocklisted", None)}
+                   "f listed": ("blocklisted", None), "g near listed": ("blocklisted", None),
+                   "h sha listed": ("blocklisted", None)}
 
     # Off switches: nothing hash-based is dropped.
     off = load_config(overrides={"output_dir": str(tmp_path), "select.top_fraction": 1.0, "select.near_dup": False})
@@ -254,9 +259,9 @@ def test_bad_lists_and_sets_are_clear_errors(spark, tmp_path):
     rows = write_shards(tmp_path / "shards", [{"text": "x", "image": jpg(photo(1)), "width": 300, "height": 300}])
     write_scores(tmp_path / "scores", rows, {rows[0]["key"]: 0.3})
     bad = tmp_path / "bad.txt"
-    bad.write_text("0123456789abcdef\nnot-a-hash\n")
+    bad.write_text("0123456789abcdef\n" + "a" * 64 + "\nnot-a-hash\n")
     cfg = load_config(overrides={"output_dir": str(tmp_path), "select.blocklist_hashes": [str(bad)]})
-    with pytest.raises(UserError, match="line 2"):
+    with pytest.raises(UserError, match="line 3"):
         run_select(cfg, spark)
     empty = tmp_path / "empty"
     empty.mkdir()

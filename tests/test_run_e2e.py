@@ -39,7 +39,8 @@ def _config(tmp: Path, sample: Path, server) -> Path:
         "download": {"allow_hosts": [f"127.0.0.1:{server.port}"], "shard_size": 40, "threads": 8, "timeout_s": 3.0,
                      "retries": 1},
         "score": {"model": "wit-tiny", "batch_size": 32, "num_workers": 0},
-        "select": {"top_fraction": 0.5, "shard_size": 40},
+        "select": {"top_fraction": 0.5, "shard_size": 40,
+                   "decontaminate": [str(sample / "eval"), str(sample / "eval_background")]},
         "train": {"steps": 4, "batch_size": 16, "warmup_steps": 1, "num_workers": 0, "checkpoint_every": 2},
         "report": {"ground_truth": str(sample / "ground_truth.parquet")},
     }
@@ -168,7 +169,8 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
         assert driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
         assert driver.find_element(By.CSS_SELECTOR, "#training table")
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#fidelity table tr")) == 3  # header + 2 filter groups
+        tables = driver.find_elements(By.CSS_SELECTOR, "#fidelity table")
+        assert [len(t.find_elements(By.CSS_SELECTOR, "tr")) for t in tables] == [3, 3]  # header + 2 filters, 2 rules
         assert "ROC AUC" in driver.find_element(By.CSS_SELECTOR, "#fidelity").text
     finally:
         driver.quit()
@@ -191,3 +193,9 @@ def test_curation_is_graded_against_the_ground_truth(full_run):
     assert sc["scored_pairs"] > 100 and 0.0 <= sc["clip_score_auc"] <= 1.0
     before, after = sc["mismatched_share_scored"], sc["mismatched_share_final"]
     assert before["mismatched"] > 0 and 0 < after["pairs"] < before["pairs"]
+    copies = m["copies"]
+    print("copies graded:", copies)
+    for rule in ("near_duplicate", "eval_overlap"):
+        c = copies[rule]
+        assert c["targets"] >= 1 and c["dropped"] >= 1, (rule, c)
+        assert c["precision"] >= 0.5 and c["recall"] >= 0.5, (rule, c)
