@@ -72,8 +72,10 @@ class CrawlConfig(Section):
     max_bytes: int = Field(5_000_000, ge=1, description="largest page body")
     min_interval_s: float = Field(1.0, ge=0, description="least time between two requests to one host")
     max_crawl_delay_s: float = Field(10.0, ge=0, description="a robots.txt Crawl-delay is honoured up to this")
-    threads: int = Field(16, ge=1)
-    part_pages: int = Field(1000, ge=1, description="frontier URLs per WARC part (the unit of resume)")
+    threads: int = Field(16, ge=1, description="fetch threads per task")
+    tasks: int | None = Field(None, ge=1, description="host groups per round, one Spark fetch task each (a host is "
+                              "in one group, so its politeness holds job-wide); None = Spark's default parallelism")
+    part_pages: int = Field(1000, ge=1, description="a task's frontier URLs per WARC part (the unit of resume)")
     sitemaps: bool = Field(False, description="also start from the pages of the sitemaps the seeds' robots.txt names")
     user_agent: str | None = Field(None, description="None = download.user_agent")
     contact_url: str | None = Field(None, description="None = download.contact_url")

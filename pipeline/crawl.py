@@ -1,39 +1,45 @@
 """`wit crawl`: a polite page crawler that writes WARC files `wit extract` reads unchanged.
 
-**Rounds.** Breadth first: round ``r`` fetches the frontier of pages at depth ``r`` (the seeds are
-round 0) and computes round ``r+1``'s frontier from their links. Under the output folder (crawl/):
+**Rounds.** Breadth first: round ``r`` fetches its frontier (the seeds are round 0) and computes
+round ``r+1``'s frontier from the links of its pages. Under the output folder (crawl/):
 
-    frontier/round-RRRRR.parquet            url, depth, host: the pages round r fetches
-    rejected/round-RRRRR.parquet            url, depth, reason: links of round r-1's pages not queued
-    warc/round-RRRRR-part-PPPPP.warc.gz     request, response and metadata records, gzip per record
-    index/round-RRRRR-part-PPPPP.parquet    CDX-style: url, status, mime, file, offset, length
-    pages/round-RRRRR-part-PPPPP.parquet    every frontier URL's outcome: reason (None: stored) and links
+    frontier/round-RRRRR/                   Parquet: url, depth, host, group: the pages round r fetches
+    rejected/round-RRRRR/                   Parquet: url, depth, reason: links of round r-1 not queued
+    warc/round-RRRRR-part-GGGGG-CCCCC.warc.gz   request, response and metadata records, gzip per record
+    index/round-RRRRR-part-GGGGG-CCCCC.parquet  CDX-style: url, status, mime, file, offset, length
+    pages/round-RRRRR-part-GGGGG-CCCCC.parquet  every frontier URL's outcome: reason (None: stored), links
     rounds/round-RRRRR.json                 the round's counts; its presence marks the round complete
+
+**Where it runs.** Each round is two Spark jobs. The fetch: the frontier is partitioned by host into
+``group``s (``crawl.tasks``, default Spark's parallelism), one task per group, so every request to
+a host comes from one task and the task's HostScheduler (per-host connection cap, minimum
+interval, Retry-After, circuit breaker) is polite for the whole job. A task fetches its group part
+by part (``crawl.part_pages`` URLs, ``CCCCC``) on ``crawl.threads`` threads, with its own robots.txt
+cache: robots.txt is read once per host per round. The next frontier: links exploded, normalised,
+deduplicated and anti-joined against every URL queued or rejected so far, budgets applied by window
+functions; the driver holds none of it, so its memory does not grow with the frontier (workers and
+tasks read the output folder: a shared filesystem on a cluster).
 
 **Resume.** A part is the unit of work: its three files are written under temporary names and
 renamed, the pages file last, which marks the part complete. A rerun skips complete rounds and
 parts and redoes a part whose pages file is missing, replacing whatever WARC it had (no
 duplicate records). A frontier is written whole and renamed, then the round's json.
 
-**Where it runs.** On the driver, with ``crawl.threads`` threads, host by host through the fetcher's
-HostScheduler (per-host connection cap, minimum interval, Retry-After, circuit breaker). This is
-the simplest design that is polite by construction (one process sees every request to a host);
-memory holds one part's pages and the URLs seen so far as 8-byte fingerprints (``Seen``); the next
-frontier is computed one part at a time. Spark tasks
-partitioned by host are left for when one machine's bandwidth is the limit.
-
 **Politeness and safety.** Every fetch goes through ``pipeline.fetch.Fetcher`` (address safety,
-deadlines, size caps, redirects re-checked) with robots.txt always on (RFC 9309, cached per host
-for the crawl's process). A host's ``Crawl-delay`` (up to ``crawl.max_crawl_delay_s``) raises its
-minimum interval above ``crawl.min_interval_s``: the part's hosts are grouped by interval and each
-group is fetched with a fetcher of that interval, all groups at the same time. Only HTML pages are stored (``not_html``). With
-``crawl.sitemaps`` the pages of the sitemaps named by the seeds' robots.txt are seeds too.
+deadlines, size caps) with robots.txt always on (RFC 9309). A host's ``Crawl-delay`` (up to
+``crawl.max_crawl_delay_s``) raises its minimum interval above ``crawl.min_interval_s``: a part's
+hosts are grouped by interval and each group is fetched with a fetcher of that interval, all groups
+at the same time. Only HTML pages are stored (``not_html``). Redirects are not followed in the
+fetch: a 3xx is recorded as ``redirected`` and its target queued for the next round at the same
+depth, through the scope rules, robots.txt and the seen-URL check like any link (as Heritrix and
+Common Crawl do), so a page reached both ways is stored once. With ``crawl.sitemaps`` the pages of
+the sitemaps named by the seeds' robots.txt are seeds too.
 
 **Traps** (endless calendars, session ids, link farms) are bounded by URL normalisation (session-id
 parameters stripped, fragments dropped), the scope rules, ``max_depth`` and the per-host and total
 page budgets. Every URL not crawled has a reason in ``_stats.json`` drops, counted once per URL:
-the fetcher's reasons, robots_disallowed, not_html, out_of_scope, max_depth, budget_exhausted,
-duplicate (a redirect to a page already seen).
+the fetcher's reasons, robots_disallowed, not_html, redirected, out_of_scope, max_depth,
+budget_exhausted.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import threading
 import time
 import urllib.robotparser
@@ -58,20 +65,22 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline import log
 from pipeline.errors import UserError
 from pipeline.fetch import Fetcher, FetchError, FetchResult, RobotsCache
+from pipeline.fetch.fetcher import REDIRECT_CODES
 from pipeline.stage import StageContext, stage
 
 # Crawl decisions, beside the fetcher's REASONS.
-CRAWL_REASONS = ("robots_disallowed", "out_of_scope", "budget_exhausted", "not_html", "max_depth", "duplicate")
+CRAWL_REASONS = ("robots_disallowed", "out_of_scope", "budget_exhausted", "not_html", "max_depth", "redirected")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
-FRONTIER = pa.schema([("url", pa.string()), ("depth", pa.int32()), ("host", pa.string())])
+FRONTIER = pa.schema([("url", pa.string()), ("depth", pa.int32()), ("host", pa.string()), ("group", pa.int32())])
 REJECTED = pa.schema([("url", pa.string()), ("depth", pa.int32()), ("reason", pa.string())])
 INDEX = pa.schema([("url", pa.string()), ("status", pa.int32()), ("mime", pa.string()), ("file", pa.string()),
                    ("offset", pa.int64()), ("length", pa.int64())])
@@ -206,16 +215,22 @@ def page_links(body: bytes, content_type: str, base_url: str) -> list[str]:
 
 class PageFetcher(Fetcher):
     """The safe fetcher, asking for HTML and keeping the response's status line and headers for the
-    WARC; a 2xx that is not HTML fails as ``not_html`` before its body is read."""
+    WARC; a 2xx that is not HTML fails as ``not_html`` before its body is read. It follows no
+    redirect: a 3xx ends as ``redirected`` with its target as the detail, and the target is queued
+    like a link (scope, robots.txt and the seen-URL check apply to it, so no page is stored twice)."""
 
     def session(self):
         s = super().session()
         s.headers["Accept"] = ACCEPT
         return s
 
+    def fetch_once(self, url: str, max_bytes: int | None = None, robots: bool = True) -> FetchResult:
+        result = super().fetch_once(url, max_bytes, robots)
+        if result.reason == "too_many_redirects" and result.http_status in REDIRECT_CODES:
+            result.reason = "redirected"
+        return result
+
     def _read(self, url, final_url, resp, att, max_bytes) -> FetchResult:
-        if getattr(_any_body, "on", False):  # robots.txt or a sitemap: read as the fetcher does
-            return super()._read(url, final_url, resp, att, max_bytes)
         ctype = resp.headers.get("Content-Type", "")
         if 200 <= resp.status_code < 300 and ctype and not is_html_type(ctype):
             raise FetchError("not_html", ctype)
@@ -226,9 +241,6 @@ class PageFetcher(Fetcher):
         result.status_line = f"{resp.status_code} {resp.reason or ''}".strip()
         result.protocol = "HTTP/1.0" if getattr(resp.raw, "version", 11) == 10 else "HTTP/1.1"
         return result
-
-
-_any_body = threading.local()  # set while robots.txt or a sitemap (not HTML) is fetched in this thread
 
 
 def is_html_type(content_type: str) -> bool:
@@ -244,11 +256,7 @@ class CrawlRobots(RobotsCache):
         self.sitemaps: dict[str, list[str]] = {}  # the Sitemap: lines of each origin's robots.txt
 
     def _load(self, origin: str):
-        _any_body.on = True
-        try:
-            got = super()._load(origin)
-        finally:
-            _any_body.on = False
+        got = super()._load(origin)
         if isinstance(got, urllib.robotparser.RobotFileParser):
             delay = got.crawl_delay(self.fetcher.ua_token)
             if delay:
@@ -268,13 +276,15 @@ def user_agent(cfg) -> str:
     return ua + (f" (+{contact})" if contact and contact not in ua else "")
 
 
-def make_fetcher(cfg, interval_s: float) -> PageFetcher:
-    """A page fetcher from the download settings (safety, timeouts, DNS), with the crawl's own."""
+def make_fetcher(cfg, interval_s: float, cls: type[Fetcher] = PageFetcher) -> Fetcher:
+    """A fetcher from the download settings (safety, timeouts, DNS), with the crawl's own: pages
+    (PageFetcher: no redirect followed) or robots.txt and sitemaps (Fetcher: redirects followed, as
+    RFC 9309 asks)."""
     dl, cc = cfg.download, cfg.crawl
-    return PageFetcher(
-        timeout_s=dl.timeout_s, max_bytes=cc.max_bytes, max_redirects=dl.max_redirects, retries=dl.retries,
-        user_agent=user_agent(cfg), allow_hosts=tuple(dl.allow_hosts),
-        opt_out_directives=frozenset(dl.disallowed_header_directives), respect_robots_txt=True,
+    return cls(
+        timeout_s=dl.timeout_s, max_bytes=cc.max_bytes, max_redirects=0 if cls is PageFetcher else dl.max_redirects,
+        retries=dl.retries, user_agent=user_agent(cfg), allow_hosts=tuple(dl.allow_hosts),
+        opt_out_directives=frozenset(dl.disallowed_header_directives), respect_robots_txt=cls is PageFetcher,
         host_connections=dl.host_connections, host_min_interval_s=interval_s,
         host_failure_limit=dl.host_failure_limit, dns_servers=tuple(dl.dns_servers),
         dns_negative_ttl_s=dl.dns_negative_ttl_s)
@@ -332,23 +342,22 @@ def _merged(iterators: list[Iterator]) -> Iterator:
 
 
 class Crawler:
-    """Fetches a round's parts: one robots.txt cache and one fetcher per host interval for the crawl."""
+    """Fetches one task's pages: one robots.txt cache (and one fetcher per host interval) for the task."""
 
     def __init__(self, cfg):
         self.cfg, self.cc = cfg, cfg.crawl
-        self.base = make_fetcher(cfg, self.cc.min_interval_s)
-        self.robots = CrawlRobots(self.base)
-        self.base.robots = self.robots
-        self.fetchers: dict[float, PageFetcher] = {self.cc.min_interval_s: self.base}
+        self.side = make_fetcher(cfg, self.cc.min_interval_s, cls=Fetcher)  # robots.txt and sitemaps
+        self.robots = CrawlRobots(self.side)
+        self.fetchers: dict[float, Fetcher] = {}
 
     def interval(self, url: str) -> float:
         return max(self.cc.min_interval_s, min(self.robots.delay(url), self.cc.max_crawl_delay_s))
 
-    def fetcher(self, interval: float) -> PageFetcher:
+    def fetcher(self, interval: float) -> Fetcher:
         f = self.fetchers.get(interval)
         if f is None:
             f = self.fetchers[interval] = make_fetcher(self.cfg, interval)
-            f.robots = self.robots  # one robots.txt fetch per host for the whole crawl
+            f.robots = self.robots  # one robots.txt fetch per host for the task
         return f
 
     def fetch(self, rows: list[dict]) -> Iterator[tuple[dict, FetchResult]]:
@@ -385,11 +394,7 @@ class Crawler:
             todo, done = list(self.robots.sitemaps.get(origin.lower(), [])), 0
             while todo and done < MAX_SITEMAPS:
                 url, done = todo.pop(0), done + 1
-                _any_body.on = True
-                try:
-                    result = self.base.fetch(url)
-                finally:
-                    _any_body.on = False
+                result = self.side.fetch(url)
                 if not result.ok:
                     log.warn(f"crawl: sitemap {url}: {result.reason}")
                     continue
@@ -400,7 +405,7 @@ class Crawler:
                     yield from locs
 
     def close(self) -> None:
-        for f in self.fetchers.values():
+        for f in [self.side, *self.fetchers.values()]:
             f.close()
 
 
@@ -485,8 +490,12 @@ class WarcPart:
 # --- the rounds ------------------------------------------------------------------------------------
 
 
-def _name(r: int, k: int | None = None) -> str:
-    return f"round-{r:05d}" if k is None else f"round-{r:05d}-part-{k:05d}"
+def _name(r: int, g: int | None = None, c: int | None = None) -> str:
+    return f"round-{r:05d}" if g is None else f"round-{r:05d}-part-{g:05d}-{c:05d}"
+
+
+def fingerprint(url: str) -> int:
+    return int.from_bytes(hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def _write_parquet(rows: list[dict], schema: pa.Schema, path: str) -> None:
@@ -496,78 +505,145 @@ def _write_parquet(rows: list[dict], schema: pa.Schema, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _column(path: str, name: str) -> Iterator:
-    """One column's values, read a batch at a time."""
-    for batch in pq.ParquetFile(path).iter_batches(columns=[name], batch_size=65536):
-        yield from batch.column(0).to_pylist()
-
-
-def _chunks(path: str, size: int) -> Iterator[list[dict]]:
-    """The file's rows in lists of exactly ``size`` (the last one shorter), whatever its row groups."""
-    chunk: list[dict] = []
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-        for row in batch.to_pylist():
-            chunk.append(row)
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
-
-
-def fingerprint(url: str) -> int:
-    return int.from_bytes(hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-
-
-class Seen:
-    """A set of URLs kept as sorted 64-bit fingerprints: 8 bytes a URL, so the crawl's memory stays
-    small as the frontier grows (10⁶ URLs: 8 MB). Two URLs share a fingerprint with probability
-    about n²/2⁶⁵ (10⁸ URLs: 3·10⁻⁴), and then the second is taken as seen and not crawled."""
-
-    def __init__(self):
-        self.fps = np.empty(0, dtype=np.uint64)
-
-    def update(self, urls: Iterable[str | None]) -> None:
-        self.add_fingerprints(fingerprint(u) for u in urls if u)
-
-    def add_fingerprints(self, fps: Iterable[int]) -> None:
-        new = np.fromiter(fps, dtype=np.uint64)
-        if len(new):
-            self.fps = np.union1d(self.fps, new)
-
-    def __contains__(self, item: str | int) -> bool:
-        fp = np.uint64(item if isinstance(item, int) else fingerprint(item))
-        i = int(np.searchsorted(self.fps, fp))
-        return i < len(self.fps) and self.fps[i] == fp
-
-    def __len__(self) -> int:
-        return len(self.fps)
+def _publish(tmp: str, path: str) -> None:
+    """Rename a folder written whole into place (a rerun's leftover of the same name goes first)."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
 
 
 def _clean_tmp(folder: str) -> None:
     for name in os.listdir(folder):
         if ".tmp-" in name:
-            os.remove(os.path.join(folder, name))
+            p = os.path.join(folder, name)
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
 
-class Rounds:
-    """The crawl's files under ``out`` (see the module docstring) and its breadth-first loop."""
+def _value_counts(paths: list[str], column: str) -> Counter:
+    """How often each value of ``column`` occurs in the Parquet files or folders (None as "None")."""
+    counts: Counter = Counter()
+    for p in paths:
+        table = ds.dataset(p, format="parquet").to_table(columns=[column])
+        for item in pc.value_counts(table.column(column)).to_pylist():
+            counts[str(item["values"])] += item["counts"]
+    return counts
 
-    def __init__(self, ctx: StageContext):
-        self.ctx, self.cfg, self.cc, self.out = ctx, ctx.cfg, ctx.cfg.crawl, ctx.tmp
-        for d in ("frontier", "rejected", "warc", "index", "pages", "rounds"):
-            os.makedirs(f"{self.out}/{d}", exist_ok=True)
-            _clean_tmp(f"{self.out}/{d}")  # leftovers of a killed run
 
-    def path(self, kind: str, r: int, k: int | None = None) -> str:
-        ext = {"warc": ".warc.gz", "rounds": ".json"}.get(kind, ".parquet")
-        return f"{self.out}/{kind}/{_name(r, k)}{ext}"
+class CrawlFiles:
+    """Where the crawl's files are under ``out`` (see the module docstring); used by the driver and
+    by the fetch tasks."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def path(self, kind: str, r: int, g: int | None = None, c: int | None = None) -> str:
+        ext = {"warc": ".warc.gz", "rounds": ".json", "frontier": "", "rejected": ""}.get(kind, ".parquet")
+        return f"{self.out}/{kind}/{_name(r, g, c)}{ext}"
 
     def rounds_on_disk(self) -> Iterator[int]:
         r = 0
         while os.path.exists(self.path("frontier", r)):
             yield r
             r += 1
+
+    def parts(self, r: int, g: int | None = None) -> list[str]:
+        """The complete parts of round r (of its group g): their pages files."""
+        folder = f"{self.out}/pages"
+        prefix = _name(r) + "-part-" + ("" if g is None else f"{g:05d}-")
+        return sorted(f"{folder}/{n}" for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".parquet"))
+
+    def group_chunks(self, r: int, g: int, size: int) -> Iterator[list[dict]]:
+        """Group g's frontier rows of round r, by URL, in lists of ``size`` (the last one shorter)."""
+        table = ds.dataset(self.path("frontier", r), format="parquet").to_table(
+            columns=["url", "depth"], filter=ds.field("group") == g).sort_by("url")
+        for i in range(0, table.num_rows, size):
+            yield table.slice(i, size).to_pylist()
+
+
+def crawl_part(files: CrawlFiles, cfg, r: int, g: int, c: int, rows: list[dict], crawler: Crawler) -> dict:
+    """Fetch one part's pages into its WARC, index and pages files (each written under a temporary
+    name and renamed, the pages file last: it marks the part complete). Returns its outcome counts."""
+    t0 = time.perf_counter()
+    suffix = f".tmp-{uuid.uuid4().hex[:8]}"
+    warc_path, index_path, pages_path = (files.path(k, r, g, c) for k in ("warc", "index", "pages"))
+    warc = WarcPart(warc_path + suffix, os.path.basename(warc_path), cfg)
+    outcomes = []
+    try:
+        for row, result in crawler.fetch(rows):
+            outcomes.append(outcome(row, result, warc))
+    finally:
+        warc.close()
+    _write_parquet(warc.index, INDEX, index_path + suffix)
+    os.replace(warc_path + suffix, warc_path)
+    os.replace(index_path + suffix, index_path)
+    outcomes.sort(key=lambda o: o["url"])
+    _write_parquet(outcomes, PAGES, pages_path)  # last: marks the part complete
+    counts = Counter(str(o["reason"]) for o in outcomes)
+    log.info(f"crawl: {_name(r, g, c)}: {counts['None']}/{len(rows)} pages stored in {time.perf_counter() - t0:.1f}s")
+    return counts
+
+
+def outcome(row: dict, result: FetchResult, warc: WarcPart) -> dict:
+    """A frontier URL's row in pages/: its reason (None: stored in the WARC) and the links to follow
+    (a redirect's one link is its target)."""
+    url, depth = row["url"], row["depth"]
+    out = {"url": url, "depth": depth, "final_url": None, "reason": result.reason, "links": None}
+    if result.reason == "redirected":
+        out["links"] = [result.detail]
+    if not result.ok:
+        return out
+    out["final_url"] = result.final_url = url
+    warc.add(result, depth, via=None)
+    ctype = dict((k.lower(), v) for k, v in result.headers).get("content-type", "")
+    out["links"] = page_links(result.data, ctype, url)
+    return out
+
+
+def _crawl_group(task: tuple) -> dict:
+    """A Spark task: fetch group g of round r (every URL of its hosts), part by part, skipping the
+    complete parts. A host is in one group, so its politeness holds for the whole job."""
+    from pipeline.config import RunConfig
+
+    cfg_json, out, r, g = task
+    cfg = RunConfig.model_validate_json(cfg_json)
+    files, counts = CrawlFiles(out), Counter()
+    crawler = Crawler(cfg)
+    try:
+        for c, rows in enumerate(files.group_chunks(r, g, cfg.crawl.part_pages)):
+            if not os.path.exists(files.path("pages", r, g, c)):  # complete: a rerun never fetches it again
+                counts.update(crawl_part(files, cfg, r, g, c, rows, crawler))
+    finally:
+        crawler.close()
+    return dict(counts)
+
+
+def _normalised_links(batches, strip_params: tuple[str, ...], scope: Scope):
+    """mapInPandas: (link, depth) → (url, host, depth, in_scope); links that are no web page dropped."""
+    import pandas as pd
+
+    for df in batches:
+        rows = []
+        for link, depth in zip(df["link"], df["depth"]):
+            url = normalise(link, strip_params) if isinstance(link, str) else None
+            if url is not None:
+                rows.append((url, host_of(url), int(depth), url in scope))
+        yield pd.DataFrame(rows, columns=["url", "host", "depth", "in_scope"])
+
+
+class Rounds(CrawlFiles):
+    """The crawl's breadth-first loop on the driver: each round's fetch is a Spark job of one task
+    per host group; each next frontier a Spark job too (anti-join against every URL seen)."""
+
+    def __init__(self, ctx: StageContext):
+        super().__init__(ctx.tmp)
+        self.ctx, self.cfg, self.cc = ctx, ctx.cfg, ctx.cfg.crawl
+        for d in ("frontier", "rejected", "warc", "index", "pages", "rounds"):
+            os.makedirs(f"{self.out}/{d}", exist_ok=True)
+            _clean_tmp(f"{self.out}/{d}")  # leftovers of a killed run
+
+    def groups(self) -> int:
+        """Host groups of a new frontier: one fetch task each (crawl.tasks, else Spark's parallelism)."""
+        return self.cc.tasks or self.ctx.spark.sparkContext.defaultParallelism
 
     def seed(self, seeds: list[str], crawler: Crawler) -> Scope:
         """Round 0's frontier (written once): the seeds, and with crawl.sitemaps the pages of the
@@ -591,6 +667,7 @@ class Rounds:
             if sc.sitemaps:
                 listed = [u for u in map(partial(normalise, strip_params=sc.strip_params), crawler.sitemap_urls(good))
                           if u is not None]
+            groups = self.groups()
             for url in dict.fromkeys(good + listed):
                 host = host_of(url)
                 if url not in scope:
@@ -599,182 +676,146 @@ class Rounds:
                     rejected.append({"url": url, "depth": 0, "reason": "budget_exhausted"})
                 else:
                     per_host[host] += 1
-                    rows.append({"url": url, "depth": 0, "host": host})
-            _write_parquet(rejected, REJECTED, self.path("rejected", 0))
-            _write_parquet(rows, FRONTIER, self.path("frontier", 0))
+                    rows.append({"url": url, "depth": 0, "host": host, "group": fingerprint(host) % groups})
+            for kind, data, schema in (("rejected", rejected, REJECTED), ("frontier", rows, FRONTIER)):
+                tmp = f"{self.path(kind, 0)}.tmp-{uuid.uuid4().hex[:8]}"
+                os.makedirs(tmp)
+                pq.write_table(pa.Table.from_pylist(data, schema=schema), f"{tmp}/part-00000.parquet")
+                _publish(tmp, self.path(kind, 0))
         return scope
 
-    def run(self, seeds: list[str]) -> dict:
-        crawler = Crawler(self.cfg)
+    def run(self, seeds: list[str]) -> None:
+        crawler = Crawler(self.cfg)  # the driver's: robots.txt for the sitemaps of the seeds
         try:
             scope = self.seed(seeds, crawler)
-            r = 0
-            while os.path.exists(self.path("frontier", r)):
-                if not os.path.exists(self.path("rounds", r)):
-                    self.crawl_round(r, crawler)
-                    self.next_frontier(r, scope)
-                    storage_json(self.path("rounds", r), self.round_counts(r))
-                r += 1
         finally:
             crawler.close()
-        return self.totals()
+        r = 0
+        while os.path.exists(self.path("frontier", r)):
+            if not os.path.exists(self.path("rounds", r)):
+                t0 = time.perf_counter()
+                self.crawl_round(r)
+                t1 = time.perf_counter()
+                self.next_frontier(r, scope)
+                counts = {**self.round_counts(r), "fetch_s": round(t1 - t0, 3),
+                          "frontier_s": round(time.perf_counter() - t1, 3)}
+                storage_json(self.path("rounds", r), counts)
+                log.info(f"crawl: round {r}: {counts['frontier']} URLs fetched in {counts['fetch_s']:.1f}s, next "
+                         f"frontier in {counts['frontier_s']:.1f}s")
+            r += 1
+        self.totals()
 
-    def crawl_round(self, r: int, crawler: Crawler) -> None:
-        seen = None
-        for k, rows in enumerate(_chunks(self.path("frontier", r), self.cc.part_pages)):
-            if os.path.exists(self.path("pages", r, k)):
-                continue  # complete: a rerun never fetches it again
-            seen = seen if seen is not None else self.seen(upto=r)
-            self.crawl_part(r, k, rows, crawler, seen)
-
-    def crawl_part(self, r: int, k: int, rows: list[dict], crawler: Crawler, seen_before: Seen) -> None:
-        t0 = time.perf_counter()
-        suffix = f".tmp-{uuid.uuid4().hex[:8]}"
-        warc_path, index_path, pages_path = self.path("warc", r, k), self.path("index", r, k), self.path("pages", r, k)
-        warc = WarcPart(warc_path + suffix, os.path.basename(warc_path), self.cfg)
-        outcomes = []
-        try:
-            for row, result in crawler.fetch(rows):
-                outcomes.append(self.outcome(row, result, warc, seen_before))
-        finally:
-            warc.close()
-        _write_parquet(warc.index, INDEX, index_path + suffix)
-        os.replace(warc_path + suffix, warc_path)
-        os.replace(index_path + suffix, index_path)
-        outcomes.sort(key=lambda o: o["url"])
-        _write_parquet(outcomes, PAGES, pages_path)  # last: marks the part complete
-        stored = sum(o["reason"] is None for o in outcomes)
-        log.info(f"crawl: {_name(r, k)}: {stored}/{len(rows)} pages stored in {time.perf_counter() - t0:.1f}s")
-
-    def outcome(self, row: dict, result: FetchResult, warc: WarcPart, seen_before: Seen) -> dict:
-        url, depth = row["url"], row["depth"]
-        out = {"url": url, "depth": depth, "final_url": None, "reason": result.reason, "links": None}
-        if not result.ok:
-            return out
-        final = normalise(result.final_url or url, self.cc.strip_params) or url
-        out["final_url"] = final
-        if final != url and final in seen_before:
-            out["reason"] = "duplicate"
-            return out
-        result.final_url = final
-        warc.add(result, depth, via=url if final != url else None)
-        ctype = dict((k.lower(), v) for k, v in result.headers).get("content-type", "")
-        out["links"] = page_links(result.data, ctype, final)
-        return out
-
-    def seen(self, upto: int) -> Seen:
-        """Every URL queued or rejected in rounds 0..upto, and the pages redirects reached in rounds
-        before ``upto`` (those of round ``upto`` too with ``finals=True``)."""
-        seen = Seen()
-        for r in range(upto + 1):
-            for kind in ("frontier", "rejected"):
-                if os.path.exists(p := self.path(kind, r)):
-                    seen.update(_column(p, "url"))
-        for r in range(upto):
-            for p in self._parts(r):
-                seen.update(_column(p, "final_url"))
-        return seen
-
-    def _parts(self, r: int) -> list[str]:
-        folder = f"{self.out}/pages"
-        prefix = _name(r) + "-part-"
-        return sorted(f"{folder}/{n}" for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".parquet"))
+    def crawl_round(self, r: int) -> None:
+        spark, path = self.ctx.spark, self.path("frontier", r)
+        groups = sorted(row[0] for row in spark.read.parquet(path).select("group").distinct().collect())
+        sc = spark.sparkContext
+        n = ds.dataset(path, format="parquet").count_rows()
+        sc.setJobDescription(f"wit crawl: round {r}, {n} pages in {len(groups)} host group(s)")
+        log.info(f"crawl: round {r}: {n} URLs in {len(groups)} host group(s)")
+        cfg_json = self.cfg.model_dump_json()
+        tasks = [(cfg_json, self.out, r, g) for g in groups]
+        sc.parallelize(tasks, len(tasks)).map(_crawl_group).collect()
 
     def next_frontier(self, r: int, scope: Scope) -> None:
-        """Round r+1's frontier from round r's links: normalised, in scope, not seen, within depth and
-        budgets; the links not queued go to rejected/ with their reason (each URL once). Streams the
-        round's parts one at a time: memory is the seen fingerprints plus one part."""
-        cc = self.cc
-        seen = self.seen(upto=r)
-        for p in self._parts(r):  # a redirect's target counts as seen
-            seen.update(_column(p, "final_url"))
-        per_host: Counter = Counter()
-        total = 0
-        for q in range(r + 1):
-            for host in _column(self.path("frontier", q), "host"):
-                per_host[host] += 1
-                total += 1
-        depth = r + 1
-        frontier_path, rejected_path = self.path("frontier", depth), self.path("rejected", depth)
+        """Round r+1's frontier from round r's links, as a Spark job: normalised, deduplicated, not
+        seen (an anti-join against every URL queued or rejected so far), in scope, within max_depth,
+        the per-host budget (a host's earlier URLs count, then its new ones by depth and URL) and the
+        total one (the cut by URL hash). The links not queued go to rejected/ with their reason, each
+        URL once. Memory: Spark's (it spills), not the driver's, however large the frontier grows."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        cc, spark = self.cc, self.ctx.spark
+        parts = self.parts(r)
+        if not parts:
+            return
+        earlier = range(r + 1)
+        frontiers = [self.path("frontier", q) for q in earlier]
+        seen_paths = frontiers + [p for q in earlier if os.path.exists(p := self.path("rejected", q))]
+        queued_so_far = sum(ds.dataset(p, format="parquet").count_rows() for p in frontiers)
+        remaining = cc.max_pages - queued_so_far
+        spark.sparkContext.setJobDescription(f"wit crawl: frontier of round {r + 1}")
+
+        pages = spark.read.parquet(*parts)
+        links = pages.select(
+            F.when(F.col("reason") == "redirected", F.col("depth")).otherwise(F.col("depth") + 1).alias("depth"),
+            F.explode("links").alias("link"))
+        normalised = links.mapInPandas(
+            partial(_normalised_links, strip_params=tuple(cc.strip_params), scope=scope),
+            "url string, host string, depth int, in_scope boolean")
+        new = normalised.groupBy("url").agg(F.min("depth").alias("depth"), F.first("host").alias("host"),
+                                            F.first("in_scope").alias("in_scope"))
+        seen = spark.read.parquet(*seen_paths).select("url")
+        new = new.join(seen, "url", "left_anti")
+        per_host = spark.read.parquet(*frontiers).groupBy("host").agg(F.count("*").alias("before"))
+        rank = F.row_number().over(Window.partitionBy("host", "in_bounds").orderBy("depth", "url"))
+        decided = (new.join(per_host, "host", "left")
+                   .withColumn("in_bounds", F.col("in_scope") & (F.col("depth") <= cc.max_depth))
+                   .withColumn("n", F.coalesce(F.col("before"), F.lit(0)) + rank)
+                   .select("url", "depth", "host", F.when(~F.col("in_scope"), "out_of_scope")
+                           .when(F.col("depth") > cc.max_depth, "max_depth")
+                           .when(F.col("n") > cc.max_pages_per_host, "budget_exhausted").alias("reason")))
         suffix = f".tmp-{uuid.uuid4().hex[:8]}"
-        queued = pq.ParquetWriter(frontier_path + suffix, FRONTIER)
-        rejects = pq.ParquetWriter(rejected_path + suffix, REJECTED)
-        n_queued = 0
+        staged = f"{self.out}/rejected/{_name(r + 1)}-staged{suffix}"
+        decided.write.parquet(staged)
         try:
-            for p in self._parts(r):
-                rows, rejected, fresh = [], [], set()
-                for page in _column(p, "links"):
-                    for link in page or ():
-                        url = normalise(link, cc.strip_params)
-                        if url is None:
-                            continue  # not a web page (mailto:, javascript: …)
-                        fp = fingerprint(url)
-                        if fp in fresh or fp in seen:
-                            continue
-                        fresh.add(fp)
-                        host = host_of(url)
-                        if url not in scope:
-                            reason = "out_of_scope"
-                        elif depth > cc.max_depth:
-                            reason = "max_depth"
-                        elif per_host[host] >= cc.max_pages_per_host or total >= cc.max_pages:
-                            reason = "budget_exhausted"
-                        else:
-                            per_host[host] += 1
-                            total += 1
-                            rows.append({"url": url, "depth": depth, "host": host})
-                            continue
-                        rejected.append({"url": url, "depth": depth, "reason": reason})
-                seen.add_fingerprints(fresh)
-                if rows:
-                    queued.write_table(pa.Table.from_pylist(rows, schema=FRONTIER))
-                    n_queued += len(rows)
-                rejects.write_table(pa.Table.from_pylist(rejected, schema=REJECTED))
+            decided = spark.read.parquet(staged)
+            candidates = decided.where(F.col("reason").isNull())
+            cut = candidates.orderBy(F.xxhash64("url"), "url").limit(max(remaining, 0))
+            over = ds.dataset(staged, format="parquet").count_rows(filter=ds.field("reason").is_null()) > remaining
+            kept = cut if over else candidates
+            groups = self.groups()
+            frontier = kept.select("url", F.col("depth").cast("int"), "host",
+                                   F.pmod(F.xxhash64("host"), F.lit(groups)).cast("int").alias("group"))
+            rejected = decided.where(F.col("reason").isNotNull()).select("url", F.col("depth").cast("int"), "reason")
+            if over:
+                rejected = rejected.unionByName(candidates.join(cut.select("url"), "url", "left_anti")
+                                                .select("url", F.col("depth").cast("int"),
+                                                        F.lit("budget_exhausted").alias("reason")))
+            rejected_tmp, frontier_tmp = self.path("rejected", r + 1) + suffix, self.path("frontier", r + 1) + suffix
+            rejected.coalesce(groups).write.parquet(rejected_tmp)
+            frontier.repartition(groups, "group").sortWithinPartitions("group", "url").write.parquet(frontier_tmp)
+            _publish(rejected_tmp, self.path("rejected", r + 1))
+            if ds.dataset(frontier_tmp, format="parquet").count_rows():
+                _publish(frontier_tmp, self.path("frontier", r + 1))
+            else:
+                shutil.rmtree(frontier_tmp)
         finally:
-            queued.close()
-            rejects.close()
-        os.replace(rejected_path + suffix, rejected_path)
-        if n_queued:
-            os.replace(frontier_path + suffix, frontier_path)
-        else:
-            os.remove(frontier_path + suffix)
+            shutil.rmtree(staged, ignore_errors=True)
 
     def round_counts(self, r: int) -> dict:
-        outcomes = Counter()
-        for p in self._parts(r):
-            outcomes.update(str(x) for x in pq.read_table(p, columns=["reason"]).column("reason").to_pylist())
-        return {"round": r, "frontier": pq.read_metadata(self.path("frontier", r)).num_rows,
-                "outcomes": dict(outcomes)}
+        return {"round": r, "frontier": ds.dataset(self.path("frontier", r), format="parquet").count_rows(),
+                "outcomes": dict(_value_counts(self.parts(r), "reason"))}
 
-    def totals(self) -> dict:
+    def totals(self) -> None:
         """The crawl's stats: pages stored (output_rows), every URL not crawled by reason (drops)."""
         stats = self.ctx.stats
-        frontier_sizes, hosts, queued = [], set(), 0
-        stored = 0
-        for r in self.rounds_on_disk():
-            t = pq.read_table(self.path("frontier", r), columns=["host"])
-            frontier_sizes.append(t.num_rows)
-            queued += t.num_rows
-            hosts.update(t.column("host").to_pylist())
-            for p in self._parts(r):
-                for reason in pq.read_table(p, columns=["reason"]).column("reason").to_pylist():
-                    if reason is None:
-                        stored += 1
-                    else:
-                        stats.drop(reason)
-        for r in range(len(frontier_sizes) + 1):
-            p = self.path("rejected", r)
-            if os.path.exists(p):
-                for reason in pq.read_table(p, columns=["reason"]).column("reason").to_pylist():
-                    stats.drop(reason)
-        stats.input_rows = queued
-        stats.output_rows = stored
+        rounds = list(self.rounds_on_disk())
+        frontiers = [self.path("frontier", r) for r in rounds]
+        frontier_sizes = [ds.dataset(p, format="parquet").count_rows() for p in frontiers]
+        outcomes = _value_counts([p for r in rounds for p in self.parts(r)], "reason")
+        rejected = _value_counts([p for r in range(len(rounds) + 1) if os.path.exists(p := self.path("rejected", r))],
+                                 "reason")
+        for reason, n in (outcomes + rejected).items():
+            if reason != "None":
+                stats.drop(reason, n)
+        from pyspark.sql import functions as F
+
+        hosts = self.ctx.spark.read.parquet(*frontiers).agg(F.countDistinct("host")).first()[0]
+        stats.input_rows = sum(frontier_sizes)
+        stats.output_rows = outcomes["None"]
+        timings = []
+        for r in rounds:
+            if os.path.exists(p := self.path("rounds", r)):
+                with open(p) as f:
+                    timings.append(json.load(f))
         stats.extra.update({
-            "rounds": len(frontier_sizes), "frontier_sizes": frontier_sizes, "hosts": len(hosts),
+            "rounds": len(rounds), "frontier_sizes": frontier_sizes, "hosts": hosts,
+            "fetch_s": round(sum(t.get("fetch_s", 0) for t in timings), 3),  # this run's and earlier runs' rounds
+            "frontier_s": round(sum(t.get("frontier_s", 0) for t in timings), 3),
             "warc_files": sorted(n for n in os.listdir(f"{self.out}/warc") if n.endswith(".warc.gz")),
             "user_agent": user_agent(self.cfg),
         })
-        return None
 
 
 def storage_json(path: str, data: dict) -> None:
@@ -826,3 +867,4 @@ def register(sub, common) -> None:
     flag(p, "--max-pages", key="crawl.max_pages", type=int)
     flag(p, "--max-pages-per-host", key="crawl.max_pages_per_host", type=int)
     flag(p, "--threads", key="crawl.threads", type=int)
+    flag(p, "--tasks", key="crawl.tasks", type=int)

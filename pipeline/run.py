@@ -31,7 +31,7 @@ class Stage:
 
 
 STAGES = [
-    Stage("crawl", "pipeline.crawl:run_crawl", needs_spark=False),  # only when crawl.seeds are given
+    Stage("crawl", "pipeline.crawl:run_crawl"),  # only when crawl.seeds are given
     Stage("extract", "pipeline.extract:run_extract"),
     Stage("filter", "pipeline.filter:run_filter"),
     Stage("queries", "pipeline.queries:run_queries"),

@@ -24,8 +24,6 @@ from pipeline.config import load_config
 from pipeline.crawl import (
     Crawler,
     Scope,
-    Seen,
-    fingerprint,
     normalise,
     read_seeds,
     registered_domain,
@@ -46,13 +44,13 @@ def crawl_config(out: Path, port: int, **over):
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory):
+def web(tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("crawl")
     with served_sample_web(root, n_pairs=60, seed=0) as (sample, server):
         cfg = crawl_config(root, server.port)
-        stats = run_crawl(cfg, input=[server.url + "/"])
+        stats = run_crawl(cfg, spark, input=[server.url + "/"])
         yield {"root": root, "sample": sample, "server": server, "cfg": cfg, "stats": stats,
-               "out": Path(cfg.path("crawl")), "hits": server.hits}
+               "out": Path(cfg.path("crawl")), "hits": dict(server.hits), "spark": spark}
 
 
 def records(paths) -> list[tuple[str, str, bytes]]:
@@ -85,7 +83,7 @@ def test_reaches_every_page_in_scope_and_none_out(web):
 
 def test_honours_robots_txt(web):
     hits = web["hits"]
-    assert hits["/robots.txt"] == 1  # cached for the whole crawl
+    assert 1 <= hits["/robots.txt"] <= web["stats"]["extra"]["rounds"]  # once per host per round (its task's cache)
     assert not any(p.startswith(("/private/", "/cgi-bin/")) for p in hits)  # disallowed: never asked
     assert web["stats"]["drops"]["robots_disallowed"] == 2
 
@@ -95,7 +93,7 @@ def test_traps_stay_bounded(web):
     calendar = [p for p in hits if p.startswith("/calendar/")]
     assert 0 < len(calendar) <= 2 ** MAX_DEPTH  # next and previous month per level, cut at max_depth
     assert sum(n for p, n in hits.items() if p != "/robots.txt") <= PER_HOST
-    assert max(hits.values()) == 1  # no page fetched twice
+    assert max(n for p, n in hits.items() if p != "/robots.txt") == 1  # no page fetched twice
     assert stats["drops"]["max_depth"] > 0 and stats["drops"]["budget_exhausted"] > 0
     assert stats["input_rows"] <= PER_HOST and stats["extra"]["rounds"] == MAX_DEPTH + 1
 
@@ -142,9 +140,9 @@ def _interrupt_round(out: Path, r: int) -> None:
         for f in (out / kind).iterdir():
             n = int(f.name[6:11])
             if n > r or (kind == "rounds" and n == r):
-                f.unlink()
-    (out / "pages" / f"{name}-part-00001.parquet").unlink()
-    (out / "warc" / f"{name}-part-00002.warc.gz.tmp-deadbeef").write_bytes(b"half a record")
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+    next(iter((out / "pages").glob(f"{name}-part-*-00001.parquet"))).unlink()
+    (out / "warc" / f"{name}-part-00000-00002.warc.gz.tmp-deadbeef").write_bytes(b"half a record")
     (out / "_SUCCESS").unlink()
 
 
@@ -152,9 +150,9 @@ def test_rerun_after_interrupted_round_gives_the_same_records(web, tmp_path):
     out = tmp_path / "crawl"
     shutil.copytree(web["out"], out)
     _interrupt_round(out, 1)
-    kept = out / "warc" / "round-00001-part-00000.warc.gz"
+    kept = next(iter((out / "warc").glob("round-00001-part-*-00000.warc.gz")))
     before = kept.stat().st_mtime_ns
-    stats = run_crawl(web["cfg"], input=[web["server"].url + "/"], output=str(out))
+    stats = run_crawl(web["cfg"], web["spark"], input=[web["server"].url + "/"], output=str(out))
     assert kept.stat().st_mtime_ns == before  # complete parts are not fetched again
     assert not list(out.rglob("*.tmp-*"))
     want, got = records(warc_files(str(web["out"]))), records(warc_files(str(out)))
@@ -164,7 +162,7 @@ def test_rerun_after_interrupted_round_gives_the_same_records(web, tmp_path):
 
     assert pages(got) == pages(want)
     assert stats["output_rows"] == web["stats"]["output_rows"] and stats["drops"] == web["stats"]["drops"]
-    assert run_crawl(web["cfg"], input=["ignored"], output=str(out))["output_rows"] == stats["output_rows"]  # complete: skipped
+    assert run_crawl(web["cfg"], web["spark"], input=["ignored"], output=str(out))["output_rows"] == stats["output_rows"]  # complete: skipped
 
 
 def test_kill_9_mid_round_then_rerun(web, tmp_path):
@@ -176,18 +174,19 @@ def test_kill_9_mid_round_then_rerun(web, tmp_path):
             "--set", "crawl.min_interval_s=0.2", "--set", "crawl.max_crawl_delay_s=0",
             "--set", f"crawl.max_depth={MAX_DEPTH}", "--set", f"crawl.max_pages_per_host={PER_HOST}",
             "--set", "crawl.part_pages=7"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (out / "pages" / "round-00001-part-00000.parquet").exists():  # kill once round 1 is under way
+        deadline = time.monotonic() + 180
+        while not list((out / "pages").glob("round-00001-part-*-00000.parquet")):  # kill once round 1 is under way
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the job: driver, JVM and Python workers at once
         proc.wait()
     assert not (out / "_SUCCESS").exists()
     cfg = crawl_config(tmp_path, server.port)
-    run_crawl(cfg, input=[server.url + "/"], output=str(out))
+    run_crawl(cfg, web["spark"], input=[server.url + "/"], output=str(out))
     want, got = records(warc_files(str(web["out"]))), records(warc_files(str(out)))
     assert Counter((t, u) for t, u, _ in got) == Counter((t, u) for t, u, _ in want)
 
@@ -196,33 +195,57 @@ def test_sitemaps_from_robots_txt(web, tmp_path):
     """With crawl.sitemaps, a seed's robots.txt Sitemap (an index, then a page list) gives every page at depth 0."""
     server, sample = web["server"], web["sample"]
     cfg = crawl_config(tmp_path, server.port, **{"crawl.sitemaps": True, "crawl.max_depth": 0})
-    stats = run_crawl(cfg, input=[server.url + "/"], output=str(tmp_path / "crawl"))
+    stats = run_crawl(cfg, web["spark"], input=[server.url + "/"], output=str(tmp_path / "crawl"))
     urls = set(index(tmp_path / "crawl").column("url").to_pylist())
     assert urls == {server.url + "/"} | {f"{server.url}/pages/{p.name}" for p in (sample / "site/pages").glob("*.html")}
     assert stats["extra"]["rounds"] == 1 and stats["drops"]["max_depth"] > 0
-    rejected = pq.read_table(tmp_path / "crawl/rejected/round-00000.parquet").to_pylist()
+    rejected = ds.dataset(tmp_path / "crawl/rejected/round-00000", format="parquet").to_table().to_pylist()
     assert rejected == [{"url": "https://example.com/elsewhere.html", "depth": 0, "reason": "out_of_scope"}]
+
+
+def test_total_page_budget(web, tmp_path):
+    """crawl.max_pages bounds the URLs queued over all rounds; the rest of the links are budget_exhausted."""
+    server = web["server"]
+    cfg = crawl_config(tmp_path, server.port, **{"crawl.max_pages": 12})
+    stats = run_crawl(cfg, web["spark"], input=[server.url + "/"], output=str(tmp_path / "crawl"))
+    assert stats["input_rows"] == sum(stats["extra"]["frontier_sizes"]) == 12
+    assert stats["drops"]["budget_exhausted"] > 0 and 0 < stats["output_rows"] <= 12
+    rejected = ds.dataset(tmp_path / "crawl/rejected", format="parquet").to_table().column("url").to_pylist()
+    frontier = ds.dataset(tmp_path / "crawl/frontier", format="parquet").to_table().column("url").to_pylist()
+    assert len(set(rejected)) == len(rejected) and not set(rejected) & set(frontier)  # each URL once, one fate
 
 
 def test_hosts_of_different_intervals_are_crawled_together(web, tmp_path):
     """A host with a Crawl-delay (the sample) and one without (a plain server on 127.0.0.2) are two
-    scheduler groups fetched at the same time; both are crawled whole."""
-    import functools
+    scheduler groups fetched at the same time; both are crawled whole. Each host is in one fetch task
+    per round. A redirect (the plain server's /sub → /sub/) is not followed in the fetch: its target is
+    queued at the same depth (/only → /only/), and a page that is also linked directly is stored once."""
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     site = tmp_path / "site"
-    site.mkdir()
-    (site / "index.html").write_text('<!DOCTYPE html><html><body><a href="a.html">a</a></body></html>')
-    (site / "a.html").write_text("<!DOCTYPE html><html><body><p>a</p></body></html>")
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *a: None
-    plain = ThreadingHTTPServer(("127.0.0.2", 0), handler)
+    (site / "sub").mkdir(parents=True)
+    (site / "only").mkdir()
+    (site / "index.html").write_text('<!DOCTYPE html><html><body><a href="a.html">a</a> <a href="sub">sub</a> '
+                                     '<a href="sub/">sub/</a> <a href="only">only</a></body></html>')
+    (site / "a.html").write_text('<!DOCTYPE html><html><body><a href="sub">sub</a></body></html>')
+    (site / "sub/index.html").write_text("<!DOCTYPE html><html><body><p>sub</p></body></html>")
+    (site / "only/index.html").write_text("<!DOCTYPE html><html><body><p>only via a redirect</p></body></html>")
+    asked: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def log_message(self, fmt, *args):
+            asked.append(self.path)
+
+    plain = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
     threading.Thread(target=plain.serve_forever, daemon=True).start()
     try:
         server, other = web["server"], f"http://127.0.0.2:{plain.server_address[1]}"
         cfg = crawl_config(tmp_path, server.port, **{
-            "crawl.max_crawl_delay_s": 0.05, "crawl.max_depth": 1,
+            "crawl.max_crawl_delay_s": 0.05, "crawl.max_depth": 1, "crawl.tasks": 4,
             "download.allow_hosts": [f"127.0.0.1:{server.port}", f"127.0.0.2:{plain.server_address[1]}"]})
         crawler = Crawler(cfg)
         try:
@@ -231,12 +254,20 @@ def test_hosts_of_different_intervals_are_crawled_together(web, tmp_path):
             assert crawler.interval(server.url + "/") == 0.05 and crawler.interval(other + "/") == 0.0
         finally:
             crawler.close()
-        run_crawl(cfg, input=[server.url + "/", other + "/"], output=str(tmp_path / "crawl"))
+        stats = run_crawl(cfg, web["spark"], input=[server.url + "/", other + "/"], output=str(tmp_path / "crawl"))
     finally:
         plain.shutdown()
         plain.server_close()
-    urls = set(index(tmp_path / "crawl").column("url").to_pylist())
-    assert {other + "/", other + "/a.html", server.url + "/", server.url + "/pages/0000000.html"} <= urls
+    urls = index(tmp_path / "crawl").column("url").to_pylist()
+    assert {other + "/", other + "/a.html", server.url + "/", server.url + "/pages/0000000.html"} <= set(urls)
+    assert urls.count(other + "/sub/") == 1 and other + "/sub" not in urls and asked.count("/sub/") == 1
+    assert other + "/only/" in urls  # a redirect of a depth-1 page: its target keeps depth 1, in round 2
+    assert stats["drops"]["redirected"] == 2 and stats["extra"]["rounds"] == 3
+    for r in range(stats["extra"]["rounds"]):
+        t = ds.dataset(tmp_path / f"crawl/frontier/round-{r:05d}", format="parquet").to_table()
+        groups = {}
+        for host, group in zip(t.column("host").to_pylist(), t.column("group").to_pylist()):
+            assert groups.setdefault(host, group) == group and 0 <= group < 4
 
 
 def test_merged_yields_everything_and_raises_errors():
@@ -283,10 +314,5 @@ def test_urls_scope_and_seeds(tmp_path):
     assert got == [f"http://{c}.example/" for c in "abcde"]
     with pytest.raises(UserError, match="neither a URL nor a file"):
         read_seeds([str(tmp_path / "missing.txt")], "url")
-    seen = Seen()
-    seen.update(["http://a.example/", None, "http://b.example/"])
-    seen.add_fingerprints([fingerprint("http://c.example/")])
-    assert "http://a.example/" in seen and fingerprint("http://c.example/") in seen and "http://d.example/" not in seen
-    assert len(seen) == 3
     with pytest.raises(UserError, match="no seeds"):
         run_crawl(load_config(overrides={"output_dir": str(tmp_path)}))

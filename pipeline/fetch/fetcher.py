@@ -194,10 +194,11 @@ class Fetcher:
                     location = resp.headers.get("Location")
                     if not location:
                         raise FetchError("http_other", f"{status} without Location")
-                    if hop >= self.max_redirects:
-                        raise FetchError("too_many_redirects", current)
                     parts = urlsplit(urljoin(current, location.strip()))
-                    current = urlunsplit(parts._replace(fragment=""))
+                    target = urlunsplit(parts._replace(fragment=""))
+                    if hop >= self.max_redirects:  # the detail is where it pointed (the crawler queues it)
+                        raise FetchError("too_many_redirects", target)
+                    current = target
                     _drain(resp, att)
                     continue
                 return self._read(url, current, resp, att, max_bytes)
