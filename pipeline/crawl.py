@@ -15,8 +15,8 @@ round ``r+1``'s frontier from the links of its pages. Under the output folder (c
 a host comes from one task and the task's HostScheduler (per-host connection cap, minimum
 interval, Retry-After, circuit breaker) is polite for the whole job. A task fetches its group part
 by part (``crawl.part_pages`` URLs, ``CCCCC``) on ``crawl.threads`` threads, with its own robots.txt
-cache: robots.txt is read once per host per round. The next frontier: links exploded, normalised,
-deduplicated and anti-joined against every URL queued or rejected so far, budgets applied by window
+cache: robots.txt is read once per host per round; a host's pace carries from one part to the
+next (``Fetcher.host_not_before``). The next frontier: links exploded, normalised, deduplicated and anti-joined against every URL queued or rejected so far, budgets applied by window
 functions; the driver holds none of it, so its memory does not grow with the frontier (workers and
 tasks read the output folder: a shared filesystem on a cluster).
 

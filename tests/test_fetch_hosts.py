@@ -326,6 +326,16 @@ def test_minimum_interval_between_requests_to_a_host(hosts):
     assert times[-1] - times[0] >= 4 * 0.3 / 2  # without the interval: a few milliseconds
 
 
+def test_minimum_interval_holds_from_one_fetch_all_to_the_next(hosts):
+    """The crawler fetches a task's URLs part by part with one fetcher: a host's pace carries over."""
+    host = hosts("127.0.0.29")
+    f = Fetcher(timeout_s=20, retries=0, host_min_interval_s=1.0, allow_hosts=("127.0.0.29",))
+    assert outcomes(f, [host.url("/a.jpg")]) == {host.url("/a.jpg"): "ok"}
+    assert outcomes(f, [host.url("/b.jpg")]) == {host.url("/b.jpg"): "ok"}
+    (first, *_), (second, *_) = sorted(host.log)
+    assert second - first >= 0.5  # without the shared clock: a few milliseconds
+
+
 # --- 429 / 503 with Retry-After -------------------------------------------------------------------
 
 

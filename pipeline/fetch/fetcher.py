@@ -56,6 +56,9 @@ class Fetcher:
     host_failure_limit: int = 3
     dns_servers: tuple[str, ...] = ()
     dns_negative_ttl_s: float = 30.0
+    # host → when it may next be asked (minimum interval, Retry-After): shared by this fetcher's
+    # schedulers, so a host's pace holds from one fetch_all to the next (the crawler's parts)
+    host_not_before: dict[str, float] = field(default_factory=dict, repr=False)
     _session: requests.Session | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -134,6 +134,7 @@ class HostScheduler:
             host = self._hosts.get(key)
             if host is None:
                 host = self._hosts[key] = _Host()
+                host.not_before = self.fetcher.host_not_before.get(key, 0.0)
                 heapq.heappush(self._ready, (False, seq, key))
             host.fresh.append(_Job(seq, item, url, key))
             self._unfinished += 1
@@ -253,7 +254,7 @@ class HostScheduler:
             if job.first_start is None:
                 job.first_start = now
             if self.min_interval_s:
-                host.not_before = max(host.not_before, now + self.min_interval_s)
+                host.not_before = self.fetcher.host_not_before[key] = max(host.not_before, now + self.min_interval_s)
         self._wake(key, now)  # more of this host may start (below its cap, or skipped)
         return job
 
@@ -290,7 +291,7 @@ class HostScheduler:
             if wait is None:
                 wait = RATE_LIMIT_WAIT_S * 2 ** min(host.rate_hits - 1, 10)
             wait = max(wait, self.fetcher.backoff_s)
-            host.not_before = max(host.not_before, now + wait)
+            host.not_before = self.fetcher.host_not_before[job.host] = max(host.not_before, now + wait)
             if wait > self.budget_s:  # longer than any URL of the host may wait
                 host.tripped = "rate_limited"
                 return True
