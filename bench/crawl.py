@@ -5,8 +5,9 @@ hosts / interval requests per second. Baseline: that limit. Goal: >= 80% of it.
 The web: the sample site served by one server per host on 127.0.0.2, 127.0.0.3 … (distinct host
 names, so the fetcher schedules them as different hosts), each crawled from its home page with the
 traps bounded by the per-host budget. Requests are counted by the servers (robots.txt excluded).
-Peak RSS is the whole process's (servers included). A host's n requests span (n - 1) intervals, so
-a short run can show a little over 100% of the limit. Printed for the whole crawl and for its fetch
+Peak RSS is the driver process's (servers included; the fetches run in Spark's Python workers).
+A host's n requests span (n - 1) intervals, so a short run can show a little over 100% of the
+limit. Printed for the whole crawl and for its fetch
 jobs alone (each round's frontier job adds a few seconds whatever the round's size).
 
 Frontier memory: in a fresh process, the next frontier of 10⁵, 10⁶ and 10⁷ new URLs (1,000 hosts),
@@ -124,7 +125,7 @@ def frontier_child(next_urls: int, links_per_page: int = 10, part_pages: int = 1
                          "group": 0} for i in ids]
             pq.write_table(pa.Table.from_pylist(frontier, schema=FRONTIER),
                            f"{rounds.path('frontier', 0)}/part-{k // part_pages:05d}.parquet")
-            rows = [{"url": f"http://h{i % 1000}.example/p/{i}", "depth": 0, "final_url": f"http://h{i % 1000}.example/p/{i}",
+            rows = [{"url": f"http://h{i % 1000}.example/p/{i}", "depth": 0,
                      "reason": None, "links": [f"http://h{(i + j) % 1000}.example/r/{i}/{j}" for j in range(links_per_page)]}
                     for i in ids]
             pq.write_table(pa.Table.from_pylist(rows, schema=PAGES), rounds.path("pages", 0, 0, k // part_pages))

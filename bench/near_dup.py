@@ -3,8 +3,8 @@
 Quality (what chose select.near_dup_distance and select.near_dup_colour_tolerance). Every image
 goes through the real download path first (img2dataset's resizer at the default 256 px border +
 JPEG 95, then ``near_dup.stored_signature``), as select sees it:
-- coco_mini's 159 real photos (../shared/data, when present), each with made copies: resized
-  (×0.5), re-encoded (JPEG q30, WebP q50), cropped (3 % and 5 % off every side), watermarked (a
+- coco_mini's 159 real photos (in the real test data that WIT_REAL_DATA names, when set), each
+  with made copies: resized (×0.5), re-encoded (JPEG q30, WebP q50), cropped (3 % and 5 % off every side), watermarked (a
   credit line; a translucent box over 5 % of the picture);
 - the sample web (3,000 pairs, seed 0): its planted copies (scenes.COPY_KINDS, ground truth
   ``near_dup_of`` / ``eval_copy_of``) against their originals and eval images.
@@ -150,8 +150,8 @@ def quality_coco(sign) -> dict | None:
     from bench import real_data
     from pipeline.near_dup import hamming
 
-    folder = real_data() or (ROOT.parent / "shared" / "data")
-    files = sorted(glob.glob(str(folder / "coco_mini" / "*" / "*.jpg")))
+    folder = real_data()  # WIT_REAL_DATA (`make bench` sets it); without it the real-photo part is skipped
+    files = sorted(glob.glob(str(folder / "coco_mini" / "*" / "*.jpg"))) if folder else []
     if not files:
         return None
     hashes, grids, copies = [], [], {}

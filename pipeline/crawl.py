@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import html
 import io
 import ipaddress
@@ -73,19 +72,18 @@ import pyarrow.parquet as pq
 from pipeline import log
 from pipeline.errors import UserError
 from pipeline.fetch import Fetcher, FetchError, FetchResult, RobotsCache
-from pipeline.fetch.fetcher import REDIRECT_CODES
 from pipeline.stage import StageContext, stage
 
 # Crawl decisions, beside the fetcher's REASONS.
-CRAWL_REASONS = ("robots_disallowed", "out_of_scope", "budget_exhausted", "not_html", "max_depth", "redirected")
+CRAWL_REASONS = ("robots_disallowed", "out_of_scope", "budget_exhausted", "not_html", "max_depth")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 FRONTIER = pa.schema([("url", pa.string()), ("depth", pa.int32()), ("host", pa.string()), ("group", pa.int32())])
 REJECTED = pa.schema([("url", pa.string()), ("depth", pa.int32()), ("reason", pa.string())])
 INDEX = pa.schema([("url", pa.string()), ("status", pa.int32()), ("mime", pa.string()), ("file", pa.string()),
                    ("offset", pa.int64()), ("length", pa.int64())])
-PAGES = pa.schema([("url", pa.string()), ("depth", pa.int32()), ("final_url", pa.string()),
-                   ("reason", pa.string()), ("links", pa.list_(pa.string()))])
+PAGES = pa.schema([("url", pa.string()), ("depth", pa.int32()), ("reason", pa.string()),
+                   ("links", pa.list_(pa.string()))])
 _HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<\s*(!doctype\s+html|html|head|body)\b", re.I | re.S)
 # Registered domains under these second-level labels have three labels (co.uk, com.au …): enough for
 # same_domain without a public suffix list.
@@ -224,12 +222,6 @@ class PageFetcher(Fetcher):
         s.headers["Accept"] = ACCEPT
         return s
 
-    def fetch_once(self, url: str, max_bytes: int | None = None, robots: bool = True) -> FetchResult:
-        result = super().fetch_once(url, max_bytes, robots)
-        if result.reason == "too_many_redirects" and result.http_status in REDIRECT_CODES:
-            result.reason = "redirected"
-        return result
-
     def _read(self, url, final_url, resp, att, max_bytes) -> FetchResult:
         ctype = resp.headers.get("Content-Type", "")
         if 200 <= resp.status_code < 300 and ctype and not is_html_type(ctype):
@@ -276,15 +268,15 @@ def user_agent(cfg) -> str:
     return ua + (f" (+{contact})" if contact and contact not in ua else "")
 
 
-def make_fetcher(cfg, interval_s: float, cls: type[Fetcher] = PageFetcher) -> Fetcher:
-    """A fetcher from the download settings (safety, timeouts, DNS), with the crawl's own: pages
-    (PageFetcher: no redirect followed) or robots.txt and sitemaps (Fetcher: redirects followed, as
-    RFC 9309 asks)."""
+def make_fetcher(cfg, interval_s: float, pages: bool = True) -> Fetcher:
+    """A fetcher from the download settings (safety, timeouts, DNS), with the crawl's own: for pages
+    (PageFetcher: robots.txt asked, no redirect followed) or for robots.txt and sitemaps (Fetcher:
+    redirects followed, as RFC 9309 asks)."""
     dl, cc = cfg.download, cfg.crawl
-    return cls(
-        timeout_s=dl.timeout_s, max_bytes=cc.max_bytes, max_redirects=0 if cls is PageFetcher else dl.max_redirects,
+    return (PageFetcher if pages else Fetcher)(
+        timeout_s=dl.timeout_s, max_bytes=cc.max_bytes, max_redirects=dl.max_redirects, follow_redirects=not pages,
         retries=dl.retries, user_agent=user_agent(cfg), allow_hosts=tuple(dl.allow_hosts),
-        opt_out_directives=frozenset(dl.disallowed_header_directives), respect_robots_txt=cls is PageFetcher,
+        opt_out_directives=frozenset(dl.disallowed_header_directives), respect_robots_txt=pages,
         host_connections=dl.host_connections, host_min_interval_s=interval_s,
         host_failure_limit=dl.host_failure_limit, dns_servers=tuple(dl.dns_servers),
         dns_negative_ttl_s=dl.dns_negative_ttl_s)
@@ -346,7 +338,7 @@ class Crawler:
 
     def __init__(self, cfg):
         self.cfg, self.cc = cfg, cfg.crawl
-        self.side = make_fetcher(cfg, self.cc.min_interval_s, cls=Fetcher)  # robots.txt and sitemaps
+        self.side = make_fetcher(cfg, self.cc.min_interval_s, pages=False)  # robots.txt and sitemaps
         self.robots = CrawlRobots(self.side)
         self.fetchers: dict[float, Fetcher] = {}
 
@@ -443,10 +435,10 @@ class WarcPart:
         w = self.writer
         w.write_record(w.create_warcinfo_record(name, info))
 
-    def add(self, result: FetchResult, depth: int, via: str | None) -> None:
+    def add(self, result: FetchResult, depth: int) -> None:
         from warcio.statusandheaders import StatusAndHeaders
 
-        w, url, body = self.writer, result.final_url or result.url, result.data
+        w, url, body = self.writer, result.url, result.data
         parts = urlsplit(url)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         resp_id = f"<urn:uuid:{uuid.uuid4()}>"
@@ -472,10 +464,7 @@ class WarcPart:
             http_headers=StatusAndHeaders(result.status_line, headers, protocol=result.protocol),
             warc_headers_dict={**common, "WARC-Record-ID": resp_id}))
         length = self.f.tell() - offset
-        meta = f"crawl-depth: {depth}\r\nfetch-attempts: {result.attempts}\r\n"
-        if via:
-            meta += f"via: {via}\r\n"
-        meta_b = meta.encode()
+        meta_b = f"crawl-depth: {depth}\r\nfetch-attempts: {result.attempts}\r\n".encode()
         w.write_record(w.create_warc_record(
             url, "metadata", payload=io.BytesIO(meta_b), length=len(meta_b), warc_content_type="application/warc-fields",
             warc_headers_dict={**common, "WARC-Concurrent-To": resp_id}))
@@ -492,10 +481,6 @@ class WarcPart:
 
 def _name(r: int, g: int | None = None, c: int | None = None) -> str:
     return f"round-{r:05d}" if g is None else f"round-{r:05d}-part-{g:05d}-{c:05d}"
-
-
-def fingerprint(url: str) -> int:
-    return int.from_bytes(hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def _write_parquet(rows: list[dict], schema: pa.Schema, path: str) -> None:
@@ -546,23 +531,32 @@ class CrawlFiles:
             yield r
             r += 1
 
-    def parts(self, r: int, g: int | None = None) -> list[str]:
-        """The complete parts of round r (of its group g): their pages files."""
+    def parts(self, r: int) -> list[str]:
+        """The complete parts of round r: their pages files."""
         folder = f"{self.out}/pages"
-        prefix = _name(r) + "-part-" + ("" if g is None else f"{g:05d}-")
+        prefix = _name(r) + "-part-"
         return sorted(f"{folder}/{n}" for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".parquet"))
 
     def group_chunks(self, r: int, g: int, size: int) -> Iterator[list[dict]]:
-        """Group g's frontier rows of round r, by URL, in lists of ``size`` (the last one shorter)."""
-        table = ds.dataset(self.path("frontier", r), format="parquet").to_table(
-            columns=["url", "depth"], filter=ds.field("group") == g).sort_by("url")
-        for i in range(0, table.num_rows, size):
-            yield table.slice(i, size).to_pylist()
+        """Group g's frontier rows of round r, by URL, in lists of ``size`` (the last one shorter),
+        read a batch at a time: ``write_frontier`` put each group in one file, sorted by URL, so the
+        same rows make the same parts on a rerun."""
+        batches = ds.dataset(self.path("frontier", r), format="parquet").to_batches(
+            columns=["url", "depth"], filter=ds.field("group") == g, use_threads=False)
+        chunk: list[dict] = []
+        for batch in batches:
+            for row in batch.to_pylist():
+                chunk.append(row)
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
 
 
-def crawl_part(files: CrawlFiles, cfg, r: int, g: int, c: int, rows: list[dict], crawler: Crawler) -> dict:
+def crawl_part(files: CrawlFiles, cfg, r: int, g: int, c: int, rows: list[dict], crawler: Crawler) -> None:
     """Fetch one part's pages into its WARC, index and pages files (each written under a temporary
-    name and renamed, the pages file last: it marks the part complete). Returns its outcome counts."""
+    name and renamed, the pages file last: it marks the part complete)."""
     t0 = time.perf_counter()
     suffix = f".tmp-{uuid.uuid4().hex[:8]}"
     warc_path, index_path, pages_path = (files.path(k, r, g, c) for k in ("warc", "index", "pages"))
@@ -578,43 +572,40 @@ def crawl_part(files: CrawlFiles, cfg, r: int, g: int, c: int, rows: list[dict],
     os.replace(index_path + suffix, index_path)
     outcomes.sort(key=lambda o: o["url"])
     _write_parquet(outcomes, PAGES, pages_path)  # last: marks the part complete
-    counts = Counter(str(o["reason"]) for o in outcomes)
-    log.info(f"crawl: {_name(r, g, c)}: {counts['None']}/{len(rows)} pages stored in {time.perf_counter() - t0:.1f}s")
-    return counts
+    stored = sum(o["reason"] is None for o in outcomes)
+    log.info(f"crawl: {_name(r, g, c)}: {stored}/{len(rows)} pages stored in {time.perf_counter() - t0:.1f}s")
 
 
 def outcome(row: dict, result: FetchResult, warc: WarcPart) -> dict:
     """A frontier URL's row in pages/: its reason (None: stored in the WARC) and the links to follow
     (a redirect's one link is its target)."""
     url, depth = row["url"], row["depth"]
-    out = {"url": url, "depth": depth, "final_url": None, "reason": result.reason, "links": None}
+    out = {"url": url, "depth": depth, "reason": result.reason, "links": None}
     if result.reason == "redirected":
         out["links"] = [result.detail]
     if not result.ok:
         return out
-    out["final_url"] = result.final_url = url
-    warc.add(result, depth, via=None)
+    warc.add(result, depth)
     ctype = dict((k.lower(), v) for k, v in result.headers).get("content-type", "")
     out["links"] = page_links(result.data, ctype, url)
     return out
 
 
-def _crawl_group(task: tuple) -> dict:
+def _crawl_group(task: tuple) -> None:
     """A Spark task: fetch group g of round r (every URL of its hosts), part by part, skipping the
     complete parts. A host is in one group, so its politeness holds for the whole job."""
     from pipeline.config import RunConfig
 
     cfg_json, out, r, g = task
     cfg = RunConfig.model_validate_json(cfg_json)
-    files, counts = CrawlFiles(out), Counter()
+    files = CrawlFiles(out)
     crawler = Crawler(cfg)
     try:
         for c, rows in enumerate(files.group_chunks(r, g, cfg.crawl.part_pages)):
             if not os.path.exists(files.path("pages", r, g, c)):  # complete: a rerun never fetches it again
-                counts.update(crawl_part(files, cfg, r, g, c, rows, crawler))
+                crawl_part(files, cfg, r, g, c, rows, crawler)
     finally:
         crawler.close()
-    return dict(counts)
 
 
 def _normalised_links(batches, strip_params: tuple[str, ...], scope: Scope):
@@ -667,7 +658,6 @@ class Rounds(CrawlFiles):
             if sc.sitemaps:
                 listed = [u for u in map(partial(normalise, strip_params=sc.strip_params), crawler.sitemap_urls(good))
                           if u is not None]
-            groups = self.groups()
             for url in dict.fromkeys(good + listed):
                 host = host_of(url)
                 if url not in scope:
@@ -676,13 +666,31 @@ class Rounds(CrawlFiles):
                     rejected.append({"url": url, "depth": 0, "reason": "budget_exhausted"})
                 else:
                     per_host[host] += 1
-                    rows.append({"url": url, "depth": 0, "host": host, "group": fingerprint(host) % groups})
-            for kind, data, schema in (("rejected", rejected, REJECTED), ("frontier", rows, FRONTIER)):
-                tmp = f"{self.path(kind, 0)}.tmp-{uuid.uuid4().hex[:8]}"
-                os.makedirs(tmp)
-                pq.write_table(pa.Table.from_pylist(data, schema=schema), f"{tmp}/part-00000.parquet")
-                _publish(tmp, self.path(kind, 0))
+                    rows.append({"url": url, "depth": 0, "host": host})
+            suffix = f".tmp-{uuid.uuid4().hex[:8]}"
+            os.makedirs(self.path("rejected", 0) + suffix)
+            pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED),
+                           f"{self.path('rejected', 0)}{suffix}/part-00000.parquet")
+            _publish(self.path("rejected", 0) + suffix, self.path("rejected", 0))
+            self.write_frontier(self.ctx.spark.createDataFrame(rows, "url string, depth int, host string"), 0, suffix)
         return scope
+
+    def write_frontier(self, df, r: int, suffix: str) -> int:
+        """Write round r's frontier from ``df`` (url, depth, host) with its host groups (the one rule:
+        xxhash64(host) mod crawl.tasks), each group in one file, sorted by URL (``group_chunks``
+        relies on it); nothing when it is empty. Returns its rows."""
+        from pyspark.sql import functions as F
+
+        groups, tmp = self.groups(), self.path("frontier", r) + suffix
+        (df.select("url", F.col("depth").cast("int"), "host",
+                   F.pmod(F.xxhash64("host"), F.lit(groups)).cast("int").alias("group"))
+         .repartition(groups, "group").sortWithinPartitions("group", "url").write.parquet(tmp))
+        n = ds.dataset(tmp, format="parquet").count_rows()
+        if n:
+            _publish(tmp, self.path("frontier", r))
+        else:
+            shutil.rmtree(tmp)
+        return n
 
     def run(self, seeds: list[str]) -> None:
         crawler = Crawler(self.cfg)  # the driver's: robots.txt for the sitemaps of the seeds
@@ -714,7 +722,7 @@ class Rounds(CrawlFiles):
         log.info(f"crawl: round {r}: {n} URLs in {len(groups)} host group(s)")
         cfg_json = self.cfg.model_dump_json()
         tasks = [(cfg_json, self.out, r, g) for g in groups]
-        sc.parallelize(tasks, len(tasks)).map(_crawl_group).collect()
+        sc.parallelize(tasks, len(tasks)).foreach(_crawl_group)
 
     def next_frontier(self, r: int, scope: Scope) -> None:
         """Round r+1's frontier from round r's links, as a Spark job: normalised, deduplicated, not
@@ -764,22 +772,14 @@ class Rounds(CrawlFiles):
             cut = candidates.orderBy(F.xxhash64("url"), "url").limit(max(remaining, 0))
             over = ds.dataset(staged, format="parquet").count_rows(filter=ds.field("reason").is_null()) > remaining
             kept = cut if over else candidates
-            groups = self.groups()
-            frontier = kept.select("url", F.col("depth").cast("int"), "host",
-                                   F.pmod(F.xxhash64("host"), F.lit(groups)).cast("int").alias("group"))
             rejected = decided.where(F.col("reason").isNotNull()).select("url", F.col("depth").cast("int"), "reason")
             if over:
                 rejected = rejected.unionByName(candidates.join(cut.select("url"), "url", "left_anti")
                                                 .select("url", F.col("depth").cast("int"),
                                                         F.lit("budget_exhausted").alias("reason")))
-            rejected_tmp, frontier_tmp = self.path("rejected", r + 1) + suffix, self.path("frontier", r + 1) + suffix
-            rejected.coalesce(groups).write.parquet(rejected_tmp)
-            frontier.repartition(groups, "group").sortWithinPartitions("group", "url").write.parquet(frontier_tmp)
-            _publish(rejected_tmp, self.path("rejected", r + 1))
-            if ds.dataset(frontier_tmp, format="parquet").count_rows():
-                _publish(frontier_tmp, self.path("frontier", r + 1))
-            else:
-                shutil.rmtree(frontier_tmp)
+            rejected.coalesce(self.groups()).write.parquet(self.path("rejected", r + 1) + suffix)
+            _publish(self.path("rejected", r + 1) + suffix, self.path("rejected", r + 1))
+            self.write_frontier(kept, r + 1, suffix)  # last: its presence starts the next round
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 

@@ -22,6 +22,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.config import load_config
 from pipeline.crawl import (
+    CRAWL_REASONS,
     Crawler,
     Scope,
     normalise,
@@ -31,6 +32,7 @@ from pipeline.crawl import (
     warc_files,
 )
 from pipeline.errors import UserError
+from pipeline.fetch import REASONS
 
 MAX_DEPTH = 3
 PER_HOST = 40
@@ -77,6 +79,7 @@ def test_reaches_every_page_in_scope_and_none_out(web):
     assert all(u.startswith(server.url + "/") for u in urls)  # no other host (example.com is linked)
     assert all("sid=" not in u for u in urls)  # session ids are stripped, so no page twice
     drops = web["stats"]["drops"]
+    assert set(drops) <= set(REASONS) | set(CRAWL_REASONS)  # the fixed vocabulary
     assert drops["out_of_scope"] >= 1 and drops["not_html"] == 1 and drops["http_404"] >= 1
     assert web["stats"]["output_rows"] == len(urls)
 

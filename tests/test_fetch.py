@@ -64,6 +64,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", f"/redirect/{k - 1}" if k > 0 else "/img.jpg")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif path == "/to-bad-location":
+            self.send_response(302)
+            self.send_header("Location", "http://[not-an-address/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif path == "/to-file":
             self.send_response(301)
             self.send_header("Location", "file:///etc/passwd")
@@ -319,6 +324,16 @@ def test_redirects_followed_rechecked_and_capped(server):
     assert fetcher(server, max_redirects=3).fetch(server.url + "/redirect/5").reason == "too_many_redirects"
     assert fetcher(server).fetch(server.url + "/to-file").reason == "blocked_scheme"
     assert fetcher(server).fetch(server.url + "/to-metadata").reason == "blocked_address"
+    assert fetcher(server).fetch(server.url + "/to-bad-location").reason == "bad_url"  # not a crash or a retry
+
+
+def test_redirects_not_followed_give_their_target(server):
+    """follow_redirects=False (the crawler): a 3xx ends as ``redirected``, its absolute target the detail."""
+    before = server.hits.get("/redirect/1", 0)
+    r = fetcher(server, follow_redirects=False).fetch(server.url + "/redirect/2#frag")
+    assert r.reason == "redirected" and r.detail == server.url + "/redirect/1" and r.http_status == 302
+    assert server.hits.get("/redirect/1", 0) == before  # the target is never asked
+    assert fetcher(server, follow_redirects=False).fetch(server.url + "/to-bad-location").reason == "bad_url"
 
 
 @pytest.mark.parametrize("path", ["/stall-headers", "/drip-headers", "/drip-body"])

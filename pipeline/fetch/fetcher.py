@@ -44,6 +44,7 @@ class Fetcher:
     timeout_s: float = 10.0
     max_bytes: int = 20_000_000
     max_redirects: int = 5
+    follow_redirects: bool = True  # False: a 3xx ends as "redirected", its target as the detail
     retries: int = 2
     backoff_s: float = 0.25
     user_agent: str = "wit-builder/0.1"
@@ -197,12 +198,16 @@ class Fetcher:
                     location = resp.headers.get("Location")
                     if not location:
                         raise FetchError("http_other", f"{status} without Location")
-                    parts = urlsplit(urljoin(current, location.strip()))
-                    target = urlunsplit(parts._replace(fragment=""))
-                    if hop >= self.max_redirects:  # the detail is where it pointed (the crawler queues it)
-                        raise FetchError("too_many_redirects", target)
-                    current = target
+                    try:
+                        target = urlunsplit(urlsplit(urljoin(current, location.strip()))._replace(fragment=""))
+                    except ValueError:
+                        raise FetchError("bad_url", f"{status} to {location!r}") from None
                     _drain(resp, att)
+                    if not self.follow_redirects:  # the caller decides about the target (the crawler queues it)
+                        raise FetchError("redirected", target)
+                    if hop >= self.max_redirects:
+                        raise FetchError("too_many_redirects", current)
+                    current = target
                     continue
                 return self._read(url, current, resp, att, max_bytes)
             finally:

@@ -10,6 +10,7 @@ REASONS = (
     "bad_url", "url_too_long", "userinfo", "blocked_scheme", "blocked_address", "too_many_redirects",
     "http_404", "http_4xx", "http_5xx", "http_other", "timeout", "connection_error", "too_large",
     "opted_out", "robots_disallowed", "rate_limited", "host_unreachable",
+    "redirected",  # only with Fetcher(follow_redirects=False): the crawler queues the target instead
 )
 # Failures worth trying again later (`wit download --retry-failed`); retried inline: RETRY_NOW.
 TRANSIENT = frozenset({"timeout", "http_5xx", "connection_error", "rate_limited", "host_unreachable"})
