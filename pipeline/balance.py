@@ -18,7 +18,7 @@ from pipeline.errors import UserError
 from pipeline.ids import hash_to_unit
 from pipeline.queries import load_query_list, queries_path
 from pipeline.spark import nullable, read_dataset
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, StageContext, stage
 
 ENTRY_COUNTS = "_entry_counts.parquet"  # per-entry (entry_id, entry, count, p, kept) beside balanced/ output
 
@@ -104,7 +104,17 @@ def _summary(counts: np.ndarray, top: list[dict]) -> dict[str, Any]:
             "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "top": top}
 
 
-@stage("balance", input="matched", output="balanced")
+@stage("balance", order=60, input="matched", output="balanced",
+       help="cap each query at about t texts (MetaCLIP balancing)",
+       description="Count the texts matching each entry over the whole matched pool; keep a text when any of "
+       "its entries fires with p = t / max(count, t) (draws: hash of uid, entry id, seed). Input: "
+       "<output_dir>/matched. Output: <output_dir>/balanced (+ keep_prob), _stats.json, _entry_counts.parquet.",
+       input_help="input dataset (default: <output_dir>/matched)", output_help="output folder (default: <output_dir>/balanced)",
+       options=[Flag("--t", key="balance.t", group="t", metavar="N", type=int,
+                     help="texts per entry kept on average (config balance.t, default 20000)"),
+                Flag("--tail-share", key="balance.tail_share", group="t", metavar="X", type=float,
+                     help="derive t so entries with count < t hold this share of all matches (MetaCLIP: 0.06)"),
+                Flag("--seed", key="balance.seed", metavar="N", type=int)])
 def run_balance(ctx: StageContext) -> None:
     """Query balancing (matched/ → balanced/ with keep_prob).
 
@@ -207,21 +217,3 @@ def _entries_or_none(cfg, n: int) -> list[str] | None:
     except UserError:
         return None
     return entries + [None] * (n - len(entries)) if len(entries) <= n else None
-
-
-# --------------------------------------------------------------------------- CLI
-def register(sub, common) -> None:
-    from pipeline.cli import flag, stage_command
-
-    b = stage_command(
-        sub, common, run_balance, help="cap each query at about t texts (MetaCLIP balancing)",
-        description="Count the texts matching each entry over the whole matched pool; keep a text when any of "
-        "its entries fires with p = t / max(count, t) (draws: hash of uid, entry id, seed). Input: "
-        "<output_dir>/matched. Output: <output_dir>/balanced (+ keep_prob), _stats.json, _entry_counts.parquet.",
-        input_help="input dataset (default: <output_dir>/matched)", output_help="output folder (default: <output_dir>/balanced)",
-    )
-    g = b.add_mutually_exclusive_group()
-    flag(g, "--t", key="balance.t", metavar="N", type=int, help="texts per entry kept on average (config balance.t, default 20000)")
-    flag(g, "--tail-share", key="balance.tail_share", metavar="X", type=float,
-         help="derive t so entries with count < t hold this share of all matches (MetaCLIP: 0.06)")
-    flag(b, "--seed", key="balance.seed", metavar="N", type=int)

@@ -1,38 +1,23 @@
 """The `wit` command: one subcommand per stage, plus `wit run` (all of them) and `wit demo`.
 
-Each stage module registers its own subcommand through ``register(subparsers, common)``; this file
-only wires them together, loads the run config and turns user errors into one clear line.
+The stages' subcommands come from the one stage table (pipeline/registry.py, filled by each stage's
+``@stage`` decorator): name, help, input/output arguments and options, in data-flow order. This file
+turns that table into argparse, loads the run config and turns user errors into one clear line.
 Heavy imports (Spark, torch) happen inside the commands, so ``wit --help`` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from pipeline import registry
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import UserError
-
-# Modules that add subcommands, in the order `wit --help` lists them (the data flow's order).
-COMMAND_MODULES = [
-    "pipeline.sample_web",  # sample, serve
-    "pipeline.crawl",  # crawl
-    "pipeline.extract",  # extract
-    "pipeline.filter",  # filter
-    "pipeline.queries",  # queries build
-    "pipeline.match",  # match
-    "pipeline.balance",  # balance
-    "pipeline.download",  # download
-    "pipeline.score",  # score
-    "pipeline.select",  # select
-    "pipeline.train",  # train
-    "pipeline.eval",  # eval
-    "pipeline.report",  # report
-    "pipeline.run",  # run, demo
-]
+from pipeline.registry import Flag, StageSpec
 
 DESCRIPTION = """\
 WIT builder: build a CLIP-style image-text training set from web archives.
@@ -77,29 +62,82 @@ def flag(parser: argparse.ArgumentParser, *names: str, key: str, **kw: Any) -> N
 def stage_command(sub, common: argparse.ArgumentParser, run: Callable[..., dict], *, help: str, description: str,
                   input_help: str | None, output_help: str, positional_input: str | None = None,
                   options: tuple[str, ...] = (), show: Callable[[dict], str] | None = None) -> argparse.ArgumentParser:
-    """The subcommand of a stage function made by ``pipeline.stage.stage``: its input/output/overwrite
-    arguments spelled the same for every stage; ``options`` names the parsed arguments passed through as
-    the stage's own keyword options. ``positional_input``: "?" or "*" when the input is positional."""
-    p = sub.add_parser(run.stage_name, parents=[common], help=help, description=description)
-    if positional_input:
-        p.add_argument("input", nargs=positional_input, metavar="INPUT", help=input_help)
-    elif input_help:
-        p.add_argument("--input", metavar="PATH", help=input_help)
-    p.add_argument("--output", metavar="PATH", help=output_help)
+    """The subcommand of a stage function made by ``pipeline.stage.stage``, for a stage module that still
+    adds its own (``register(sub, common)``); a stage's ``@stage(..., order=...)`` options need none. Its
+    input/output/overwrite arguments are spelled as every stage's; ``options``: the parsed arguments passed
+    through as the stage's own keyword options. ``positional_input``: "?" or "*" to take the input as
+    positionals too."""
+    spec = StageSpec(run.stage_name, 0, run, help=help, description=description, input_help=input_help,
+                     output_help=output_help, positional=positional_input, show=show)
+    p = sub.add_parser(spec.command, parents=[common], help=help, description=description)
+    return _stage_arguments(p, spec, options)
+
+
+def _stage_arguments(p: argparse.ArgumentParser, spec: StageSpec, passed: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """Every stage's arguments: ``--input`` (repeatable for many-input stages) and positionals where the
+    stage takes them, ``--output``, ``--overwrite``, then its own options; the command that runs it."""
+    if spec.input_help:
+        many = spec.positional == "*"
+        p.add_argument("--input", dest="input_opt", metavar="PATH", action="append" if many else "store",
+                       help=spec.input_help + ("; repeatable" if many else ""))
+        if spec.positional:
+            p.add_argument("input", nargs=spec.positional, metavar="INPUT", help="same as --input")
+    p.add_argument("--output", metavar="PATH", help=spec.output_help)
     p.add_argument("--overwrite", action="store_true", help="redo a complete output")
+    groups: dict[str, Any] = {}
+    for o in spec.options:
+        target = p if o.group is None else groups.setdefault(o.group, p.add_mutually_exclusive_group())
+        if isinstance(o, Flag):
+            flag(target, *o.names, key=o.key, **o.kw)
+        else:
+            target.add_argument(*o.names, **{"dest": o.dest, **o.kw})
+    passed = (*passed, *(o.dest for o in spec.options if not isinstance(o, Flag)))
 
     def command(args: argparse.Namespace, cfg: RunConfig) -> int:
         from pipeline.stats import summary_line
 
-        given = getattr(args, "input", None)
-        d = run(cfg, input=given or None, output=args.output, overwrite=args.overwrite,
-                **{o: getattr(args, o) for o in options})
+        d = spec.run(cfg, input=_given_input(args), output=args.output, overwrite=args.overwrite,
+                     **{o: getattr(args, o) for o in passed})
         if d:
-            print((show or summary_line)(d))
+            print((spec.show or summary_line)(d))
         return 0
 
     p.set_defaults(func=command)
     return p
+
+
+def _given_input(args: argparse.Namespace) -> Any:
+    """The input from the positionals and/or ``--input``: a list for many-input stages, else one path."""
+    pos, opt = getattr(args, "input", None), getattr(args, "input_opt", None)
+    if isinstance(pos, list) or isinstance(opt, list):
+        return [*(pos or []), *(opt or [])] or None
+    if pos and opt:
+        raise UserError(f"give the input once: as INPUT ({pos}) or with --input ({opt})")
+    return pos or opt or None
+
+
+def add_stage(sub, common: argparse.ArgumentParser, spec: StageSpec, groups: dict) -> None:
+    """The subcommand of one row of the stage table (``queries build``: a word under a group)."""
+    *group, word = spec.command.split()
+    if group:
+        if group[0] not in groups:
+            g = sub.add_parser(group[0], help=spec.help, description=f"`wit {group[0]} ACTION`: {spec.help}.")
+            groups[group[0]] = g.add_subparsers(dest=f"{group[0]}_command", metavar="ACTION", title="actions",
+                                                required=True)
+        sub = groups[group[0]]
+    _stage_arguments(sub.add_parser(word, parents=[common], help=spec.help, description=spec.description), spec)
+
+
+def _own_register(spec: StageSpec) -> Callable | None:
+    """A stage module's own ``register(sub, common)`` (its module's, or its package's), where it still
+    adds its subcommand itself."""
+    module = spec.run.__module__
+    while module.count("."):
+        fn = getattr(sys.modules.get(module), "register", None)
+        if callable(fn) and fn.__module__.startswith(module) and fn.__module__ != registry.__name__:
+            return fn
+        module = module.rpartition(".")[0]
+    return None
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -121,13 +159,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def build_parser(prog: str = "wit") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from pipeline import __version__
+    from pipeline import __version__, run, sample_web
 
     parser.add_argument("--version", action="version", version=f"wit-builder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     common = common_parser()
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub, common)
+    sample_web.register(sub, common)  # sample, serve: the sample web, not stages
+    groups: dict = {}
+    for spec in registry.stages():
+        own = _own_register(spec)
+        if own:
+            own(sub, common)
+        else:
+            add_stage(sub, common, spec, groups)
+    run.register(sub, common)  # run, demo
     return parser
 
 
@@ -150,15 +195,23 @@ def main(argv: list[str] | None = None, prog: str = "wit") -> int:
         return 130
 
 
-def job_main(command: str, script: str, argv: list[str] | None = None, defaults: tuple[str, ...] = ()) -> int:
-    """The one entry point of every jobs/*.py: ``wit <command>`` under spark-submit, where spark-submit's
-    --master and --conf win over the run config's. ``defaults``: arguments placed before the user's (so the
-    user's own --set wins), e.g. jobs/score.py's ``--set score.mode=spark``."""
+def job_main(command: str | None = None, argv: list[str] | None = None) -> int:
+    """The spark-submit entry point (``jobs/``): ``wit <command>`` under spark-submit, where spark-submit's
+    --master and --conf win over the run config's. ``command``: the stage (or ``run``); None takes it from
+    the first argument (``jobs/wit.py STAGE …``). The stage's ``job_defaults`` go before the user's
+    arguments (so the user's own --set wins), e.g. score's ``--set score.mode=spark``."""
     from pipeline import spark
 
     spark.SUBMITTED = True
-    argv = sys.argv[1:] if argv is None else argv
-    return main([*command.split(), *defaults, *argv], prog=f"spark-submit jobs/{script}")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    script = os.path.basename(sys.argv[0]) or "wit.py"
+    if command is None:
+        if not argv or argv[0].startswith("-"):
+            return main(argv, prog=f"spark-submit jobs/{script}")
+        command, argv = argv[0], argv[1:]
+    spec = registry.REGISTRY.get(command) if command in {s.name for s in registry.stages()} else None
+    words = spec.command.split() if spec else command.split()
+    return main([*words, *(spec.job_defaults if spec else ()), *argv], prog=f"spark-submit jobs/{script}")
 
 
 if __name__ == "__main__":

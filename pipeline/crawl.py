@@ -835,7 +835,7 @@ def _seeds_default(cfg):
     return list(cfg.crawl.seeds) or None
 
 
-@stage("crawl", input=_seeds_default, output="crawl", writes="parts")
+@stage("crawl", order=10, input=_seeds_default, output="crawl", writes="parts")
 def run_crawl(ctx: StageContext) -> None:
     """Crawl from ``input`` (seed URLs or files of them; default: config crawl.seeds) into ``output``
     (default: <output_dir>/crawl): WARC files, a CDX-style index, frontiers and per-page outcomes."""

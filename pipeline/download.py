@@ -500,7 +500,7 @@ def _retrying(cfg, retry_failed: bool | None = None) -> bool:
     return cfg.download.retry_failed if retry_failed is None else retry_failed
 
 
-@stage("download", input="balanced", output="shards", writes="parts", redo_complete=_retrying)
+@stage("download", order=70, input="balanced", output="shards", writes="parts", redo_complete=_retrying)
 def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
     """Download the input (default balanced/) into shards (default shards/); returns the stats.
 

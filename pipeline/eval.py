@@ -13,17 +13,17 @@ as found by image→text when any of its captions is in the top k.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from pipeline import storage
-from pipeline.cli import flag
+from pipeline.checkpoint import latest_checkpoint
 from pipeline.config import RunConfig, join_path
 from pipeline.errors import UserError
 from pipeline.log import info, warn
+from pipeline.stage import Flag, StageContext, stage
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 IMAGE_COLUMNS = ("image", "image_path", "filepath", "path", "file_name")
@@ -279,24 +279,34 @@ def evaluate(model, preprocess, tokenizer, eval_dirs: Sequence[str], pairs: str 
     return out
 
 
-def latest_checkpoint(cfg: RunConfig) -> str | None:
-    """This run's training checkpoint, where a local one exists (open_clip loads local files only)."""
-    from pipeline.train import checkpoint_path
-
-    path = checkpoint_path(cfg.path("train"))
-    return path if os.path.isfile(path) else None
+def _show(result: dict) -> str:
+    return json.dumps(result, indent=2)
 
 
-def run_eval(cfg: RunConfig, spark=None, input: str | None = None, output: str | None = None, *,
-             eval_dir: str | Sequence[str] | None = None, pairs: str | None = None) -> dict[str, Any]:
+@stage("eval", order=110, input=None, output=None, writes="view", in_run=False, spark=False, show=_show,
+       help="zero-shot accuracy and retrieval recall of a CLIP checkpoint",
+       description="Zero-shot top-1/top-5 on labelled folders (<class>/*.jpg + optional classes.json; default "
+       "the sample web's eval/ and eval_background/ under output_dir/sample) and image<->text recall@1/5/10 on "
+       "held-out pairs (parquet of image path + caption, default the first evaluated folder's pairs.parquet, or "
+       "webdataset shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
+       input_help="checkpoint path or open_clip pretrained tag (default: this run's latest)", positional="?",
+       output_help="also write the result as JSON to this file",
+       options=[Flag("--model", key="train.model", metavar="ARCH",
+                     help="open_clip architecture of the checkpoint (config train.model)"),
+                Flag("--eval-dir", key="train.eval_dir", metavar="DIR",
+                     help="labelled folder (config train.eval_dir: one or a list)"),
+                Flag("--pairs", key="train.eval_pairs", metavar="PATH",
+                     help="held-out pairs: parquet or shards (config train.eval_pairs)"),
+                Flag("--device", key="train.device", metavar="DEV")])
+def run_eval(ctx: StageContext, eval_dir: str | Sequence[str] | None = None, pairs: str | None = None) -> dict[str, Any]:
     """Evaluate the checkpoint ``input`` (a path or an open_clip tag; default: this run's latest
     training checkpoint, else ``train.pretrained``) on ``eval_dir`` and ``pairs`` (default: the
     config's); also write the result as JSON to ``output`` when given. Not a dataset stage: it
-    writes no _SUCCESS, and runs here (``spark`` is unused; the argument keeps the stage spelling)."""
+    writes no _SUCCESS and runs here (no Spark)."""
     from pipeline.models import load_clip, resolve_device
 
-    t = cfg.train
-    ckpt = input or latest_checkpoint(cfg) or t.pretrained
+    cfg, t = ctx.cfg, ctx.cfg.train
+    ckpt = ctx.input or latest_checkpoint(cfg) or t.pretrained
     folders = labelled_folders(eval_dir or t.eval_dir, cfg)
     pairs = pairs or t.eval_pairs
     device = resolve_device(t.device)
@@ -304,30 +314,6 @@ def run_eval(cfg: RunConfig, spark=None, input: str | None = None, output: str |
     model, preprocess, tokenizer = load_clip(t.model, ckpt, device)
     result = {"model": t.model, "checkpoint": ckpt, "eval_dir": folders}
     result.update(evaluate(model, preprocess, tokenizer, folders, pairs, device, t.templates))
-    if output:
-        storage.write_json(output, result)
+    if ctx.output:
+        storage.write_json(ctx.output, result)
     return result
-
-
-def register(sub, common) -> None:
-    p = sub.add_parser(
-        "eval", parents=[common], help="zero-shot accuracy and retrieval recall of a CLIP checkpoint",
-        description="Zero-shot top-1/top-5 on labelled folders (<class>/*.jpg + optional classes.json; default "
-        "the sample web's eval/ and eval_background/ under output_dir/sample) and image<->text recall@1/5/10 on "
-        "held-out pairs (parquet of image path + caption, default the first evaluated folder's pairs.parquet, or webdataset "
-        "shards). Default checkpoint: output_dir/train/checkpoints/epoch_latest.pt.",
-    )
-    p.add_argument("input", nargs="?", metavar="CHECKPOINT",
-                   help="checkpoint path or open_clip pretrained tag (default: this run's latest)")
-    flag(p, "--model", key="train.model", help="open_clip architecture of the checkpoint (config train.model)", metavar="ARCH")
-    flag(p, "--eval-dir", key="train.eval_dir", help="labelled folder (config train.eval_dir: one or a list)", metavar="DIR")
-    flag(p, "--pairs", key="train.eval_pairs", help="held-out pairs: parquet or shards (config train.eval_pairs)", metavar="PATH")
-    flag(p, "--device", key="train.device", metavar="DEV")
-    p.add_argument("--output", metavar="PATH", help="also write the result as JSON to this file")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace, cfg: RunConfig) -> int:
-    result = run_eval(cfg, input=args.input, output=args.output)
-    print(json.dumps(result, indent=2))
-    return 0

@@ -15,7 +15,7 @@ import collections
 
 from pipeline import log, storage
 from pipeline.spark import read_dataset
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, Option, StageContext, stage
 
 DROPPED_NAME = "dropped/filter"
 
@@ -86,11 +86,31 @@ def _tag_partition(batches, cfg_json, names, schema, first):
     return tag_batches(_fill_nulls(batches) if first else batches, cfg_json, names, schema)
 
 
+def _codes(text: str) -> list[str]:
+    """``--languages en,de`` → ["en", "de"]."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def _default_dropped(cfg) -> str:
     return cfg.path(DROPPED_NAME)
 
 
-@stage("filter", input="candidates", output="filtered")
+@stage("filter", order=30, input="candidates", output="filtered",
+       help="caption filters: URL safety, text rules, language, dedup",
+       description="Apply the caption filter chain (config filter.chain, in order: url_safety, text_rules = "
+       "min_length/max_length/junk, language, dedup) to a candidates dataset (default <output_dir>/candidates). "
+       "Kept rows with their detected language go to <output_dir>/filtered (Parquet), dropped rows with the "
+       "filter that dropped them to <output_dir>/dropped/filter; filtered/_stats.json counts drops per filter.",
+       input_help="input dataset (default: <output_dir>/candidates)", positional="?",
+       output_help="output folder (default: <output_dir>/filtered)",
+       options=[Option("--dropped-output", metavar="PATH", help="folder for dropped rows (default: <output_dir>/dropped/filter)"),
+                Flag("--language-backend", key="filter.language_backend", choices=["cascade", "fasttext", "langdetect"]),
+                Flag("--languages", key="filter.languages", type=_codes, metavar="CODES",
+                     help="comma-separated ISO 639-1 codes to keep (config filter.languages, default en)"),
+                Flag("--min-language-score", key="filter.min_language_score", type=float),
+                Flag("--min-chars", key="filter.min_chars", type=int),
+                Flag("--min-words", key="filter.min_words", type=int),
+                Flag("--max-chars", key="filter.max_chars", type=int)])
 def run_filter(ctx: StageContext, dropped_output: str | None = None) -> None:
     """Filter the input (default candidates/) into filtered/, and the dropped rows into dropped/filter/."""
     from pyspark import StorageLevel
@@ -147,26 +167,3 @@ def run_filter(ctx: StageContext, dropped_output: str | None = None) -> None:
         }
     finally:
         tagged.unpersist()
-
-
-# --------------------------------------------------------------------------- CLI
-def register(sub, common) -> None:
-    from pipeline.cli import flag, stage_command
-
-    p = stage_command(
-        sub, common, run_filter, help="caption filters: URL safety, text rules, language, dedup",
-        description="Apply the caption filter chain (config filter.chain, in order: url_safety, text_rules = "
-        "min_length/max_length/junk, language, dedup) to a candidates dataset (default <output_dir>/candidates). "
-        "Kept rows with their detected language go to <output_dir>/filtered (Parquet), dropped rows with the "
-        "filter that dropped them to <output_dir>/dropped/filter; filtered/_stats.json counts drops per filter.",
-        input_help="input dataset (default: <output_dir>/candidates)", positional_input="?",
-        output_help="output folder (default: <output_dir>/filtered)", options=("dropped_output",),
-    )
-    p.add_argument("--dropped-output", metavar="PATH", help="folder for dropped rows (default: <output_dir>/dropped/filter)")
-    flag(p, "--language-backend", key="filter.language_backend", choices=["cascade", "fasttext", "langdetect"])
-    flag(p, "--languages", key="filter.languages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-         metavar="CODES", help="comma-separated ISO 639-1 codes to keep (config filter.languages, default en)")
-    flag(p, "--min-language-score", key="filter.min_language_score", type=float)
-    flag(p, "--min-chars", key="filter.min_chars", type=int)
-    flag(p, "--min-words", key="filter.min_words", type=int)
-    flag(p, "--max-chars", key="filter.max_chars", type=int)

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline import log, storage
 from pipeline.queries import load_query_list, queries_path, spacing
 from pipeline.spark import nullable, read_dataset, read_parquet
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, StageContext, stage
 
 
 class Matcher:
@@ -109,7 +109,16 @@ def _match_task(digest: str, broadcast, schema):
     return task
 
 
-@stage("match", input="filtered", output="matched")
+@stage("match", order=50, input="filtered", output="matched",
+       help="keep texts containing a query; add their entry ids",
+       description="Substring-match every caption against the query list (MetaCLIP semantics: whole tokens, "
+       "case-sensitive, punctuation space-wrapped, overlapping entries all reported). Input: "
+       "<output_dir>/filtered (or any candidates-like parquet); list: queries.path or <output_dir>/queries. "
+       "Output: <output_dir>/matched (filtered columns + entry_ids) with _stats.json; unmatched texts are "
+       "counted as no_query_match.",
+       input_help="input dataset (default: <output_dir>/filtered)", output_help="output folder (default: <output_dir>/matched)",
+       options=[Flag("--queries", key="queries.path", metavar="PATH",
+                     help="query list: folder, queries.parquet, metadata.json or .txt")])
 def run_match(ctx: StageContext) -> dict[str, Any] | None:
     """Keep texts that contain a query (filtered/ → matched/ with entry_ids).
 
@@ -144,20 +153,3 @@ def run_match(ctx: StageContext) -> dict[str, Any] | None:
     finally:
         bc.unpersist()
     return None
-
-
-
-# --------------------------------------------------------------------------- CLI
-def register(sub, common) -> None:
-    from pipeline.cli import flag, stage_command
-
-    m = stage_command(
-        sub, common, run_match, help="keep texts containing a query; add their entry ids",
-        description="Substring-match every caption against the query list (MetaCLIP semantics: whole tokens, "
-        "case-sensitive, punctuation space-wrapped, overlapping entries all reported). Input: "
-        "<output_dir>/filtered (or any candidates-like parquet); list: queries.path or <output_dir>/queries. "
-        "Output: <output_dir>/matched (filtered columns + entry_ids) with _stats.json; unmatched texts are "
-        "counted as no_query_match.",
-        input_help="input dataset (default: <output_dir>/filtered)", output_help="output folder (default: <output_dir>/matched)",
-    )
-    flag(m, "--queries", key="queries.path", metavar="PATH", help="query list: folder, queries.parquet, metadata.json or .txt")

@@ -35,7 +35,7 @@ from typing import Any
 
 from pipeline import log, storage
 from pipeline.errors import UserError
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, StageContext, stage
 
 PARQUET_NAME = "queries.parquet"
 METADATA_NAME = "metadata.json"
@@ -418,7 +418,33 @@ def queries_path(cfg) -> str:
 
 
 # --------------------------------------------------------------------------- the stage
-@stage("queries", input=None, output="queries")
+def _comma_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@stage("queries", order=40, input=None, output="queries", command="queries build",
+       help="build the ~500k query list (WordNet, Wikipedia words, bigrams, titles)",
+       description="Build the query list (CLIP's 500k queries, MetaCLIP's recipe) from WordNet + \"0\"..\"99\", "
+       "Wikipedia unigrams (count >= 100), bigrams (PMI >= 30), titles (pageviews >= 70), or offline from "
+       "the wordfreq package. Each source adds only new entries, up to the budget. Output: "
+       "<output_dir>/queries/queries.parquet (entry_id, entry, source, count), metadata.json (MetaCLIP's "
+       "JSON list; index = entry id), _stats.json.",
+       output_help="output folder (default: <output_dir>/queries)",
+       options=[Flag("--sources", key="queries.sources", metavar="LIST", type=_comma_list,
+                     help="comma list, in order, of wordnet,unigrams,bigrams,titles,wordfreq (config queries.sources)"),
+                Flag("--budget", key="queries.budget", metavar="N", type=int),
+                Flag("--wordnet-dir", key="queries.wordnet_dir", metavar="PATH"),
+                Flag("--wikipedia", key="queries.wikipedia", metavar="PATH",
+                     help="pages-articles XML dump (.xml/.bz2), or Parquet/JSONL of (title, text)"),
+                Flag("--pageviews", key="queries.pageviews", nargs="+", metavar="PATH",
+                     help="hourly pageview files (domain title views bytes)"),
+                Flag("--min-unigram-count", key="queries.min_unigram_count", metavar="N", type=int),
+                Flag("--min-bigram-pmi", key="queries.min_bigram_pmi", metavar="X", type=float),
+                Flag("--min-bigram-count", key="queries.min_bigram_count", metavar="N", type=int),
+                Flag("--min-title-views", key="queries.min_title_views", metavar="N", type=int),
+                Flag("--wordfreq-min-zipf", key="queries.wordfreq_min_zipf", metavar="X", type=float),
+                Flag("--from-file", key="queries.path", metavar="PATH",
+                     help="convert an existing list (parquet, metadata.json, .txt) instead")])
 def run_queries(ctx: StageContext) -> None:
     """Build the query list into the output (default <output_dir>/queries).
 
@@ -444,38 +470,3 @@ def run_queries(ctx: StageContext) -> None:
     write_query_list(ctx.tmp, ql.table())
     log.info(f"queries: {len(ql.entries)} entries → {ctx.output} "
              + ", ".join(f"{k}={v['added']}" for k, v in ql.per_source.items()))
-
-
-# --------------------------------------------------------------------------- CLI
-def register(sub, common) -> None:
-    from pipeline.cli import flag
-    from pipeline.stats import summary_line
-
-    p = sub.add_parser("queries", help="build the ~500k query list (WordNet, Wikipedia words, bigrams, titles)",
-                       description="Query list commands. `wit queries build` writes <output_dir>/queries/.")
-    qsub = p.add_subparsers(dest="queries_command", metavar="ACTION", title="actions", required=True)
-    b = qsub.add_parser(
-        "build", parents=[common], help="build the query list",
-        description="Build the query list (CLIP's 500k queries, MetaCLIP's recipe) from WordNet + \"0\"..\"99\", "
-        "Wikipedia unigrams (count >= 100), bigrams (PMI >= 30), titles (pageviews >= 70), or offline from "
-        "the wordfreq package. Each source adds only new entries, up to the budget. Output: "
-        "<output_dir>/queries/queries.parquet (entry_id, entry, source, count), metadata.json (MetaCLIP's "
-        "JSON list; index = entry id), _stats.json.",
-    )
-    flag(b, "--sources", key="queries.sources", metavar="LIST",
-         type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-         help="comma list, in order, of wordnet,unigrams,bigrams,titles,wordfreq (config queries.sources)")
-    flag(b, "--budget", key="queries.budget", metavar="N", type=int)
-    flag(b, "--wordnet-dir", key="queries.wordnet_dir", metavar="PATH")
-    flag(b, "--wikipedia", key="queries.wikipedia", metavar="PATH", help="pages-articles XML dump (.xml/.bz2), or Parquet/JSONL of (title, text)")
-    flag(b, "--pageviews", key="queries.pageviews", nargs="+", metavar="PATH", help="hourly pageview files (domain title views bytes)")
-    flag(b, "--min-unigram-count", key="queries.min_unigram_count", metavar="N", type=int)
-    flag(b, "--min-bigram-pmi", key="queries.min_bigram_pmi", metavar="X", type=float)
-    flag(b, "--min-bigram-count", key="queries.min_bigram_count", metavar="N", type=int)
-    flag(b, "--min-title-views", key="queries.min_title_views", metavar="N", type=int)
-    flag(b, "--wordfreq-min-zipf", key="queries.wordfreq_min_zipf", metavar="X", type=float)
-    flag(b, "--from-file", key="queries.path", metavar="PATH", help="convert an existing list (parquet, metadata.json, .txt) instead")
-    b.add_argument("--output", metavar="PATH", help="output folder (default: <output_dir>/queries)")
-    b.add_argument("--overwrite", action="store_true", help="redo a complete output")
-    b.set_defaults(func=lambda args, cfg: print(summary_line(run_queries(cfg, output=args.output, overwrite=args.overwrite))) or 0)
-

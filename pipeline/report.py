@@ -20,6 +20,7 @@ from typing import Any
 from pipeline import log, storage
 from pipeline.config import RunConfig, dump_config, join_path
 from pipeline.shards import iter_tar
+from pipeline.stage import StageContext, stage
 from pipeline.stats import read_stats
 
 # The funnel, in data-flow order: (stage label, folder under output_dir).
@@ -398,12 +399,19 @@ def render_report(cfg: RunConfig) -> str:
     )
 
 
-def run_report(cfg: RunConfig, spark=None, input: str | None = None, output: str | None = None) -> dict:
+@stage("report", order=120, input=None, output=None, writes="view",
+       spark=False, show=lambda d: d["path"], help="write a self-contained HTML report of a run",
+       description="Read every stage's outputs under --output-dir and write report.html: the funnel, languages, "
+       "query balance, CLIP scores, image sizes, sample grid, training and config.",
+       input_help="the run folder to report on (default: --output-dir)",
+       output_help="where to write the page (default <output_dir>/report.html)")
+def run_report(ctx: StageContext) -> dict:
     """Write the report of the run under ``input`` (default output_dir) to ``output`` (default
     ``<output_dir>/report.html``), atomically; return where it is. Rewritten on every call: it is a view."""
-    if input:
-        cfg = cfg.model_copy(update={"output_dir": input.rstrip("/")})
-    out = output or join_path(cfg.output_dir, "report.html")
+    cfg = ctx.cfg
+    if ctx.input:
+        cfg = cfg.model_copy(update={"output_dir": ctx.input.rstrip("/")})
+    out = ctx.output or join_path(cfg.output_dir, "report.html")
     page = render_report(cfg)
     with storage.atomic_path(out) as tmp:
         fs, p = storage.fs_for(tmp)
@@ -411,12 +419,3 @@ def run_report(cfg: RunConfig, spark=None, input: str | None = None, output: str
             f.write(page)
     log.info(f"report: {out} ({len(page) / 1e6:.1f} MB)")
     return {"stage": "report", "path": out, "bytes": len(page)}
-
-
-def register(sub, common) -> None:
-    p = sub.add_parser("report", parents=[common], help="write a self-contained HTML report of a run",
-                       description="Read every stage's outputs under --output-dir and write report.html: the funnel, "
-                                   "languages, query balance, CLIP scores, image sizes, sample grid, training and config.")
-    p.add_argument("--input", metavar="PATH", help="the run folder to report on (default: --output-dir)")
-    p.add_argument("--output", "--out", metavar="PATH", help="where to write the page (default <output_dir>/report.html)")
-    p.set_defaults(func=lambda args, cfg: print(run_report(cfg, input=args.input, output=args.output)["path"]) or 0)

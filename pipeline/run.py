@@ -7,64 +7,49 @@ stages. The same code runs on ``local[*]`` and on a cluster (``--master`` or spa
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from pipeline import log, storage
+from pipeline import log, registry, storage
 from pipeline.config import RunConfig, TrainConfig, join_path
 from pipeline.errors import UserError
+from pipeline.registry import StageSpec
 from pipeline.stats import summary_line
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    target: str  # "module:function"
-    needs_spark: bool = True
-
-    def function(self) -> Callable[..., dict]:
-        module, _, fn = self.target.partition(":")
-        return getattr(importlib.import_module(module), fn)
+def stage_names() -> list[str]:
+    """The stages `wit run` runs, in data-flow order (the stage table's, pipeline/registry.py)."""
+    return [s.name for s in registry.stages(in_run=True)]
 
 
-STAGES = [
-    Stage("crawl", "pipeline.crawl:run_crawl"),  # only when crawl.seeds are given
-    Stage("extract", "pipeline.extract:run_extract"),
-    Stage("filter", "pipeline.filter:run_filter"),
-    Stage("queries", "pipeline.queries:run_queries"),
-    Stage("match", "pipeline.match:run_match"),
-    Stage("balance", "pipeline.balance:run_balance"),
-    Stage("download", "pipeline.download:run_download"),
-    Stage("score", "pipeline.score:run_score", needs_spark=False),
-    Stage("select", "pipeline.select:run_select"),
-    Stage("train", "pipeline.train:run_train", needs_spark=False),
-    Stage("report", "pipeline.report:run_report", needs_spark=False),
-]
-STAGE_NAMES = [s.name for s in STAGES]
-
-
-def choose_stages(from_: str | None = None, to: str | None = None, only: list[str] | None = None) -> list[Stage]:
+def choose_stages(from_: str | None = None, to: str | None = None, only: list[str] | None = None) -> list[StageSpec]:
+    stages = registry.stages(in_run=True)
+    names = [s.name for s in stages]
     for name in [from_, to, *(only or [])]:
-        if name is not None and name not in STAGE_NAMES:
-            raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+        if name is not None and name not in names:
+            raise UserError(f"unknown stage {name!r}; stages: {', '.join(names)}")
     if only:
-        return [s for s in STAGES if s.name in only]
-    lo = STAGE_NAMES.index(from_) if from_ else 0
-    hi = STAGE_NAMES.index(to) if to else len(STAGES) - 1
+        return [s for s in stages if s.name in only]
+    lo = names.index(from_) if from_ else 0
+    hi = names.index(to) if to else len(stages) - 1
     if lo > hi:
         raise UserError(f"--from {from_} comes after --to {to}")
-    return STAGES[lo : hi + 1]
+    return stages[lo : hi + 1]
+
+
+def _has_input(spec: StageSpec, cfg: RunConfig) -> bool:
+    """False for a stage whose default input is empty in this config (crawl without crawl.seeds): it
+    has nothing to read, and `wit run` leaves it out."""
+    rule = spec.input_rule
+    return not callable(rule) or bool(rule(cfg))
 
 
 def run_pipeline(cfg: RunConfig, stages: list[Stage] | None = None, spark=None) -> list[dict]:
     """Run the chosen stages in order, each on its default input and output; each skips itself when
     already complete. Returns their stats."""
-    stages = [s for s in (stages or STAGES) if s.name != "crawl" or cfg.crawl.seeds]
+    stages = [s for s in (stages or registry.stages(in_run=True)) if _has_input(s, cfg)]
     storage.write_json(join_path(cfg.output_dir, "run_config.json"), cfg.model_dump(mode="json"))
-    if spark is None and any(s.needs_spark for s in stages):
+    if spark is None and any(s.spark for s in stages):
         from pipeline.spark import get_spark
 
         spark = get_spark(cfg.spark)
@@ -73,7 +58,7 @@ def run_pipeline(cfg: RunConfig, stages: list[Stage] | None = None, spark=None) 
     for i, stage in enumerate(stages, 1):
         log.info(f"[{i}/{len(stages)}] {stage.name} …")
         t = time.perf_counter()
-        stats = stage.function()(cfg, spark) or {}
+        stats = stage.run(cfg, spark) or {}
         stats.setdefault("stage", stage.name)
         stats.setdefault("duration_s", time.perf_counter() - t)
         results.append(stats)
@@ -120,7 +105,7 @@ def run_demo(cfg: RunConfig) -> dict:
     finally:
         server.stop()
     curation = _curation_experiment(cfg, spark)
-    report = STAGES[-1].function()(cfg, spark)
+    report = registry.get("report").run(cfg, spark)
     elapsed = time.perf_counter() - t_start
     log.info(f"demo: done in {elapsed / 60:.1f} min")
     lead = curation.get("measured_removal")
@@ -183,12 +168,13 @@ def _curation_experiment(cfg: RunConfig, spark) -> dict:
     from pipeline import score as score_mod
     from pipeline import select as select_mod
     from pipeline import train as train_mod
+    from pipeline.checkpoint import checkpoint_path
 
     unfiltered_dir = join_path(cfg.path("train"), "unfiltered")
     filtered_dir = join_path(cfg.path("train"), "filtered")
     log.info("demo: training model A on every downloaded pair (the unfiltered baseline and the scoring model)")
     a = train_mod.run_train(cfg, spark, input=cfg.path("shards"), output=unfiltered_dir)
-    ckpt = train_mod.checkpoint_path(unfiltered_dir)
+    ckpt = checkpoint_path(unfiltered_dir)
     scfg = cfg.model_copy(deep=True)
     scfg.score.model = cfg.train.model
     scfg.score.pretrained = ckpt
@@ -257,14 +243,15 @@ def _metrics(summary: dict) -> tuple[float | None, float | None, int | None]:
 
 
 def register(sub, common) -> None:
+    names = stage_names()
     p = sub.add_parser(
         "run", parents=[common], help="run every stage in order (resumable)",
-        description="Run extract → filter → queries → match → balance → download → score → select → train → "
-                    "report, each skipping work already complete. Rerun the same command after a crash.",
+        description=f"Run {' → '.join(names)} (crawl only with crawl.seeds), each skipping work already "
+                    "complete. Rerun the same command after a crash.",
     )
-    p.add_argument("--from", dest="from_", metavar="STAGE", choices=STAGE_NAMES, help="first stage to run")
-    p.add_argument("--to", metavar="STAGE", choices=STAGE_NAMES, help="last stage to run")
-    p.add_argument("--only", nargs="+", metavar="STAGE", choices=STAGE_NAMES, help="run just these stages")
+    p.add_argument("--from", dest="from_", metavar="STAGE", choices=names, help="first stage to run")
+    p.add_argument("--to", metavar="STAGE", choices=names, help="last stage to run")
+    p.add_argument("--only", nargs="+", metavar="STAGE", choices=names, help="run just these stages")
     p.set_defaults(func=lambda args, cfg: run_pipeline(cfg, choose_stages(args.from_, args.to, args.only)) and 0)
 
     d = sub.add_parser(

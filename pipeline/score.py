@@ -44,7 +44,7 @@ from pipeline import log, storage
 from pipeline.config import ScoreConfig
 from pipeline.errors import UserError
 from pipeline.shards import list_shards, name_of
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, StageContext, stage
 
 # The tokenizers library (some open_clip models' tokenizer) warns, and can deadlock, when the
 # DataLoader forks its workers after it has used threads: tokenise without them.
@@ -334,7 +334,31 @@ def _spark_task(sc_json: str, out_dir: str, items: Iterator[tuple[int, str]]) ->
     yield score_shards(scorer, list(items), out_dir, sc.batch_size, sc.num_workers, sc.save_embeddings, safety_prompts(sc))
 
 
-@stage("score", input="shards", output="scores", writes="parts")
+@stage("score", order=80, input="shards", output="scores", writes="parts", spark=False,
+       job_defaults=("--set", "score.mode=spark"), help="CLIP-score every downloaded pair (GPU or CPU)",
+       description="Read shards/NNNNN.tar, score each image-text pair with an open_clip model "
+       "(cosine of normalised embeddings) and write scores/NNNNN.parquet + _stats.json + _SUCCESS. "
+       "Resumable per shard.",
+       input_help="download shards folder (default: <output_dir>/shards)",
+       output_help="scores folder (default: <output_dir>/scores)",
+       options=[Flag("--model", key="score.model", help="open_clip model name, e.g. ViT-B-32, wit-tiny, hf-hub:org/repo"),
+                Flag("--pretrained", key="score.pretrained",
+                     help="open_clip pretrained tag or checkpoint path (none = random init)"),
+                Flag("--batch-size", key="score.batch_size", type=int),
+                Flag("--device", key="score.device", help="auto | cpu | cuda | cuda:N"),
+                Flag("--num-workers", key="score.num_workers", type=int,
+                     help="loader worker processes: read tars, tokenise, and decode images except decode's JPEGs"),
+                Flag("--mode", key="score.mode", choices=["local", "spark"]),
+                Flag("--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
+                     help="image work off the loader workers: none (exact PIL), resize (on the GPU), decode (CPU "
+                     "threads + nvjpeg); auto = decode on GPU"),
+                Flag("--decode-threads", key="score.decode_threads", type=int, metavar="N",
+                     help="with decode: CPU threads decoding JPEGs beside nvjpeg (0 = nvjpeg only; default: the CPUs "
+                     "the workers leave)"),
+                Flag("--save-embeddings", key="score.save_embeddings", action="store_const", const=True,
+                     help="also store fp16 embeddings"),
+                Flag("--no-safety", key="score.safety", action="store_const", const=False,
+                     help="leave unsafe_score null (no zero-shot safety tagging against score.safety_prompts)")])
 def run_score(ctx: StageContext) -> None:
     """Score every shard of ``input`` (download shards; default <output_dir>/shards) into ``output``
     (default <output_dir>/scores): one Parquet per shard, each written atomically, so a rerun scores
@@ -383,33 +407,3 @@ def run_score(ctx: StageContext) -> None:
         "safety": sc.safety,
         "mean_unsafe_score": pc.mean(table.column("unsafe_score")).as_py(),  # None when no pair has one
     }
-
-
-# --- CLI ------------------------------------------------------------------------------------------
-
-
-def register(sub, common) -> None:
-    from pipeline.cli import flag, stage_command
-
-    p = stage_command(
-        sub, common, run_score, help="CLIP-score every downloaded pair (GPU or CPU)",
-        description="Read shards/NNNNN.tar, score each image-text pair with an open_clip model "
-        "(cosine of normalised embeddings) and write scores/NNNNN.parquet + _stats.json + _SUCCESS. "
-        "Resumable per shard.",
-        input_help="download shards folder (default: <output_dir>/shards)",
-        output_help="scores folder (default: <output_dir>/scores)",
-    )
-    flag(p, "--model", key="score.model", help="open_clip model name, e.g. ViT-B-32, wit-tiny, hf-hub:org/repo")
-    flag(p, "--pretrained", key="score.pretrained", help="open_clip pretrained tag or checkpoint path (none = random init)")
-    flag(p, "--batch-size", key="score.batch_size", type=int)
-    flag(p, "--device", key="score.device", help="auto | cpu | cuda | cuda:N")
-    flag(p, "--num-workers", key="score.num_workers", type=int,
-         help="loader worker processes: read tars, tokenise, and decode images except decode's JPEGs")
-    flag(p, "--mode", key="score.mode", choices=["local", "spark"])
-    flag(p, "--gpu-preprocess", key="score.gpu_preprocess", choices=["auto", "none", "resize", "decode"],
-         help="image work off the loader workers: none (exact PIL), resize (on the GPU), decode (CPU threads + nvjpeg); auto = decode on GPU")
-    flag(p, "--decode-threads", key="score.decode_threads", type=int, metavar="N",
-         help="with decode: CPU threads decoding JPEGs beside nvjpeg (0 = nvjpeg only; default: the CPUs the workers leave)")
-    flag(p, "--save-embeddings", key="score.save_embeddings", action="store_const", const=True, help="also store fp16 embeddings")
-    flag(p, "--no-safety", key="score.safety", action="store_const", const=False,
-         help="leave unsafe_score null (no zero-shot safety tagging against score.safety_prompts)")

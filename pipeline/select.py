@@ -40,7 +40,7 @@ from filters.chain import REASON  # the column the filters tag rows in
 from pipeline import storage
 from pipeline.errors import UserError
 from pipeline.shards import index_digits, list_shards, name_of, shard_name, shard_name_column
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, Option, StageContext, stage
 
 QUANTILE_ACCURACY = 1_000_000
 REASONS = ["not_downloaded", "score_error", "blocklisted", "eval_overlap", "unsafe", "too_small", "bad_aspect_ratio",
@@ -101,7 +101,36 @@ def _apply_filters(df, filters: list):
     return df.mapInArrow(lambda batches: tag_with(chain, batches, arrow_schema), schema)
 
 
-@stage("select", input="shards", output="final")
+@stage("select", order=90, input="shards", output="final",
+       help="keep the best-scored pairs; write the final training shards",
+       description="Join the download shards' metadata (<output_dir>/shards/*.parquet) with scores/, drop by "
+       "status, blocklisted image hashes, evaluation-set copies, the unsafe score, the image filters (size, aspect "
+       "ratio), duplicate and near-duplicate images and the CLIP score (threshold or global top fraction), and "
+       "write final/NNNNN.tar + manifest.parquet + sizes.json + dropped.parquet + _stats.json "
+       "(loadable by open_clip --dataset-type webdataset).",
+       input_help="download shards folder (default: <output_dir>/shards)",
+       output_help="final folder (default: <output_dir>/final)",
+       options=[Option("--scores", metavar="PATH", help="scores folder (default: <output_dir>/scores)"),
+                Flag("--threshold", key="select.threshold", type=float, metavar="SCORE",
+                     help="keep clip_score >= this (wins over --top-fraction)"),
+                Flag("--top-fraction", key="select.top_fraction", type=float, metavar="F",
+                     help="keep the global top fraction by clip_score"),
+                Flag("--min-side", key="select.min_side", type=int, metavar="PX",
+                     help="drop images whose shorter side is smaller"),
+                Flag("--max-aspect-ratio", key="select.max_aspect_ratio", type=float, metavar="RATIO",
+                     help="drop images whose long side / short side is larger"),
+                Flag("--near-dup-distance", key="select.near_dup_distance", type=int, metavar="BITS",
+                     help="most pHash bits near-duplicates differ in (also for --decontaminate and --blocklist-hashes)"),
+                Flag("--no-near-dup", key="select.near_dup", action="store_const", const=False,
+                     help="keep near-duplicate images (exact duplicates are still dropped)"),
+                Flag("--decontaminate", key="select.decontaminate", action="append", metavar="PATH",
+                     help="an evaluation set (folder of images or webdataset .tar shards) whose near-duplicates are "
+                     "dropped (eval_overlap); repeatable"),
+                Flag("--blocklist-hashes", key="select.blocklist_hashes", action="append", metavar="FILE",
+                     help="a file of hashes, one a line: 16-hex pHashes (their near-duplicates are dropped too) or "
+                     "64-hex sha256s (exact copies), reason blocklisted; repeatable"),
+                Flag("--shard-size", key="select.shard_size", type=int, metavar="N", help="samples per final shard"),
+                Flag("--seed", key="select.seed", type=int, metavar="N", help="seed of the order of the final samples")])
 def run_select(ctx: StageContext, scores: str | None = None) -> None:
     """Select from the download shards (default shards/) and their ``scores`` (default scores/)
     and re-shard into the output (default final/)."""
@@ -356,41 +385,3 @@ def _write_single_parquet(df, path: str, schema) -> None:
                 for batch in pq.ParquetFile(src).iter_batches(batch_size=65_536):
                     writer.write_table(schemas.conform(batch, schema))
     fs.rm(tp, recursive=True)
-
-
-# --- CLI ------------------------------------------------------------------------------------------
-
-
-def register(sub, common) -> None:
-    from pipeline.cli import flag, stage_command
-
-    p = stage_command(
-        sub, common, run_select, help="keep the best-scored pairs; write the final training shards",
-        description="Join the download shards' metadata (<output_dir>/shards/*.parquet) with scores/, drop by "
-        "status, blocklisted image hashes, evaluation-set copies, the unsafe score, the image filters (size, aspect "
-        "ratio), duplicate and near-duplicate images and the CLIP score (threshold or global top fraction), and "
-        "write final/NNNNN.tar + manifest.parquet + sizes.json + dropped.parquet + _stats.json "
-        "(loadable by open_clip --dataset-type webdataset).",
-        input_help="download shards folder (default: <output_dir>/shards)",
-        output_help="final folder (default: <output_dir>/final)", options=("scores",),
-    )
-    p.add_argument("--scores", metavar="PATH", help="scores folder (default: <output_dir>/scores)")
-    flag(p, "--threshold", key="select.threshold", type=float, metavar="SCORE",
-         help="keep clip_score >= this (wins over --top-fraction)")
-    flag(p, "--top-fraction", key="select.top_fraction", type=float, metavar="F",
-         help="keep the global top fraction by clip_score")
-    flag(p, "--min-side", key="select.min_side", type=int, metavar="PX", help="drop images whose shorter side is smaller")
-    flag(p, "--max-aspect-ratio", key="select.max_aspect_ratio", type=float, metavar="RATIO",
-         help="drop images whose long side / short side is larger")
-    flag(p, "--near-dup-distance", key="select.near_dup_distance", type=int, metavar="BITS",
-         help="most pHash bits near-duplicates differ in (also for --decontaminate and --blocklist-hashes)")
-    flag(p, "--no-near-dup", key="select.near_dup", action="store_const", const=False,
-         help="keep near-duplicate images (exact duplicates are still dropped)")
-    flag(p, "--decontaminate", key="select.decontaminate", action="append", metavar="PATH",
-         help="an evaluation set (folder of images or webdataset .tar shards) whose near-duplicates are dropped "
-         "(eval_overlap); repeatable")
-    flag(p, "--blocklist-hashes", key="select.blocklist_hashes", action="append", metavar="FILE",
-         help="a file of hashes, one a line: 16-hex pHashes (their near-duplicates are dropped too) or 64-hex "
-         "sha256s (exact copies), reason blocklisted; repeatable")
-    flag(p, "--shard-size", key="select.shard_size", type=int, metavar="N", help="samples per final shard")
-    flag(p, "--seed", key="select.seed", type=int, metavar="N", help="seed of the order of the final samples")

@@ -11,13 +11,18 @@ skip an output that is already complete, pick the default paths, write under a t
 write ``_stats.json``, mark the output complete (``_SUCCESS``). The CLI, ``wit run`` and the
 ``jobs/*.py`` spark-submit entry points all call these functions.
 
-Two ways to write, chosen per stage:
+The decorator also registers the stage in the one table (pipeline/registry.py) that the CLI, ``wit
+run`` and ``jobs/`` read: its place in the data flow, its command's help and options.
+
+Three ways to write, chosen per stage:
 - ``"atomic"``: the whole output goes to a temporary sibling that is renamed when the step ends
   (a Spark write, a query list); a killed run leaves nothing that looks complete.
 - ``"parts"``: the output is many parts that the step itself writes atomically and skips when a
   rerun finds them (download's shards, score's Parquet files); ``ctx.tmp`` is the output itself,
   and its ``_SUCCESS`` marker is removed before the step changes anything. In a distributed
   launch (torchrun: train) every rank runs the step, but only rank 0 touches the output.
+- ``"view"``: the step writes its one output itself on every call (the report page, an eval result):
+  nothing is skipped or marked; ``ctx.tmp`` is the output.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import log, storage
+from pipeline.registry import Flag, Option, StageSpec, register
 from pipeline.stats import STATS_FILE, StageStats, read_stats
 
-WRITES = ("atomic", "parts")
+WRITES = ("atomic", "parts", "view")
+__all__ = ["Flag", "Option", "StageContext", "stage"]
 
 
 @dataclass
@@ -71,26 +78,39 @@ def _default(rule: PathDefault, cfg) -> Any:
 
 
 def stage(name: str, *, input: PathDefault, output: PathDefault, writes: str = "atomic",
-          redo_complete: Callable[..., bool] | None = None):
+          redo_complete: Callable[..., bool] | None = None, order: int | None = None,
+          options: list[Flag | Option] | tuple = (), **command: Any):
     """Make ``run_<name>`` from a step. ``input``/``output``: the default path (a name under
     ``output_dir``, or a function of the config). ``redo_complete(cfg, **options)``: run the step
-    even on a complete output (download's ``--retry-failed``)."""
+    even on a complete output (download's ``--retry-failed``).
+
+    ``order``: the stage's place in the data flow; with it the stage is registered (pipeline/registry.py)
+    for the CLI, ``wit run`` and ``jobs/``, with its command-line ``options`` (``Flag``/``Option``) and
+    ``command`` fields of ``StageSpec`` (help, description, input_help, output_help, positional, show,
+    in_run, spark, job_defaults). Without it the function is a stage that nothing lists (tests)."""
     if writes not in WRITES:
         raise ValueError(f"writes must be one of {WRITES}")
+    unknown = set(command) - set(StageSpec.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"stage({name!r}): unknown argument(s) {', '.join(sorted(unknown))}")
 
     def wrap(step: Callable[..., dict | None]) -> Callable[..., dict]:
-        options = list(inspect.signature(step).parameters.values())[1:]
+        params = list(inspect.signature(step).parameters.values())[1:]  # the step's own keyword options
 
         @functools.wraps(step)
         def run(cfg, spark=None, input=None, output=None, overwrite: bool = False, **opts) -> dict[str, Any]:
-            unknown = set(opts) - {p.name for p in options}
+            unknown = set(opts) - {p.name for p in params}
             if unknown:  # a caller's argument is never dropped silently
                 raise TypeError(f"run_{name}() got unexpected argument(s): {', '.join(sorted(unknown))}")
-            out = str(output or _default(output_rule, cfg)).rstrip("/")
+            out = output or _default(output_rule, cfg)
+            out = None if out is None else str(out).rstrip("/")  # None: a view with no output (eval)
             inp = input if input is not None else _default(input_rule, cfg)
             if isinstance(inp, str):
                 inp = inp.rstrip("/")
             redo = redo_complete is not None and redo_complete(cfg, **opts)
+            if writes == "view":  # rewritten on every call: nothing to skip, nothing to mark
+                ctx = StageContext(name, cfg, inp, out, out, overwrite, StageStats(name), spark)
+                return step(ctx, **opts) or ctx.stats.as_dict()
             if storage.is_complete(out) and not overwrite and not redo:
                 log.info(f"{name}: {out} is complete, skipping (use --overwrite to redo)")
                 return read_stats(out) or {}
@@ -118,9 +138,11 @@ def stage(name: str, *, input: PathDefault, output: PathDefault, writes: str = "
             [inspect.Parameter("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD),
              *(inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
                for n, d in (("spark", None), ("input", None), ("output", None), ("overwrite", False))),
-             *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in options)])
+             *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params)])
         run.step = step
         run.stage_name = name
+        if order is not None:
+            register(StageSpec(name, order, run, input_rule=input_rule, options=list(options), **command))
         return run
 
     return wrap

@@ -28,18 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import storage
+from pipeline.checkpoint import checkpoint_path, load_checkpoint
 from pipeline.config import join_path
 from pipeline.errors import UserError
 from pipeline.log import info, warn
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, Option, StageContext, stage
 
-CHECKPOINT = "epoch_latest.pt"  # open_clip's name for its latest checkpoint
 MAX_LOGIT_SCALE = math.log(100)
-
-
-def checkpoint_path(output: str) -> str:
-    """The checkpoint of the training run in ``output`` (the latest, overwritten as the run goes)."""
-    return join_path(output, "checkpoints", CHECKPOINT)
 
 
 # ------------------------------------------------------------------------------- optimisation
@@ -68,7 +63,32 @@ def param_groups(model, weight_decay: float) -> list[dict]:
 # ------------------------------------------------------------------------------------ the run
 
 
-@stage("train", input=lambda cfg: cfg.train.data or cfg.path("final"), output="train", writes="parts")
+def _show(summary: dict) -> str:
+    return json.dumps({k: v for k, v in summary.items() if k != "drops"}, indent=2, default=str)
+
+
+@stage("train", order=100, input=lambda cfg: cfg.train.data or cfg.path("final"), output="train", writes="parts",
+       spark=False, show=_show, help="train a CLIP model (open_clip) on the final shards",
+       description="Contrastive training of an open_clip model on webdataset shards (default output_dir/final; "
+       "any img2dataset output works), then zero-shot and retrieval evaluation. Writes output_dir/train/: "
+       "checkpoints/epoch_latest.pt, metrics.jsonl, summary.json. Multi-GPU: torchrun --nproc_per_node N jobs/train.py.",
+       input_help="shards: folder, .tar, glob or brace pattern (default: config train.data, else <output_dir>/final)",
+       output_help="output folder (default: <output_dir>/train)",
+       options=[Flag("--model", key="train.model", metavar="ARCH",
+                     help="open_clip architecture, e.g. wit-tiny, ViT-B-32 (config train.model)"),
+                Flag("--pretrained", key="train.pretrained", metavar="TAG_OR_PATH",
+                     help="start from an open_clip tag or checkpoint path"),
+                Flag("--steps", key="train.steps", type=int, metavar="N"),
+                Flag("--batch-size", key="train.batch_size", type=int, metavar="N"),
+                Flag("--lr", key="train.lr", type=float, metavar="LR"),
+                Flag("--workers", key="train.num_workers", type=int, metavar="N"),
+                Flag("--device", key="train.device", metavar="DEV"),
+                Flag("--gpu-preprocess", key="train.gpu_preprocess", choices=["auto", "none", "decode"],
+                     help="decode: JPEGs decoded and cropped on the GPU (auto on a GPU); none: in the loader workers"),
+                Flag("--eval-dir", key="train.eval_dir", metavar="DIR"),
+                Option("--resume", action="store_const", const=True, default=None,
+                       help="continue the unfinished run in the output folder, and fail if there is none "
+                       "(without it, an unfinished run found there is continued too)")])
 def run_train(ctx: StageContext, resume: bool | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train ``train.model`` on the shards at ``input`` (a folder, .tar, glob or brace pattern;
     default ``train.data`` or <output_dir>/final) into ``output`` (default <output_dir>/train);
@@ -278,7 +298,7 @@ def _resume(m: _Model, files: _Files, t, ranks: _Ranks, resume: bool | None) -> 
     ``resume`` is not False); the progress to continue from."""
     progress = _Progress()
     if storage.exists(files.checkpoint) and resume is not False:
-        ck = _load(files.checkpoint)
+        ck = load_checkpoint(files.checkpoint)
         m.model.load_state_dict(ck["state_dict"])
         m.optimizer.load_state_dict(ck["optimizer"])
         progress.step = ck["step"] if "step" in ck else ck["epoch"]  # older checkpoints: the step under "epoch"
@@ -294,14 +314,6 @@ def _resume(m: _Model, files: _Files, t, ranks: _Ranks, resume: bool | None) -> 
     elif resume:
         raise UserError(f"nothing to resume: no checkpoint at {files.checkpoint}")
     return progress
-
-
-def _load(path: str) -> dict:
-    import torch
-
-    fs, p = storage.fs_for(path)
-    with fs.open(p, "rb") as f:
-        return torch.load(f, map_location="cpu", weights_only=True)
 
 
 def _batches(m: _Model, urls: list[str], t, ranks: _Ranks, progress: _Progress):
@@ -441,36 +453,3 @@ def _summary(ctx: StageContext, progress: _Progress, files: _Files, samples_per_
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "samples_per_s": samples_per_s, "data": ctx.input,
     }
-
-
-# ----------------------------------------------------------------------------------------- CLI
-
-
-def register(sub, common) -> None:
-    from pipeline.cli import flag, stage_command
-
-    p = stage_command(
-        sub, common, run_train, help="train a CLIP model (open_clip) on the final shards",
-        description="Contrastive training of an open_clip model on webdataset shards (default output_dir/final; "
-        "any img2dataset output works), then zero-shot and retrieval evaluation. Writes output_dir/train/: "
-        "checkpoints/epoch_latest.pt, metrics.jsonl, summary.json. Multi-GPU: torchrun --nproc_per_node N jobs/train.py.",
-        input_help="shards: folder, .tar, glob or brace pattern (default: config train.data, else <output_dir>/final)",
-        output_help="output folder (default: <output_dir>/train)", options=("resume",), show=_show,
-    )
-    flag(p, "--model", key="train.model", help="open_clip architecture, e.g. wit-tiny, ViT-B-32 (config train.model)", metavar="ARCH")
-    flag(p, "--pretrained", key="train.pretrained", help="start from an open_clip tag or checkpoint path", metavar="TAG_OR_PATH")
-    flag(p, "--steps", key="train.steps", type=int, metavar="N")
-    flag(p, "--batch-size", key="train.batch_size", type=int, metavar="N")
-    flag(p, "--lr", key="train.lr", type=float, metavar="LR")
-    flag(p, "--workers", key="train.num_workers", type=int, metavar="N")
-    flag(p, "--device", key="train.device", metavar="DEV")
-    flag(p, "--gpu-preprocess", key="train.gpu_preprocess", choices=["auto", "none", "decode"],
-         help="decode: JPEGs decoded and cropped on the GPU (auto on a GPU); none: in the loader workers")
-    flag(p, "--eval-dir", key="train.eval_dir", metavar="DIR")
-    p.add_argument("--resume", action="store_const", const=True, default=None,
-                   help="continue the unfinished run in the output folder, and fail if there is none "
-                   "(without it, an unfinished run found there is continued too)")
-
-
-def _show(summary: dict) -> str:
-    return json.dumps({k: v for k, v in summary.items() if k != "drops"}, indent=2, default=str)

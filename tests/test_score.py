@@ -396,7 +396,6 @@ def test_cli_errors_and_run(tmp_path, capsys, monkeypatch):
     from pipeline import cli
     from pipeline.cli import main
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["pipeline.score"])  # only this stage's subcommand
 
     assert main(["score", "-o", str(tmp_path), "--device", "cpu"]) == 2
     assert "shards folder not found" in capsys.readouterr().err

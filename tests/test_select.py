@@ -183,6 +183,5 @@ def test_skip_complete_and_missing_input(pool, spark, tmp_path, capsys, monkeypa
 
     from pipeline import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["pipeline.select"])
     assert cli.main(["select", "-o", str(tmp_path / "nothing")]) == 2
     assert "download shards not found" in capsys.readouterr().err

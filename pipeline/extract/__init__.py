@@ -19,7 +19,7 @@ One module per part, in the order a file goes through them:
 from pipeline.extract.inputs import FORMATS, default_inputs, detect_format, open_binary, read_lines, resolve_inputs
 from pipeline.extract.records import LenientHeaders, lenient_records, read_records
 from pipeline.extract.sink import BATCH_ROWS, FileStats, Options, PairSink
-from pipeline.extract.stage import aggregate, extract_file, register, run_extract
+from pipeline.extract.stage import aggregate, extract_file, run_extract
 from pipeline.extract.text import clean_text, clean_text_column
 from pipeline.extract.urls import largest_srcset, page_base, resolve_url, resolve_url_column, srcset_candidates, target_uri
 from pipeline.extract.warc import PARSERS, extract_warc, image_src
@@ -29,6 +29,6 @@ __all__ = [
     "BATCH_ROWS", "FORMATS", "PARSERS", "FileStats", "LenientHeaders", "Options", "PairSink", "aggregate",
     "clean_text", "clean_text_column", "default_inputs", "detect_format", "extract_file", "extract_warc",
     "extract_wat", "image_src", "largest_srcset", "lenient_records", "open_binary", "page_base", "read_lines",
-    "read_records", "register", "resolve_inputs", "resolve_url", "resolve_url_column", "run_extract",
+    "read_records", "resolve_inputs", "resolve_url", "resolve_url_column", "run_extract",
     "srcset_candidates", "target_uri",
 ]

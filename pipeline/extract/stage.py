@@ -25,7 +25,7 @@ from pipeline.extract.sink import FileStats, Options, PairSink
 from pipeline.extract.url_lists import extract_url_list
 from pipeline.extract.warc import extract_warc
 from pipeline.extract.wat import extract_wat
-from pipeline.stage import StageContext, stage
+from pipeline.stage import Flag, StageContext, stage
 
 
 # --------------------------------------------------------------------------- one file
@@ -107,7 +107,25 @@ def aggregate(per_file: list[dict[str, Any]]) -> tuple[Counter, Counter, dict[st
     return drops, errors, dict(totals)
 
 
-@stage("extract", input=default_inputs, output="candidates", writes="atomic")
+@stage("extract", order=20, input=default_inputs, output="candidates", writes="atomic",
+       help="WARC/WAT files and URL lists -> candidate (image URL, text) pairs",
+       description="Read Common Crawl WARC/WAT files (or URL lists: parquet/csv/tsv/jsonl) and write every "
+       "(absolute image URL, alt or title text) pair as the candidates dataset (output_dir/candidates, "
+       "Parquet) with _stats.json (records, pages, pairs, drops and input errors by reason, per file). "
+       "Inputs: files, globs, folders, fsspec URLs, or a paths file such as CC's wat.paths.gz. "
+       "Default input: the sample web's crawl (wit sample).",
+       input_help="input files/globs/URLs (default: config extract.inputs or the sample)",
+       output_help="output folder (default: <output_dir>/candidates)", positional="*",
+       options=[Flag("--format", key="extract.input_format", choices=["auto", *FORMATS]),
+                Flag("--path-prefix", key="extract.path_prefix", help="prefix for the relative paths of a paths file"),
+                Flag("--url-col", key="extract.url_col"),
+                Flag("--caption-col", key="extract.caption_col"),
+                Flag("--max-text-length", key="extract.max_text_length", type=int),
+                Flag("--sample-source", key="extract.sample_source", choices=["warc", "wat"]),
+                Flag("--strict", key="extract.strict", action="store_const", const=True,
+                     help="fail (exit 2) when any input has errors (truncated records, bad Content-Length, bad JSON …)"),
+                Flag("--no-lenient", key="extract.lenient", action="store_const", const=False,
+                     help="skip WAT records whose Content-Length is wrong instead of reading their JSON line")])
 def run_extract(ctx: StageContext) -> None:
     """Extract candidates from ``input`` (files, globs, folders, fsspec URLs or paths files; default:
     config extract.inputs, else the sample crawl) into ``output`` (default: candidates/)."""
@@ -152,29 +170,3 @@ def run_extract(ctx: StageContext) -> None:
                         + "; ".join(bad[:5]))
     if errors:
         log.warn(f"extract: input errors (not fatal; --strict makes them fatal): {dict(errors)}")
-
-
-# --------------------------------------------------------------------------- CLI
-def register(sub, common) -> None:
-    from pipeline.cli import flag, stage_command
-
-    p = stage_command(
-        sub, common, run_extract, help="WARC/WAT files and URL lists -> candidate (image URL, text) pairs",
-        description="Read Common Crawl WARC/WAT files (or URL lists: parquet/csv/tsv/jsonl) and write every "
-        "(absolute image URL, alt or title text) pair as the candidates dataset (output_dir/candidates, "
-        "Parquet) with _stats.json (records, pages, pairs, drops and input errors by reason, per file). "
-        "Inputs: files, globs, folders, fsspec URLs, or a paths file such as CC's wat.paths.gz. "
-        "Default input: the sample web's crawl (wit sample).",
-        input_help="input files/globs/URLs (default: config extract.inputs or the sample)",
-        output_help="output folder (default: <output_dir>/candidates)", positional_input="*",
-    )
-    flag(p, "--format", key="extract.input_format", choices=["auto", *FORMATS])
-    flag(p, "--path-prefix", key="extract.path_prefix", help="prefix for the relative paths of a paths file")
-    flag(p, "--url-col", key="extract.url_col")
-    flag(p, "--caption-col", key="extract.caption_col")
-    flag(p, "--max-text-length", key="extract.max_text_length", type=int)
-    flag(p, "--sample-source", key="extract.sample_source", choices=["warc", "wat"])
-    flag(p, "--strict", key="extract.strict", action="store_const", const=True,
-         help="fail (exit 2) when any input has errors (truncated records, bad Content-Length, bad JSON …)")
-    flag(p, "--no-lenient", key="extract.lenient", action="store_const", const=False,
-         help="skip WAT records whose Content-Length is wrong instead of reading their JSON line")
