@@ -86,7 +86,9 @@ def _stage_arguments(p: argparse.ArgumentParser, spec: StageSpec, passed: tuple[
     p.add_argument("--overwrite", action="store_true", help="redo a complete output")
     groups: dict[str, Any] = {}
     for o in spec.options:
-        target = p if o.group is None else groups.setdefault(o.group, p.add_mutually_exclusive_group())
+        if o.group is not None and o.group not in groups:
+            groups[o.group] = p.add_mutually_exclusive_group()
+        target = p if o.group is None else groups[o.group]
         if isinstance(o, Flag):
             flag(target, *o.names, key=o.key, **o.kw)
         else:

@@ -93,11 +93,99 @@ def test_parts_stage_stores_what_the_step_returns(cfg, tmp_path):
 
 
 def test_every_stage_function_has_the_contract():
-    from pipeline.run import STAGES
+    from pipeline import registry
 
-    for s in STAGES:
-        params = list(inspect.signature(s.function()).parameters)
-        assert params[:4] == ["cfg", "spark", "input", "output"], (s.name, params)
+    specs = registry.stages()
+    assert [s.name for s in specs] == ["crawl", "extract", "filter", "queries", "match", "balance", "download",
+                                       "score", "select", "train", "eval", "report"]
+    for s in specs:
+        params = list(inspect.signature(s.run).parameters)
+        assert params[:5] == ["cfg", "spark", "input", "output", "overwrite"], (s.name, params)
+        assert s.run.__name__ == f"run_{s.name}"
+    assert [s.name for s in registry.stages(in_run=False)] == ["eval"]  # train evaluates inside `wit run`
+
+
+def test_stages_are_found_by_their_decorator_not_a_list(tmp_path):
+    """A new stage is one module: the registry finds the modules that declare ``@stage(..., order=…)``
+    by reading their source, without importing anything else."""
+    from pipeline.registry import stage_modules
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "new_stage.py").write_text('from pipeline.stage import stage\n\n\n@stage("new", order=55, input=None, '
+                                      'output="new")\ndef run_new(ctx):\n    pass\n')
+    (pkg / "sub" / "__init__.py").write_text('@stage("s", order=1, input=None, output="s")\ndef run_s(ctx):\n    pass\n')
+    (pkg / "helper.py").write_text('"""Mentions @stage( in a docstring only."""\n')
+    (pkg / "unlisted.py").write_text('@stage("t", input=None, output="t")\ndef run_t(ctx):\n    pass\n')
+    assert stage_modules(str(pkg), "pkg") == ["pkg.new_stage", "pkg.sub"]
+
+
+def test_a_stage_name_registered_twice_is_an_error():
+    from pipeline import registry
+
+    registry.discover()
+    with pytest.raises(ValueError, match="registered twice"):
+        @stage("select", order=1, input=None, output="x")
+        def run_other(ctx):
+            pass
+
+
+def test_every_single_input_stage_takes_input_and_many_input_stages_positionals(tmp_path):
+    from pipeline.cli import _given_input, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["filter", "--input", "cands"])
+    assert _given_input(args) == "cands"
+    assert _given_input(parser.parse_args(["filter", "cands"])) == "cands"
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="give the input once"):
+        _given_input(parser.parse_args(["filter", "a", "--input", "b"]))
+    for name in ("match", "balance", "download", "score", "select", "train", "eval", "report"):
+        assert _given_input(parser.parse_args([name, "--input", "x"])) == "x", name
+    for name in ("extract", "crawl"):
+        args = parser.parse_args([name, "a", "b", "--input", "c", "--input", "d"])
+        assert _given_input(args) == ["a", "b", "c", "d"], name
+        assert _given_input(parser.parse_args([name])) is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["queries", "build", "--input", "x"])  # reads no dataset
+
+
+def test_a_module_that_adds_its_own_subcommand_still_works():
+    """download (and crawl) still add their subcommand with ``register(sub, common)``: the CLI uses it."""
+    from pipeline import registry
+    from pipeline.cli import _own_register, build_parser
+
+    assert _own_register(registry.get("download")) is not None
+    assert _own_register(registry.get("select")) is None
+    args = build_parser().parse_args(["download", "--input", "pairs", "--threads", "3"])
+    assert args.input_opt == "pairs" and args.ov__download__threads == 3
+
+
+def test_eval_and_report_are_views_with_the_one_signature(cfg, tmp_path):
+    """Report: rewritten on every call, no _SUCCESS (a view of the run); overwrite is accepted."""
+    from pipeline.report import run_report
+
+    d = run_report(cfg, overwrite=True)
+    assert d["path"] == f"{tmp_path}/report.html" and (tmp_path / "report.html").stat().st_size >= d["bytes"] > 0
+    assert not (tmp_path / "_SUCCESS").exists()
+    out = tmp_path / "elsewhere.html"
+    assert run_report(cfg, input=str(tmp_path), output=str(out))["path"] == str(out) and out.exists()
+
+
+def test_job_files_shadow_nothing_and_need_no_sys_path_workaround():
+    names = {p.stem for p in (REPO / "jobs").glob("*.py")}
+    assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
+    for p in (REPO / "jobs").glob("*.py"):
+        assert "sys.path" not in p.read_text(), p.name
+
+
+def test_jobs_wit_runs_any_stage_by_name():
+    r = subprocess.run([sys.executable, str(REPO / "jobs" / "wit.py"), "select", "--help"], capture_output=True,
+                       text=True, timeout=120, cwd=REPO / "jobs")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("usage: spark-submit jobs/wit.py select") and "--scores" in r.stdout
 
 
 def test_help_shows_readable_metavars():
@@ -113,12 +201,12 @@ def test_help_shows_readable_metavars():
 @pytest.mark.parametrize("job", sorted(p.name for p in (REPO / "jobs").glob("*.py")))
 def test_each_job_is_the_wit_command_under_spark_submit(job):
     """`python jobs/X.py --help` prints the options of the matching `wit` command, with jobs/ first on sys.path
-    as spark-submit puts it (and so jobs/select.py next to it)."""
+    as spark-submit puts it."""
     r = subprocess.run([sys.executable, str(REPO / "jobs" / job), "--help"], capture_output=True, text=True,
                        timeout=120, cwd=REPO / "jobs")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith(f"usage: spark-submit jobs/{job}"), r.stdout[:200]
-    assert "--output" in r.stdout or job in ("run.py",)
+    assert "--output" in r.stdout or job in ("run.py", "wit.py")
 
 
 @stage("partial", input=None, output="partial", writes="parts")
