@@ -19,74 +19,29 @@ scored pair, before the image rules). The quantile is Spark's ``percentile_appro
 1e6 (rank error <= n/1e6: exact below a million rows); a row is kept when its score is above the
 (1 - f) quantile, so ties at the cut are dropped together.
 
-Kept samples are re-sharded into ``final/NNNNN.tar`` (key.jpg|png|webp, key.txt, key.json) of
-select.shard_size samples, ordered by a hash of (uid, seed) so every final shard mixes all
-download shards, with ``manifest.parquet`` (schemas.MANIFEST), ``sizes.json`` ({"NNNNN.tar": n},
-what open_clip's webdataset loader reads), ``dropped.parquet`` (every dropped row with its reason
-and, for duplicate_image and near_duplicate, the source key of the copy that stayed:
-schemas.SELECT_DROPPED), ``_stats.json`` and ``_SUCCESS``. Shard names and keys
-follow pipeline.shards' rule (6 digits past 100,000 shards). The whole folder is written under a
-temporary name and renamed (pipeline.stage), so a rerun skips a complete output.
+Two parts: the plan (this module: ``tag_rows`` gives every row its ``drop_reason`` or none, and for
+duplicate_image and near_duplicate the source key of the copy that stayed, ``duplicate_of``) and the
+writer (pipeline/reshard.py: kept samples re-sharded into ``final/NNNNN.tar`` of select.shard_size
+samples, ordered by a hash of (uid, seed), with ``manifest.parquet`` and ``sizes.json``). Besides
+them the output has ``dropped.parquet`` (every dropped row with its reason: schemas.SELECT_DROPPED),
+``_stats.json`` and ``_SUCCESS``. The whole folder is written under a temporary name and renamed
+(pipeline.stage), so a rerun skips a complete output.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
-
 import schemas
 from filters.chain import REASON  # the column the filters tag rows in
 from pipeline import storage
-from pipeline.errors import UserError
-from pipeline.shards import index_digits, list_shards, name_of, shard_name, shard_name_column
+from pipeline.reshard import reshard, write_single_parquet
+from pipeline.shards import list_shards, name_of
 from pipeline.stage import Flag, Option, StageContext, stage
 
 QUANTILE_ACCURACY = 1_000_000
 REASONS = ["not_downloaded", "score_error", "blocklisted", "eval_overlap", "unsafe", "too_small", "bad_aspect_ratio",
            "duplicate_image", "near_duplicate", "low_clip_score"]
-KEY_INDEX_DIGITS = 4  # final keys pad the in-shard index to at least 4 digits
 DROPPED_FILE = "dropped.parquet"  # every dropped row with its reason (schemas.SELECT_DROPPED)
 DUPLICATE_OF = "duplicate_of"
-
-
-def _read_source_tar(tar_path: str, item) -> list:
-    """Spark: one download shard → (final shard, (index, final key, {ext: bytes})) for kept samples."""
-    from pipeline.shards import iter_tar, sample_json
-
-    source_shard, kept = item
-    want = {r[0]: r for r in kept}  # source_key -> (source_key, idx, final_shard, final_key, clip_score)
-    fs, p = storage.fs_for(tar_path)
-    out = []
-    with fs.open(p, "rb") as f:
-        for _, key, sample in iter_tar(f):
-            if key not in want:
-                continue
-            _, idx, final_shard, final_key, score = want[key]
-            meta = sample_json(sample)
-            meta.update({"key": final_key, "shard": final_shard, "source_key": key, "source_shard": source_shard,
-                         "clip_score": score})
-            members = {e: b for e, b in sample.items() if e != "json"}
-            members["json"] = json.dumps(meta, sort_keys=True).encode()
-            out.append((final_shard, (idx, final_key, members)))
-    return out
-
-
-def _write_final_tars(out_dir: str, n_final: int, part: int, items) -> list:
-    """Spark: write one final shard (partition i = shard i), samples in index order."""
-    rows = sorted(items, key=lambda kv: kv[1][0])
-    if not rows:
-        return []
-    name = f"{shard_name(part, n_final)}.tar"
-    fs, p = storage.fs_for(f"{out_dir.rstrip('/')}/{name}")
-    with fs.open(p, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
-        for _, (_, key, members) in rows:
-            for ext in sorted(members, key=lambda e: (e == "json", e == "txt", e)):  # image, txt, json
-                data = members[ext]
-                ti = tarfile.TarInfo(f"{key}.{ext}")
-                ti.size, ti.mode, ti.mtime = len(data), 0o644, 0
-                tf.addfile(ti, io.BytesIO(data))
-    return [(name, len(rows))]
 
 
 def _apply_filters(df, filters: list):
@@ -133,32 +88,68 @@ def _apply_filters(df, filters: list):
                 Flag("--seed", key="select.seed", type=int, metavar="N", help="seed of the order of the final samples")])
 def run_select(ctx: StageContext, scores: str | None = None) -> None:
     """Select from the download shards (default shards/) and their ``scores`` (default scores/)
-    and re-shard into the output (default final/)."""
+    and re-shard into the output (default final/): the plan tags every row (``tag_rows``), the
+    writer (pipeline/reshard.py) writes the rows it keeps."""
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-    from pyspark.sql.window import Window
 
-    from filters import registry
-
-    cfg, sel, stats, tmp = ctx.cfg, ctx.cfg.select, ctx.stats, ctx.tmp
-    shards_dir, scores_dir = ctx.input, (scores or cfg.path("scores")).rstrip("/")
+    sel, stats, tmp = ctx.cfg.select, ctx.stats, ctx.tmp
+    shards_dir, scores_dir = ctx.input, (scores or ctx.cfg.path("scores")).rstrip("/")
     storage.require_exists(shards_dir, "download shards")
     storage.require_exists(scores_dir, "scores (run `wit score` first)")
     tars = list_shards(shards_dir)
     width = len(name_of(tars[0][1])) if tars else 0  # the download's own names: one width per folder
-    spark = ctx.spark
+    joined = joined_rows(ctx.spark, shards_dir, scores_dir)
+    df, clip_rule, hash_extra = tag_rows(ctx.spark, ctx.cfg, joined)
+    counts = {r[REASON]: r["count"] for r in df.groupBy(REASON).count().collect()}
+    stats.input_rows = sum(counts.values())
+    for reason, n in counts.items():
+        if reason is not None:
+            stats.drop(reason, n)
+    stats.output_rows = n_kept = counts.get(None, 0)
+
+    sizes = reshard(ctx.spark, df.where(F.col(REASON).isNull()), n_kept, shards_dir, width, tars, tmp,
+                    sel.shard_size, sel.seed)
+    dropped = df.where(F.col(REASON).isNotNull()).orderBy("key").select(
+        "uid", F.col("key").alias("source_key"), "url", "clip_score", "phash", REASON, DUPLICATE_OF)
+    write_single_parquet(dropped, f"{tmp}/{DROPPED_FILE}", schemas.SELECT_DROPPED)
+    stats.extra = {
+        "cutoff": clip_rule.cutoff, "cutoff_inclusive": clip_rule.inclusive, "threshold": sel.threshold,
+        "top_fraction": None if sel.threshold is not None else sel.top_fraction,
+        "quantile": f"percentile_approx(accuracy={QUANTILE_ACCURACY}) over all scored pairs",
+        "final_shards": len(sizes), "shard_size": sel.shard_size, "seed": sel.seed, **hash_extra,
+    }
+    for cached in (joined, df):
+        cached.unpersist()
+
+
+# --- the plan: which rows go, and why ---------------------------------------------------------------
+
+
+def joined_rows(spark, shards_dir: str, scores_dir: str):
+    """The download metadata joined with the scores; rows without an image (``not_downloaded``) or a
+    score (``score_error``) are tagged out before any filter sees them. Cached."""
+    from pyspark.sql import functions as F
 
     meta = spark.read.schema(schemas.to_spark(schemas.SHARD_METADATA)).parquet(storage.to_spark_path(shards_dir) + "/*.parquet")
     score_df = (
         spark.read.schema(schemas.to_spark(schemas.SCORES)).parquet(storage.to_spark_path(scores_dir) + "/*.parquet")
         .select("key", "clip_score", "unsafe_score", "score_error")
     )
-    # Rows without an image or a score are out before any filter sees them.
-    joined = meta.join(score_df, "key", "left").withColumn(REASON, (
+    return meta.join(score_df, "key", "left").withColumn(REASON, (
         F.when(F.col("status") != "success", "not_downloaded")
         .when(F.col("clip_score").isNull() | F.isnan("clip_score"), "score_error")
     )).cache()
 
+
+def tag_rows(spark, cfg, joined):
+    """The selection plan: every row of ``joined`` with ``drop_reason`` (null: kept; else the first
+    rule that drops it, in REASONS order) and ``duplicate_of``. Returns (rows, the CLIP-score rule,
+    the hash rules' figures for the stats)."""
+    from pyspark.sql import functions as F
+
+    from filters import registry
+
+    sel = cfg.select
     # The CLIP cut's place: a threshold, or a quantile of the whole scored pool (before the image rules).
     score_rule, pool_cut = registry.filter_class("low_clip_score"), None
     if (q := score_rule.pool_quantile(cfg)) is not None:
@@ -172,81 +163,26 @@ def run_select(ctx: StageContext, scores: str | None = None) -> None:
     hash_extra: dict = {}
     df = _drop_hash_matches(spark, joined, sel, hash_extra)
     df = _apply_filters(df, [registry.build("unsafe", cfg)] + [registry.build(name, cfg) for name in registry.IMAGE_FILTERS])
-    ok = F.col(REASON).isNull()
-    if sel.dedup_images:
-        # Ranked among the rows still in only: the copy kept is never one dropped earlier.
-        best_first = Window.partitionBy("sha256", ok).orderBy(F.col("clip_score").desc(), "uid")
-        df = df.withColumn("_rank", F.when(ok & F.col("sha256").isNotNull(), F.row_number().over(best_first)))
-        df = df.withColumn(DUPLICATE_OF, F.when(ok & (F.col("_rank") > 1), F.first("key").over(best_first)))
-        df = df.withColumn(REASON, F.when(ok & (F.col("_rank") > 1), "duplicate_image").otherwise(F.col(REASON)))
-        df = df.drop("_rank")
-    else:
-        df = df.withColumn(DUPLICATE_OF, F.lit(None).cast("string"))
+    df = _drop_exact_duplicates(df) if sel.dedup_images else df.withColumn(DUPLICATE_OF, F.lit(None).cast("string"))
     if sel.near_dup:
         df = _drop_near_duplicates(df.cache(), sel, hash_extra)
     if clip_rule.cutoff is not None:
         df = _apply_filters(df, [clip_rule])
-    df = df.cache()
-    counts = {r[REASON]: r["count"] for r in df.groupBy(REASON).count().collect()}
-    stats.input_rows = sum(counts.values())
-    for reason, n in counts.items():
-        if reason is not None:
-            stats.drop(reason, n)
-    n_kept = counts.get(None, 0)
-    stats.output_rows = n_kept
+    return df.cache(), clip_rule, hash_extra
 
-    # Deterministic shuffle across shards: order by a hash of (uid, seed), then number the rows.
-    kept = df.where(F.col(REASON).isNull()).withColumn("_h", F.xxhash64("uid", F.lit(str(sel.seed))))
-    size = sel.shard_size
-    n_final = -(-n_kept // size)
-    idx_digits = index_digits(size, KEY_INDEX_DIGITS)
-    indexed = kept.orderBy("_h", "uid").rdd.zipWithIndex().map(lambda ri: (*ri[0], ri[1]))
-    schema = T.StructType(kept.schema.fields + [T.StructField("_idx", T.LongType(), False)])
-    kept = spark.createDataFrame(indexed, schema)
-    final_shard = (F.col("_idx") / size).cast("int")
-    final_name = shard_name_column(final_shard, n_final)
-    kept = kept.withColumn("_final_shard", final_shard).withColumn(
-        "_final_key", F.concat(final_name, F.lpad((F.col("_idx") % size).cast("string"), idx_digits, "0"))
-    ).withColumn("_final_name", final_name).cache()
 
-    fs, tp = storage.fs_for(tmp)
-    fs.makedirs(tp, exist_ok=True)
-    manifest = kept.orderBy("_idx").select(
-        "uid", F.col("_final_key").alias("key"), F.concat("_final_name", F.lit(".tar")).alias("shard"),
-        "url", "text", "clip_score", "keep_prob", "entry_ids", "lang", "width", "height", "sha256", "phash",
-        F.col("key").alias("source_key"),
-    )
-    _write_single_parquet(manifest, f"{tmp}/manifest.parquet", schemas.MANIFEST)
-    dropped = df.where(F.col(REASON).isNotNull()).orderBy("key").select(
-        "uid", F.col("key").alias("source_key"), "url", "clip_score", "phash", REASON, DUPLICATE_OF)
-    _write_single_parquet(dropped, f"{tmp}/{DROPPED_FILE}", schemas.SELECT_DROPPED)
-    sizes: dict[str, int] = {}
-    if n_kept:
-        by_source = kept.select("shard", "key", "_idx", "_final_shard", "_final_key", "clip_score").rdd.map(
-            lambda r: (r["shard"], (r["key"], r["_idx"], r["_final_shard"], r["_final_key"], r["clip_score"]))
-        ).groupByKey()
-        missing = sorted({r["shard"] for r in kept.select("shard").distinct().collect()} - {s for s, _ in tars})
-        if missing:
-            raise UserError(f"select: the metadata in {shards_dir} names shard(s) {missing[:5]} that have no tar there")
-        src = shards_dir
-        written = (
-            by_source.flatMap(lambda kv: _read_source_tar(f"{src}/{kv[0]:0{width}d}.tar", (kv[0], list(kv[1]))))
-            .partitionBy(n_final, lambda s: s)
-            .mapPartitionsWithIndex(lambda i, it: _write_final_tars(tmp, n_final, i, it))
-            .collect()
-        )
-        sizes = dict(sorted(written))
-    if sum(sizes.values()) != n_kept:
-        raise UserError(f"select: wrote {sum(sizes.values())} samples but selected {n_kept}: download shards changed?")
-    storage.write_json(f"{tmp}/sizes.json", sizes)
-    stats.extra = {
-        "cutoff": clip_rule.cutoff, "cutoff_inclusive": clip_rule.inclusive, "threshold": sel.threshold,
-        "top_fraction": None if sel.threshold is not None else sel.top_fraction,
-        "quantile": f"percentile_approx(accuracy={QUANTILE_ACCURACY}) over all scored pairs",
-        "final_shards": len(sizes), "shard_size": size, "seed": sel.seed, **hash_extra,
-    }
-    for cached in (joined, df, kept):
-        cached.unpersist()
+def _drop_exact_duplicates(df):
+    """``duplicate_image``: same sha256 as a better-scored row still in (ties: smallest uid). Ranked
+    among the rows still in only: the copy kept is never one dropped earlier."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    ok = F.col(REASON).isNull()
+    best_first = Window.partitionBy("sha256", ok).orderBy(F.col("clip_score").desc(), "uid")
+    df = df.withColumn("_rank", F.when(ok & F.col("sha256").isNotNull(), F.row_number().over(best_first)))
+    df = df.withColumn(DUPLICATE_OF, F.when(ok & (F.col("_rank") > 1), F.first("key").over(best_first)))
+    df = df.withColumn(REASON, F.when(ok & (F.col("_rank") > 1), "duplicate_image").otherwise(F.col(REASON)))
+    return df.drop("_rank")
 
 
 def _hash_rows(df):
@@ -361,27 +297,3 @@ def _drop_near_duplicates(df, sel, extra: dict):
     nodes.unpersist()
     edges.unpersist()
     return df
-
-
-def _write_single_parquet(df, path: str, schema) -> None:
-    """One parquet file (not a Spark folder) so every reader opens it as is.
-
-    Spark writes the (ordered) rows in parallel; the part files, in partition order, are then
-    concatenated into one file.
-    """
-    tmp = f"{path}.parts"
-    df.write.mode("overwrite").parquet(storage.to_spark_path(tmp))
-    fs, tp = storage.fs_for(tmp)
-    parts = sorted(p for p in fs.ls(tp, detail=False) if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))
-    _, dest = storage.fs_for(path)
-    import pyarrow.parquet as pq
-
-    # Streamed batch by batch, each conformed to the schema: driver memory stays flat in the pool size.
-    with fs.open(dest, "wb") as f, pq.ParquetWriter(f, schema) as writer:
-        if not parts:
-            writer.write_table(schema.empty_table())
-        for part in parts:
-            with fs.open(part, "rb") as src:
-                for batch in pq.ParquetFile(src).iter_batches(batch_size=65_536):
-                    writer.write_table(schemas.conform(batch, schema))
-    fs.rm(tp, recursive=True)
