@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +78,7 @@ class Scorer:
         self.precision = precision
         self.gpu_preprocess, self.decode_threads = "none", None
         self.feed = "ahead"  # how batches are prepared on a GPU (gpu_feed.FEED_MODES); the benchmark compares them
-        self.decoder = None  # a HybridJpegDecoder while score_shards runs with gpu_preprocess="decode"
+        self.decoder = None  # its HybridJpegDecoder, inside ``decoding()`` with gpu_preprocess="decode"
         self._prompt_embeddings: dict[tuple[str, ...], object] = {}  # prompts → normalised text embeddings
         self.set_gpu_preprocess(gpu_preprocess, decode_threads)
         if self.device.type == "cuda":
@@ -99,6 +100,27 @@ class Scorer:
         if self.normalize is None:  # a transform we can't split: workers run all of it
             where = "none"
         self.gpu_preprocess = where
+
+    @contextmanager
+    def decoding(self, num_workers: int) -> Iterator[Counter]:
+        """A scoring pass's JPEG decoder: with gpu_preprocess="decode", a HybridJpegDecoder (CPU threads:
+        ``decode_threads``, else the CPUs ``num_workers`` loader workers leave) that ``begin``/``prepare``
+        use until the pass ends. Yields a Counter that holds, after the pass, how many JPEGs each side
+        decoded (empty without the decoder)."""
+        decoded: Counter = Counter()
+        if self.gpu_preprocess != "decode":
+            yield decoded
+            return
+        from pipeline.gpu_feed import HybridJpegDecoder, default_decode_threads
+
+        threads = self.decode_threads if self.decode_threads is not None else default_decode_threads(num_workers)
+        self.decoder = HybridJpegDecoder(self.device, threads)
+        try:
+            yield decoded
+        finally:
+            self.decoder.close()
+            decoded.update(self.decoder.decoded)
+            self.decoder = None
 
     def _device_images(self, kind: str, data, n: int) -> tuple[object, list[int]]:
         """One batch group → (uint8/float images on the device at model size, indices that failed)."""
@@ -224,44 +246,76 @@ def score_shards(
 
     ``safety``: (unsafe prompts, safe prompts) to fill ``unsafe_score`` from the same forward pass;
     None leaves it null."""
-    import torch
-
     if not shards:
         return {"scored": 0, "errors": 0, "shards": 0}
-    from pipeline.gpu_feed import HybridJpegDecoder, default_decode_threads
-    from pipeline.shard_data import ScoreBatches, parts_per_shard
+    return ShardScoring(scorer, shards, out_dir, save_embeddings, safety).run(batch_size, num_workers)
 
-    ds = ScoreBatches(shards, scorer.pil_part, scorer.tokenizer, batch_size, scorer.gpu_preprocess)
-    on_gpu = scorer.device.type == "cuda"
-    nw = num_workers
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=None, num_workers=nw, pin_memory=on_gpu,
-        prefetch_factor=4 if nw else None, persistent_workers=False,
-    )
-    parts = parts_per_shard(len(shards), nw)
-    results: dict[int, list[tuple]] = {s: [] for s, _ in shards}
-    names = {s: name_of(t) for s, t in shards}
-    done_count: dict[int, int] = {s: 0 for s, _ in shards}
-    counts = {"scored": 0, "errors": 0, "shards": 0}
-    progress = log.Progress("score", unit="pairs", every_s=10.0)
-    prompts = scorer.prompt_embeddings((*safety[0], *safety[1])) if safety else None
 
-    def launch(images, tokens):
+class ShardScoring:
+    """One scoring pass over some shards: batches in, one Parquet per shard out. Results of batch i
+    are copied back to the host while batch i+1 runs; a shard is written once all its parts (the
+    loader workers' slices of it) are scored."""
+
+    def __init__(self, scorer: Scorer, shards: list[tuple[int, str]], out_dir: str, save_embeddings: bool,
+                 safety: tuple[list[str], list[str]] | None):
+        self.scorer, self.shards, self.out_dir = scorer, shards, out_dir.rstrip("/")
+        self.save_embeddings, self.on_gpu = save_embeddings, scorer.device.type == "cuda"
+        self.results: dict[int, list[tuple]] = {s: [] for s, _ in shards}
+        self.names = {s: name_of(t) for s, t in shards}  # each output named as its tar is
+        self.done_parts: dict[int, int] = {s: 0 for s, _ in shards}
+        self.counts = {"scored": 0, "errors": 0, "shards": 0}
+        self.n_unsafe = len(safety[0]) if safety else 0
+        self.prompts = scorer.prompt_embeddings((*safety[0], *safety[1])) if safety else None
+        self.progress = log.Progress("score", unit="pairs", every_s=10.0)
+
+    def run(self, batch_size: int, num_workers: int) -> dict:
+        import torch
+
+        from pipeline.shard_data import ScoreBatches, parts_per_shard
+
+        sc = self.scorer
+        ds = ScoreBatches(self.shards, sc.pil_part, sc.tokenizer, batch_size, sc.gpu_preprocess)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=num_workers, pin_memory=self.on_gpu,
+            prefetch_factor=4 if num_workers else None, persistent_workers=False,
+        )
+        self.parts = parts_per_shard(len(self.shards), num_workers)
+        inflight: deque = deque()  # (rows, launch(), done shard parts), oldest first
+        with sc.decoding(num_workers) as decoded:
+            for b, (rows, images, tokens, bad) in sc.prepared(loader):
+                for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
+                    self.results[shard].append((uid, key, shard, None, None, reason, None, None))
+                    self.counts["errors"] += 1
+                inflight.append((rows, self.launch(images, tokens) if rows else None, b["done"]))
+                while len(inflight) > 1:  # keep one batch running on the device while this one is stored
+                    self.settle(inflight.popleft())
+            while inflight:
+                self.settle(inflight.popleft())
+        if decoded:
+            self.counts["jpegs_decoded_by"] = dict(decoded)
+        for s in list(self.results):  # workers that had no sample of a shard still mark it done; safety net
+            self.finish(s)
+        self.progress.done()
+        return self.counts
+
+    def launch(self, images, tokens):
         """Encode a batch and start copying its results to the host; settle() waits for them."""
-        img, txt = scorer.embed(images, tokens)
+        import torch
+
+        img, txt = self.scorer.embed(images, tokens)
         outs = {"clip": (img * txt).sum(-1)}
-        if prompts is not None:
-            outs["unsafe"] = unsafe_probability(img, prompts, len(safety[0]))
-        if save_embeddings:
+        if self.prompts is not None:
+            outs["unsafe"] = unsafe_probability(img, self.prompts, self.n_unsafe)
+        if self.save_embeddings:
             outs["image"], outs["text"] = img.half(), txt.half()
-        if not on_gpu:
+        if not self.on_gpu:
             return outs, None
         outs = {k: x.to("cpu", non_blocking=True) for k, x in outs.items()}  # into pinned memory, asynchronously
         event = torch.cuda.Event()
         event.record()
         return outs, event
 
-    def settle(item):
+    def settle(self, item) -> None:
         """Store one launched batch's results, then finish the shard parts that ended with it."""
         rows, launched, done = item
         if launched is not None:
@@ -270,54 +324,30 @@ def score_shards(
                 event.synchronize()  # this batch only: the next one is already queued on the GPU
             scores = outs["clip"].float().numpy()
             unsafe = outs["unsafe"].float().numpy() if "unsafe" in outs else None
-            ie, te = (outs["image"].numpy(), outs["text"].numpy()) if save_embeddings else (None, None)
+            ie, te = (outs["image"].numpy(), outs["text"].numpy()) if self.save_embeddings else (None, None)
             for i, (shard, key, uid) in enumerate(rows):
-                emb = (ie[i].astype("<f2").tobytes(), te[i].astype("<f2").tobytes()) if save_embeddings else (None, None)
+                emb = (ie[i].astype("<f2").tobytes(), te[i].astype("<f2").tobytes()) if self.save_embeddings else (None, None)
                 u = float(unsafe[i]) if unsafe is not None else None
-                results[shard].append((uid, key, shard, float(scores[i]), u, None, *emb))
-            counts["scored"] += len(rows)
-            progress.update(len(rows))
+                self.results[shard].append((uid, key, shard, float(scores[i]), u, None, *emb))
+            self.counts["scored"] += len(rows)
+            self.progress.update(len(rows))
         for s in done:
-            done_count[s] += 1
-            if done_count[s] == parts:
-                finish(s)
+            self.done_parts[s] += 1
+            if self.done_parts[s] == self.parts:
+                self.finish(s)
 
-    def finish(shard):
-        rows = sorted(results.pop(shard), key=lambda r: r[1])
+    def finish(self, shard: int) -> None:
+        """Write one shard's scores (schemas.SCORES, sorted by key) atomically."""
+        rows = sorted(self.results.pop(shard), key=lambda r: r[1])
         cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schemas.SCORES]
         arrays = [pa.array(list(c), f.type) for f, c in zip(schemas.SCORES, cols, strict=True)]
         table = pa.Table.from_arrays(arrays, schema=schemas.SCORES)
         schemas.validate(table, schemas.SCORES)
-        path = f"{out_dir.rstrip('/')}/{names[shard]}.parquet"  # named as its tar is
-        with storage.atomic_path(path) as tmp:
+        with storage.atomic_path(f"{self.out_dir}/{self.names[shard]}.parquet") as tmp:
             fs, p = storage.fs_for(tmp)
             with fs.open(p, "wb") as f:
                 pq.write_table(table, f)
-        counts["shards"] += 1
-
-    inflight: deque = deque()  # (rows, launch(), done shard parts), oldest first
-    if scorer.gpu_preprocess == "decode":
-        threads = scorer.decode_threads if scorer.decode_threads is not None else default_decode_threads(nw)
-        scorer.decoder = HybridJpegDecoder(scorer.device, threads)
-    try:
-        for b, (rows, images, tokens, bad) in scorer.prepared(loader):
-            for shard, key, uid, reason in b["errors"] + [(*r, reason) for r, reason in bad]:
-                results[shard].append((uid, key, shard, None, None, reason, None, None))
-                counts["errors"] += 1
-            inflight.append((rows, launch(images, tokens) if rows else None, b["done"]))
-            while len(inflight) > 1:  # keep one batch running on the device while this one is stored
-                settle(inflight.popleft())
-        while inflight:
-            settle(inflight.popleft())
-    finally:
-        if scorer.decoder is not None:
-            scorer.decoder.close()
-            counts["jpegs_decoded_by"] = dict(scorer.decoder.decoded)
-            scorer.decoder = None
-    for s in list(results):  # workers that had no sample of a shard still mark it done; safety net
-        finish(s)
-    progress.done()
-    return counts
+        self.counts["shards"] += 1
 
 
 def _spark_task(sc_json: str, out_dir: str, items: Iterator[tuple[int, str]]) -> Iterator[dict]:
