@@ -203,6 +203,7 @@ def test_device_preprocessing_paths_agree_with_the_exact_path(tmp_path, tiny, wh
     finally:
         tiny.set_gpu_preprocess("none")
     decoded_by = counts.pop("jpegs_decoded_by", None)
+    assert tiny.decoder is None  # the scorer's own decoder lives for one pass only
     assert counts == exact and exact["errors"] == 3  # corrupt, truncated, complete-but-corrupt
     if where == "decode":  # every JPEG the device path may take went to one side or the other
         from pipeline.shard_data import jpeg_for_device
