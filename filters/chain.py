@@ -12,7 +12,8 @@ itself, globally (filters.dedup.dedup_spark).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -120,23 +121,23 @@ class FilterChain:
 _CHAINS: dict[str, FilterChain] = {}
 
 
-def cached_chain(cfg_json: str, names: Sequence[str]) -> FilterChain:
-    """The chain for (config, names), built once per process (models load once per worker)."""
+def cached_chain(cfg_json: str, names: Sequence[str], load_config: Callable[[str], Any]) -> FilterChain:
+    """The chain for (config, names), built once per process (models load once per worker).
+    ``load_config``: the run config from its JSON (the caller's: filters/ does not import the config)."""
     key = json.dumps([cfg_json, list(names)])
     chain = _CHAINS.get(key)
     if chain is None:
-        from pipeline.config import RunConfig
-
-        cfg = RunConfig.model_validate_json(cfg_json)
+        cfg = load_config(cfg_json)
         chain = FilterChain.from_config(cfg, names)
         chain.setup()
         _CHAINS[key] = chain
     return chain
 
 
-def tag_batches(batches: Iterable[pa.RecordBatch], cfg_json: str, names: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def tag_batches(batches: Iterable[pa.RecordBatch], cfg_json: str, names: Sequence[str], schema: pa.Schema,
+                load_config: Callable[[str], Any]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: tag every batch, conform it to ``schema`` (the tagged-row schema)."""
-    yield from tag_with(cached_chain(cfg_json, names), batches, schema)
+    yield from tag_with(cached_chain(cfg_json, names, load_config), batches, schema)
 
 
 def tag_with(chain: FilterChain, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

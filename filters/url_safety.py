@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.base import Filter, FilterResult
-from pipeline.config import MAX_URL_LENGTH
+from pipeline.rules import MAX_URL_LENGTH
 
 ALLOWED_SCHEMES = ("http", "https")
 # Names that always mean "this machine" (RFC 6761), whatever DNS says.

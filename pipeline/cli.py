@@ -17,7 +17,7 @@ from typing import Any
 from pipeline import registry
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import UserError
-from pipeline.registry import Flag, StageSpec
+from pipeline.registry import Flag, StageSpec, flag  # flag: also for the modules that add their own subcommand
 
 DESCRIPTION = """\
 WIT builder: build a CLIP-style image-text training set from web archives.
@@ -49,14 +49,6 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-dir", "-o", dest="ov__output_dir", metavar="DIR", help="root folder of all outputs (config output_dir)")
     g.add_argument("--master", dest="ov__spark__master", metavar="URL", help="Spark master, e.g. local[2] or spark://host:7077")
     return p
-
-
-def flag(parser: argparse.ArgumentParser, *names: str, key: str, **kw: Any) -> None:
-    """Add a per-stage flag that overrides config key ``key`` (e.g. ``--threads`` → download.threads)."""
-    kw.setdefault("help", f"config {key}")
-    if kw.get("action") in (None, "store", "append") and "choices" not in kw:
-        kw.setdefault("metavar", key.rsplit(".", 1)[-1].upper())  # not the dest's OV__… spelling
-    parser.add_argument(*names, dest="ov__" + key.replace(".", "__"), default=None, **kw)
 
 
 def stage_command(sub, common: argparse.ArgumentParser, run: Callable[..., dict], *, help: str, description: str,

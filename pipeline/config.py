@@ -16,11 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from filters.registry import CHAIN_NAMES
 from pipeline.errors import ConfigError
-
-# The one URL length rule: extract, the caption filter and the fetcher all refuse longer URLs
-# (url_too_long). Browsers, CDNs and most servers stop near this length; longer src values are inlined
-# data or tracking blobs, not image locations.
-MAX_URL_LENGTH = 2048
+from pipeline.rules import MAX_URL_LENGTH, split_dns_server  # the rules below the config (pipeline/rules.py)
 
 
 class Section(BaseModel):
@@ -180,25 +176,6 @@ class BalanceConfig(Section):
     t: int = Field(20_000, ge=1, description="texts kept per entry on average (CLIP: 20,000)")
     tail_share: float | None = Field(None, gt=0.0, lt=1.0, description="derive t instead (MetaCLIP: 0.06); wins over t")
     seed: int = 0
-
-
-def split_dns_server(entry: str) -> tuple[str, int]:
-    """(address, port) of a ``download.dns_servers`` entry: IP, IP:port or [IPv6]:port (port 53 by default)."""
-    import ipaddress
-
-    host, port = entry.strip(), "53"
-    if host.startswith("["):
-        host, _, rest = host[1:].partition("]")
-        port = rest.removeprefix(":") or port
-    elif host.count(":") == 1:
-        host, port = host.split(":")
-    try:
-        ipaddress.ip_address(host)
-        if port.isdigit() and 0 < int(port) < 65536:
-            return host, int(port)
-    except ValueError:
-        pass
-    raise ValueError(f"{entry!r} is not an IP address or IP:port (a DNS server cannot be given by name)")
 
 
 class DownloadConfig(Section):

@@ -82,8 +82,9 @@ def tag(cfg, df):
 
 def _tag_partition(batches, cfg_json, names, schema, first):
     from filters.chain import tag_batches
+    from pipeline.config import RunConfig
 
-    return tag_batches(_fill_nulls(batches) if first else batches, cfg_json, names, schema)
+    return tag_batches(_fill_nulls(batches) if first else batches, cfg_json, names, schema, RunConfig.model_validate_json)
 
 
 def _codes(text: str) -> list[str]:

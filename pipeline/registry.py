@@ -28,6 +28,14 @@ class Flag:
         self.names, self.key, self.group, self.kw = names, key, group, argparse_kw
 
 
+def flag(parser, *names: str, key: str, **kw: Any) -> None:
+    """Add to an argparse parser a flag that overrides config key ``key`` (``--threads`` → download.threads)."""
+    kw.setdefault("help", f"config {key}")
+    if kw.get("action") in (None, "store", "append") and "choices" not in kw:
+        kw.setdefault("metavar", key.rsplit(".", 1)[-1].upper())  # not the dest's OV__… spelling
+    parser.add_argument(*names, dest="ov__" + key.replace(".", "__"), default=None, **kw)
+
+
 class Option:
     """A command-line option passed to the step as the keyword argument of the same name
     (``--scores PATH`` → ``run_select(..., scores=PATH)``). Other keywords go to argparse."""

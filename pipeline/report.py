@@ -20,7 +20,8 @@ from typing import Any
 from pipeline import log, storage
 from pipeline.config import RunConfig, dump_config, join_path
 from pipeline.shards import iter_tar
-from pipeline.stage import StageContext, stage
+from pipeline.stage import StageContext
+from pipeline.stage import stage as as_stage  # `stage` names a funnel row below
 from pipeline.stats import read_stats
 
 # The funnel, in data-flow order: (stage label, folder under output_dir).
@@ -399,7 +400,7 @@ def render_report(cfg: RunConfig) -> str:
     )
 
 
-@stage("report", order=120, input=None, output=None, writes="view",
+@as_stage("report", order=120, input=None, output=None, writes="view",
        spark=False, show=lambda d: d["path"], help="write a self-contained HTML report of a run",
        description="Read every stage's outputs under --output-dir and write report.html: the funnel, languages, "
        "query balance, CLIP scores, image sizes, sample grid, training and config.",

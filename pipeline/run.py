@@ -44,7 +44,7 @@ def _has_input(spec: StageSpec, cfg: RunConfig) -> bool:
     return not callable(rule) or bool(rule(cfg))
 
 
-def run_pipeline(cfg: RunConfig, stages: list[Stage] | None = None, spark=None) -> list[dict]:
+def run_pipeline(cfg: RunConfig, stages: list[StageSpec] | None = None, spark=None) -> list[dict]:
     """Run the chosen stages in order, each on its default input and output; each skips itself when
     already complete. Returns their stats."""
     stages = [s for s in (stages or registry.stages(in_run=True)) if _has_input(s, cfg)]
@@ -259,7 +259,7 @@ def register(sub, common) -> None:
         description="Generate the sample web, serve it on 127.0.0.1, build the offline query list, run every "
                     "stage, train two small CLIPs (unfiltered vs CLIP-filtered) and write the report.",
     )
-    from pipeline.cli import flag
+    from pipeline.registry import flag
 
     flag(d, "--n-pairs", key="sample.n_pairs", type=int, help="pairs in the sample web (config sample.n_pairs)")
     flag(d, "--port", key="serve.port", type=int, help="port to serve the sample web on (0 = any free port)")

@@ -394,7 +394,6 @@ def test_spark_mode_matches_local(tmp_path, spark, tiny):
 
 
 def test_cli_errors_and_run(tmp_path, capsys, monkeypatch):
-    from pipeline import cli
     from pipeline.cli import main
 
 

@@ -21,12 +21,12 @@ import requests
 import urllib3
 
 from filters.url_safety import check_url, split_url
-from pipeline.config import MAX_URL_LENGTH
 from pipeline.fetch.dns import resolver_for
 from pipeline.fetch.guarded import WATCHDOG, AllowList, Attempt, GuardedAdapter, this_thread, vetted_addresses
 from pipeline.fetch.hosts import HostScheduler, host_key, retry_after_seconds, task_host_cap
 from pipeline.fetch.outcome import FetchError, FetchResult
 from pipeline.fetch.robots import RobotsCache, is_opted_out, user_agent_token
+from pipeline.rules import MAX_URL_LENGTH
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli import flag
 from pipeline.config import RunConfig
 from pipeline.errors import UserError
+from pipeline.registry import flag
 
 
 def register(sub, common) -> None:
