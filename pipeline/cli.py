@@ -151,8 +151,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
-def build_parser(prog: str = "wit") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+JOB_EPILOG = ("Under spark-submit the stage comes first: spark-submit jobs/wit.py STAGE --config YAML [--set KEY=VALUE] "
+              "[--output-dir DIR] [options of `wit STAGE`] (spark-submit jobs/wit.py STAGE --help lists them).")
+
+
+def build_parser(prog: str = "wit", epilog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from pipeline import __version__, run, sample_web
 
     parser.add_argument("--version", action="version", version=f"wit-builder {__version__}")
@@ -170,8 +175,8 @@ def build_parser(prog: str = "wit") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "wit") -> int:
-    parser = build_parser(prog)
+def main(argv: list[str] | None = None, prog: str = "wit", epilog: str | None = None) -> int:
+    parser = build_parser(prog, epilog)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace, RunConfig], int | None] | None = getattr(args, "func", None)
     if func is None:
@@ -201,7 +206,7 @@ def job_main(command: str | None = None, argv: list[str] | None = None) -> int:
     script = os.path.basename(sys.argv[0]) or "wit.py"
     if command is None:
         if not argv or argv[0].startswith("-"):
-            return main(argv, prog=f"spark-submit jobs/{script}")
+            return main(argv, prog=f"spark-submit jobs/{script}", epilog=JOB_EPILOG)
         command, argv = argv[0], argv[1:]
     spec = registry.REGISTRY.get(command) if command in {s.name for s in registry.stages()} else None
     words = spec.command.split() if spec else command.split()

@@ -20,8 +20,7 @@ from typing import Any
 from pipeline import log, storage
 from pipeline.config import RunConfig, dump_config, join_path
 from pipeline.shards import iter_tar
-from pipeline.stage import StageContext
-from pipeline.stage import stage as as_stage  # `stage` names a funnel row below
+from pipeline.stage import StageContext, stage
 from pipeline.stats import read_stats
 
 # The funnel, in data-flow order: (stage label, folder under output_dir).
@@ -82,20 +81,20 @@ def _missing(what: str) -> str:
 
 def funnel_section(cfg: RunConfig) -> str:
     rows, labels, counts = [], [], []
-    for stage, folder in FUNNEL:
+    for label, folder in FUNNEL:
         st = read_stats(cfg.path(folder))
         if st is None:
-            rows.append(f"<tr><td>{stage}</td><td colspan=3 class=missing>not run</td></tr>")
+            rows.append(f"<tr><td>{label}</td><td colspan=3 class=missing>not run</td></tr>")
             continue
         drops = st.get("drops") or {}
         drop_txt = ", ".join(f"{html.escape(k)}: {v:,}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])) or "—"
         out = st.get("output_rows")
         rows.append(
-            f"<tr><td>{stage}</td><td class=num>{_fmt(st.get('input_rows'))}</td><td class=num>{_fmt(out)}</td>"
+            f"<tr><td>{label}</td><td class=num>{_fmt(st.get('input_rows'))}</td><td class=num>{_fmt(out)}</td>"
             f"<td>{drop_txt}</td></tr>"
         )
         if out is not None:
-            labels.append(stage)
+            labels.append(label)
             counts.append(out)
     table = ("<table class=funnel><tr><th>stage</th><th>rows in</th><th>rows out</th><th>dropped, by reason</th></tr>"
              + "".join(rows) + "</table>")
@@ -400,7 +399,7 @@ def render_report(cfg: RunConfig) -> str:
     )
 
 
-@as_stage("report", order=120, input=None, output=None, writes="view",
+@stage("report", order=120, input=None, output=None, writes="view",
        spark=False, show=lambda d: d["path"], help="write a self-contained HTML report of a run",
        description="Read every stage's outputs under --output-dir and write report.html: the funnel, languages, "
        "query balance, CLIP scores, image sizes, sample grid, training and config.",
