@@ -208,7 +208,7 @@ def job_main(command: str | None = None, argv: list[str] | None = None) -> int:
         if not argv or argv[0].startswith("-"):
             return main(argv, prog=f"spark-submit jobs/{script}", epilog=JOB_EPILOG)
         command, argv = argv[0], argv[1:]
-    spec = registry.REGISTRY.get(command) if command in {s.name for s in registry.stages()} else None
+    spec = {s.name: s for s in registry.stages()}.get(command)  # None: run (not a stage)
     words = spec.command.split() if spec else command.split()
     return main([*words, *(spec.job_defaults if spec else ()), *argv], prog=f"spark-submit jobs/{script}")
 
