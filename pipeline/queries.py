@@ -29,11 +29,11 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import log, storage
+from pipeline import inputs, log, storage
 from pipeline.errors import UserError
 from pipeline.stage import StageContext, stage
 
@@ -188,38 +188,172 @@ def _count_task(wikitext: bool):
     return task
 
 
-def read_wikipedia(spark, path: str):
-    """DataFrame[text, wikitext: bool] of article texts from an XML dump, Parquet or JSONL of (title, text)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
+# --------------------------------------------------------------------------- Wikipedia input
+_INDEX_LINE = re.compile(rb"^\d+:\d+:")
+_KINDS = {"xml": "a MediaWiki XML dump", "parquet": "Parquet", "jsonl": "JSON lines"}
 
-    storage.require_exists(path, "queries.wikipedia")
+
+def classify_wikipedia_file(path: str) -> str:
+    """What a Wikipedia input file holds, by content (names vary: ``…articles1.xml-p1p41242.bz2``):
+    "xml" (root ``<mediawiki``, plain, bz2 incl. multistream, or gzip), "index" (a multistream index,
+    ``offset:page_id:title`` lines), "parquet", "jsonl", or "paths" (a text file listing paths).
+    Anything else stops with one line naming the file."""
+    comp, head = inputs.decompressed_head(path)
+    where = "" if comp == "none" else f" ({comp}-compressed)"
+    if not head:
+        why = "is empty" if comp == "none" else "could not be decompressed: cut short or damaged"
+        raise inputs.InputFileError(path, inputs.EMPTY, f"{why}{where}", "queries.wikipedia")
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if text.startswith(b"<"):
+        if b"<mediawiki" in text:
+            return "xml"
+        raise inputs.InputFileError(path, inputs.WRONG_SCHEMA, f"XML{where} but not a MediaWiki dump (no <mediawiki> root)",
+                                    "queries.wikipedia")
+    if text.startswith(b"{"):
+        return "jsonl"
+    lines = [ln for ln in text.split(b"\n")[:20] if ln.strip()]
+    if len(text) == len(head) and len(head) == 1 << 16:
+        lines = lines[:-1]  # the last line read may be cut
+    if lines and all(_INDEX_LINE.match(ln) for ln in lines):
+        return "index"
+    listed = [ln for ln in lines if not ln.startswith(b"#")]
+    if comp == "none" and listed and all(_listed(path, ln) for ln in listed):
+        return "paths"
+    raise inputs.InputFileError(
+        path, inputs.NOT_FORMAT, f"not a Wikipedia dump{where}: want a pages-articles XML dump (root <mediawiki>; "
+        ".xml, .bz2 incl. multistream and part files, .gz), Parquet or JSONL of text, or a file listing such paths",
+        "queries.wikipedia")
+
+
+def _listed(list_file: str, line: bytes) -> bool:
+    try:
+        return storage.exists(_resolve_listed(list_file, line.decode("utf-8").strip()))
+    except (UnicodeDecodeError, ValueError, OSError):
+        return False
+
+
+def _resolve_listed(list_file: str, entry: str) -> str:
+    """A path in a paths file: absolute or a URL as is, else relative to the paths file's folder."""
+    if "://" in entry or entry.startswith("/"):
+        return entry
+    return f"{list_file.rsplit('/', 1)[0] if '/' in list_file else '.'}/{entry}"
+
+
+def wikipedia_files(path: str, _depth: int = 0) -> tuple[str, list[str], list[str]]:
+    """(kind, files, skipped index files) of ``queries.wikipedia``: a file, a folder or glob of parts,
+    or a paths file; every file must hold the same kind of data."""
+    from pipeline.extract.inputs import resolve_inputs
+
+    if not any(ch in path for ch in "*?["):
+        storage.require_exists(path, "queries.wikipedia")
     fs, p = storage.fs_for(path)
-    probe = p
-    if fs.isdir(p):
-        files = sorted(f for f in fs.find(p) if not os.path.basename(f).startswith(("_", ".")))
-        if not files:
-            raise UserError(f"queries.wikipedia: no files in {path}")
-        probe = files[0]
-    name = probe.lower()
-    sp = storage.to_spark_path(path)
-    if re.search(r"\.xml(\.bz2|\.gz)?$", name):
-        schema = StructType([
-            StructField("title", StringType()), StructField("ns", LongType()),
-            StructField("revision", StructType([StructField("text", StringType())])),
-        ])
-        df = (spark.read.format("xml").option("rowTag", "page").option("excludeAttribute", "true")
-              .option("mode", "DROPMALFORMED").schema(schema).load(sp))
-        return df.where(F.coalesce(F.col("ns"), F.lit(0)) == 0).select(F.col("revision.text").alias("text")), True
-    if re.search(r"\.parquet$", name) or fs.isdir(p) and not re.search(r"\.jsonl?(\.gz)?$", name):
-        df = spark.read.parquet(sp)
-    elif re.search(r"\.jsonl?(\.gz)?$", name):
-        df = spark.read.json(sp)
-    else:
-        raise UserError(f"queries.wikipedia: unknown format of {path} (want .xml[.bz2], .parquet or .jsonl)")
+    found = resolve_inputs([path]) if any(ch in path for ch in "*?[") or fs.isdir(p) else [path]
+    by_kind: dict[str, list[str]] = {}
+    for f in found:
+        kind = classify_wikipedia_file(f)
+        if kind == "paths" and _depth == 0:
+            with storage.fs_for(f)[0].open(storage.fs_for(f)[1], "r", encoding="utf-8") as fh:
+                listed = [_resolve_listed(f, ln.strip()) for ln in fh if ln.strip() and not ln.startswith("#")]
+            for item in listed:
+                k, files, idx = wikipedia_files(item, 1)
+                by_kind.setdefault(k, []).extend(files)
+                by_kind.setdefault("index", []).extend(idx)
+        elif kind == "paths":
+            raise UserError(f"queries.wikipedia: {f} is a paths file listed in a paths file")
+        else:
+            by_kind.setdefault(kind, []).append(f)
+    index = by_kind.pop("index", [])
+    if len(by_kind) > 1:
+        raise UserError(f"queries.wikipedia: {path} mixes " + " and ".join(
+            f"{_KINDS[k]} ({v[0]})" for k, v in sorted(by_kind.items())))
+    if not by_kind:
+        raise UserError(f"queries.wikipedia: {path} holds only multistream index files, not the dump itself")
+    (kind, files), = by_kind.items()
+    return kind, list(dict.fromkeys(files)), index
+
+
+def dump_pages(path: str) -> Iterator[tuple[int, str | None]]:
+    """(namespace, wikitext) of each page of a dump file (plain, gzip, bz2 incl. multistream), streamed."""
+    import bz2
+    import gzip
+    import xml.etree.ElementTree as ET
+
+    fs, p = storage.fs_for(path)
+    with fs.open(p, "rb") as raw:
+        kind = inputs.kind_of(raw.read(8))
+        raw.seek(0)
+        f = bz2.BZ2File(raw) if kind == "bz2" else gzip.GzipFile(fileobj=raw) if kind == "gzip" else raw
+        for _, el in ET.iterparse(f, events=("end",)):
+            if el.tag.rpartition("}")[2] != "page":
+                continue
+            ns = text = None
+            for child in el:
+                tag = child.tag.rpartition("}")[2]
+                if tag == "ns":
+                    ns = child.text
+                elif tag == "revision":
+                    text = next((c.text for c in child if c.tag.rpartition("}")[2] == "text"), None)
+            yield int(ns or 0), text
+            el.clear()
+
+
+def _dump_count_task(damaged):
+    """Gram counts of whole dump files (one per task); a file that cannot be read to its end is
+    reported through the ``damaged`` accumulator, so the driver stops naming it."""
+    def task(files):
+        import xml.etree.ElementTree as ET
+        import zlib
+
+        for path in files:
+            c: Counter = Counter()
+            try:
+                for ns, text in dump_pages(path):
+                    if ns == 0:
+                        c.update(gram_counts([text], True))
+            except (ET.ParseError, EOFError, OSError, ValueError, zlib.error) as e:
+                cut = isinstance(e, EOFError) or "no element found" in str(e) or "unclosed token" in str(e)
+                damaged.add([(path, inputs.TRUNCATED if cut else inputs.UNREADABLE, str(e) or type(e).__name__)])
+                continue
+            yield from c.items()
+
+    return task
+
+
+class _ListParam:
+    """Accumulator of lists (damaged files found by tasks)."""
+
+    @staticmethod
+    def zero(value):
+        return []
+
+    @staticmethod
+    def addInPlace(a, b):
+        return a + b
+
+
+def wikipedia_gram_rows(spark, path: str):
+    """(DataFrame[gram, n] of per-task counts, damaged-files accumulator or None, info) for ``queries.wikipedia``."""
+    from pyspark.accumulators import AccumulatorParam
+    from pyspark.sql import functions as F
+
+    kind, files, index = wikipedia_files(path)
+    info = {"format": kind, "files": len(files), "skipped_index_files": len(index)}
+    if index:
+        log.info(f"queries: {len(index)} multistream index file(s) skipped (the dump itself is read)")
+    if kind == "xml":
+        sc = spark.sparkContext
+        damaged = sc.accumulator([], type("ListParam", (_ListParam, AccumulatorParam), {})())
+        rdd = sc.parallelize(files, len(files)).mapPartitions(_dump_count_task(damaged))
+        return spark.createDataFrame(rdd, "gram string, n long"), damaged, info
+    for f, reason, detail in inputs.check_parquet_inputs(files, ["text"]) if kind == "parquet" else ():
+        raise inputs.InputFileError(f, reason, detail, "queries.wikipedia")
+    sp = [storage.to_spark_path(f) for f in files]
+    df = spark.read.parquet(*sp) if kind == "parquet" else spark.read.json(sp)
     if "text" not in df.columns:
         raise UserError(f"queries.wikipedia: {path} has no 'text' column (columns: {', '.join(df.columns)})")
-    return df.select(F.col("text").cast("string")), False
+    return df.select(F.col("text").cast("string")).mapInArrow(_count_task(False), "gram string, n long"), None, info
 
 
 def wikipedia_grams(spark, path: str, cfg) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict]:
@@ -227,12 +361,13 @@ def wikipedia_grams(spark, path: str, cfg) -> tuple[list[tuple[str, int]], list[
     from pyspark.sql import functions as F
     from pyspark.storagelevel import StorageLevel
 
-    texts, wikitext = read_wikipedia(spark, path)
-    grams = (texts.mapInArrow(_count_task(wikitext), "gram string, n long")
-             .groupBy("gram").agg(F.sum("n").alias("c")).persist(StorageLevel.MEMORY_AND_DISK))
+    rows, damaged, info = wikipedia_gram_rows(spark, path)
+    grams = rows.groupBy("gram").agg(F.sum("n").alias("c")).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         uni = grams.where(~F.col("gram").contains(" "))
         total = uni.agg(F.sum("c")).first()[0] or 0
+        for f, reason, detail in (damaged.value if damaged else [])[:1]:  # a partial dump would skew every count
+            raise inputs.InputFileError(f, reason, f"damaged dump file ({detail}); download it again", "queries.wikipedia")
         unigrams = [(r.gram, r.c) for r in uni.where(F.col("c") >= cfg.min_unigram_count)
                     .orderBy(F.desc("c"), F.asc("gram")).limit(cfg.budget).collect()]
         bi = (grams.where(F.col("gram").contains(" ")).where(F.col("c") >= cfg.min_bigram_count)
@@ -246,7 +381,7 @@ def wikipedia_grams(spark, path: str, cfg) -> tuple[list[tuple[str, int]], list[
         n_distinct = uni.count()
     finally:
         grams.unpersist()
-    return unigrams, bigrams, {"tokens": int(total), "distinct_tokens": n_distinct}
+    return unigrams, bigrams, {**info, "tokens": int(total), "distinct_tokens": n_distinct}
 
 
 def pageview_titles(spark, paths: list[str], cfg) -> list[tuple[str, int]]:

@@ -1,0 +1,195 @@
+"""Damaged input files: one check, used by every stage where it opens its input.
+
+At scale some input files are always damaged: not the expected format, empty, cut short, or written
+with another schema. Each stage either skips such a file (recording the reason and a count in its
+stats) or stops with one line naming the file (``InputFileError``, shown by the CLI without a
+traceback). Which one a stage does is in README "Damaged inputs". The checks here read only a
+file's first and last bytes (and a Parquet footer), so they cost nothing next to the stage itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pipeline import storage
+from pipeline.errors import UserError
+
+# Reasons, as they appear in stats ("damaged_input:<reason>") and errors.
+EMPTY, NOT_FORMAT, TRUNCATED, WRONG_SCHEMA, UNREADABLE = "empty", "not_format", "truncated", "wrong_schema", "unreadable"
+
+_MAGIC = (  # (prefix, kind) checked in order; tar is checked separately (its magic sits at byte 257)
+    (b"PAR1", "parquet"), (b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"), (b"WARC/", "warc"),
+)
+
+
+class InputFileError(UserError):
+    """An input file a stage cannot use and must not skip: the message names the file and what is wrong."""
+
+    def __init__(self, path: str, reason: str, detail: str, what: str = "input"):
+        self.path, self.reason = path, reason
+        super().__init__(f"{what} {path}: {detail}")
+
+
+def read_ends(path: str, n: int = 4096) -> tuple[int, bytes, bytes]:
+    """(size, first n bytes, last n bytes) of a file on any filesystem."""
+    fs, p = storage.fs_for(path)
+    size = fs.size(p) or 0
+    with fs.open(p, "rb") as f:
+        head = f.read(n)
+        if size > n:
+            f.seek(max(size - n, 0))
+            tail = f.read(n)
+        else:
+            tail = head
+    return size, head, tail
+
+
+def kind_of(head: bytes) -> str:
+    """The container a file's first bytes announce: parquet, gzip, bz2, zstd, xz, warc, tar, or "unknown"."""
+    for prefix, kind in _MAGIC:
+        if head.startswith(prefix):
+            return kind
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    return "unknown"
+
+
+def decompressed_head(path: str, n: int = 1 << 16) -> tuple[str, bytes]:
+    """(compression, first ≤ n bytes after decompression): gzip and bz2 (also multistream) by magic bytes."""
+    import bz2
+    import gzip
+
+    fs, p = storage.fs_for(path)
+    with fs.open(p, "rb") as raw:
+        kind = kind_of(raw.read(8))
+        raw.seek(0)
+        if kind not in ("gzip", "bz2"):
+            return "none", raw.read(n)
+        stream = gzip.GzipFile(fileobj=raw) if kind == "gzip" else bz2.BZ2File(raw)
+        try:
+            return kind, stream.read(n)
+        except (OSError, EOFError, ValueError):
+            return kind, b""  # cut inside the first block: nothing readable
+
+
+def parquet_problem(path: str, required: Iterable[str] = (), schema: Any = None) -> tuple[str, str] | None:
+    """(reason, detail) when ``path`` is not a usable Parquet file, else None.
+
+    ``required``: columns that must be present; ``schema`` (pyarrow): columns that, when present,
+    must be castable to its types.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    size, head, tail = read_ends(path, 8)
+    if size == 0:
+        return EMPTY, "the file is empty (0 bytes)"
+    if not head.startswith(b"PAR1"):
+        return NOT_FORMAT, f"not a Parquet file (starts with {head[:8]!r}, a {kind_of(head)} file)"
+    if not tail.endswith(b"PAR1"):
+        return TRUNCATED, f"cut short: no Parquet footer at the end ({size} bytes)"
+    fs, p = storage.fs_for(path)
+    try:
+        with fs.open(p, "rb") as fh:
+            got = pq.ParquetFile(fh).schema_arrow
+    except (pa.ArrowException, OSError) as e:
+        return UNREADABLE, f"unreadable Parquet footer: {str(e).splitlines()[0]}"
+    missing = [c for c in required if c not in got.names]
+    if missing:
+        return WRONG_SCHEMA, f"wrong schema: no column {', '.join(missing)} (columns: {', '.join(got.names) or 'none'})"
+    for field in schema or ():
+        if field.name in got.names and not _castable(got.field(field.name).type, field.type):
+            return WRONG_SCHEMA, f"wrong schema: column {field.name!r} is {got.field(field.name).type}, not {field.type}"
+    return None
+
+
+def _castable(src, dst) -> bool:
+    import pyarrow as pa
+
+    if src == dst:
+        return True
+    try:
+        pa.array([], type=src).cast(dst)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
+def tar_problem(path: str) -> tuple[str, str] | None:
+    """(reason, detail) when ``path`` is not a whole tar archive, else None (headers walked, data not read)."""
+    import tarfile
+
+    size, head, tail = read_ends(path, 1024)
+    if size == 0:
+        return EMPTY, "the file is empty (0 bytes)"
+    if kind_of(head) != "tar":
+        return NOT_FORMAT, f"not a tar archive (starts with {head[:8]!r}, a {kind_of(head)} file)"
+    if size % 512:
+        return TRUNCATED, f"cut short: {size} bytes is not a whole number of 512-byte tar blocks"
+    fs, p = storage.fs_for(path)
+    try:
+        with fs.open(p, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+            end = 0
+            for m in tf:
+                end = m.offset_data + -(-m.size // 512) * 512
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return UNREADABLE, f"damaged tar archive: {e}"
+    if end > size:
+        return TRUNCATED, f"cut short: its last member ends at byte {end}, the file has {size}"
+    return None
+
+
+def check_parquet_inputs(paths: Iterable[str], required: Iterable[str] = (), schema: Any = None) -> list[tuple[str, str, str]]:
+    """(path, reason, detail) of every file of ``paths`` that ``parquet_problem`` finds unusable."""
+    required = list(required)
+    out = []
+    for path in paths:
+        problem = parquet_problem(path, required, schema)
+        if problem:
+            out.append((path, *problem))
+    return out
+
+
+def parquet_files(path: str) -> list[str]:
+    """The data files of a Parquet dataset (a file, or a folder's files not starting with ``_`` or ``.``)."""
+    fs, p = storage.fs_for(path)
+    if not fs.isdir(p):
+        return [path]
+    proto = path.split("://", 1)[0] + "://" if "://" in path else ""
+    root = p.rstrip("/")
+    out = []
+    for f in sorted(fs.find(p)):
+        rel = f[len(root) + 1:]
+        if not any(part.startswith(("_", ".")) for part in rel.split("/")) and ".tmp-" not in rel:
+            out.append(proto + f if proto and not f.startswith(proto) else f)
+    return out
+
+
+def require_parquet(path: str, what: str, required: Iterable[str] = (), schema: Any = None) -> list[str]:
+    """The Parquet files of ``path``; stops (InputFileError) at the first damaged one.
+
+    For datasets this pipeline wrote and the next stage needs whole: skipping a part would lose its
+    rows silently, so the user reruns the stage that wrote it (or removes the file) instead.
+    """
+    files = parquet_files(path)
+    if not files:
+        raise UserError(f"{what}: no data files in {path}")
+    for f, reason, detail in check_parquet_inputs(files, required, schema):
+        raise InputFileError(f, reason, detail, what)
+    return files
+
+
+def skip_damaged(bad: list[tuple[str, str, str]], stats, what: str) -> set[str]:
+    """Record skipped files in a stage's stats: ``extra["damaged_files"]`` counts them by reason,
+    ``extra["damaged_inputs"]`` lists ``{"path", "reason", "detail"}`` (files, not rows: ``drops``
+    stays a count of rows); returns their paths."""
+    from pipeline import log
+
+    for path, reason, detail in bad:
+        log.warn(f"{what}: skipping damaged input {path}: {detail}")
+        counts = stats.extra.setdefault("damaged_files", {})
+        counts[reason] = counts.get(reason, 0) + 1
+        stats.extra.setdefault("damaged_inputs", []).append({"path": path, "reason": reason, "detail": detail})
+    return {path for path, _, _ in bad}
