@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import log, near_dup, storage
+from pipeline import inputs, log, near_dup, storage
 from pipeline.errors import UserError
 from pipeline.fetch import TRANSIENT, Fetcher
 from pipeline.ids import make_uid
@@ -509,6 +509,7 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
     """
     dl, out = ctx.cfg.download, ctx.output
     retry = _retrying(ctx.cfg, retry_failed)
+    inputs.require_parquet(input_files(ctx.input), "download input", ("url", "text"), _carried_schema())  # stop naming a damaged file
     files, specs = plan_shards(ctx.input, dl.shard_size)
     check_input_schema(files[0][0])
     _check_plan(out, files, dl)

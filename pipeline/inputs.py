@@ -56,6 +56,11 @@ def kind_of(head: bytes) -> str:
     return "unknown"
 
 
+def _starts(head: bytes) -> str:
+    kind = kind_of(head)
+    return f"starts with {head[:8]!r}" + ("" if kind == "unknown" else f": a {kind} file")
+
+
 def decompressed_head(path: str, n: int = 1 << 16) -> tuple[str, bytes]:
     """(compression, first ≤ n bytes after decompression): gzip and bz2 (also multistream) by magic bytes."""
     import bz2
@@ -87,7 +92,7 @@ def parquet_problem(path: str, required: Iterable[str] = (), schema: Any = None)
     if size == 0:
         return EMPTY, "the file is empty (0 bytes)"
     if not head.startswith(b"PAR1"):
-        return NOT_FORMAT, f"not a Parquet file (starts with {head[:8]!r}, a {kind_of(head)} file)"
+        return NOT_FORMAT, f"not a Parquet file ({_starts(head)})"
     if not tail.endswith(b"PAR1"):
         return TRUNCATED, f"cut short: no Parquet footer at the end ({size} bytes)"
     fs, p = storage.fs_for(path)
@@ -118,26 +123,47 @@ def _castable(src, dst) -> bool:
 
 
 def tar_problem(path: str) -> tuple[str, str] | None:
-    """(reason, detail) when ``path`` is not a whole tar archive, else None (headers walked, data not read)."""
-    import tarfile
+    """(reason, detail) when ``path`` is not a whole tar archive, else None.
 
+    Reads only both ends: a whole archive starts with a ustar header (or is all zeros: no members),
+    is a whole number of 512-byte blocks and ends with the two zero blocks that close every tar.
+    """
     size, head, tail = read_ends(path, 1024)
     if size == 0:
         return EMPTY, "the file is empty (0 bytes)"
-    if kind_of(head) != "tar":
-        return NOT_FORMAT, f"not a tar archive (starts with {head[:8]!r}, a {kind_of(head)} file)"
-    if size % 512:
-        return TRUNCATED, f"cut short: {size} bytes is not a whole number of 512-byte tar blocks"
-    fs, p = storage.fs_for(path)
+    if kind_of(head) != "tar" and head.strip(b"\0"):
+        return NOT_FORMAT, f"not a tar archive ({_starts(head)})"
+    if size % 512 or len(tail) < 1024 or tail.strip(b"\0"):
+        return TRUNCATED, f"cut short: no end-of-archive blocks at the end ({size} bytes)"
+    return None
+
+
+def require_shards(shards: Iterable[tuple[int, str]], what: str, metadata: Iterable[str] | None = ("uid", "key")) -> None:
+    """Stop (InputFileError) at the first damaged shard: its tar, or its NNNNN.parquet beside it
+    lacking the ``metadata`` columns (None: no Parquet needed, as in select's final shards)."""
+    for _, tar in shards:
+        problem = tar_problem(tar)
+        if problem:
+            raise InputFileError(tar, *problem, what)
+        if metadata is not None:
+            meta = tar[: -len(".tar")] + ".parquet"
+            problem = parquet_problem(meta, metadata) if storage.exists(meta) else (EMPTY, "missing")
+            if problem:
+                raise InputFileError(meta, *problem, what)
+
+
+def text_problem(path: str) -> tuple[str, str] | None:
+    """(reason, detail) when ``path`` is not a non-empty UTF-8 text file (gzip/bz2 count as binary here)."""
+    size, head, _ = read_ends(path, 1 << 16)
+    if size == 0 or not head.strip():
+        return EMPTY, "the file is empty"
+    if kind_of(head) != "unknown" or b"\0" in head:
+        return NOT_FORMAT, f"not a text file ({_starts(head)})"
     try:
-        with fs.open(p, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
-            end = 0
-            for m in tf:
-                end = m.offset_data + -(-m.size // 512) * 512
-    except (tarfile.TarError, OSError, EOFError) as e:
-        return UNREADABLE, f"damaged tar archive: {e}"
-    if end > size:
-        return TRUNCATED, f"cut short: its last member ends at byte {end}, the file has {size}"
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the end of what was read
+            return NOT_FORMAT, f"not UTF-8 text (byte {e.start})"
     return None
 
 
@@ -153,7 +179,8 @@ def check_parquet_inputs(paths: Iterable[str], required: Iterable[str] = (), sch
 
 
 def parquet_files(path: str) -> list[str]:
-    """The data files of a Parquet dataset (a file, or a folder's files not starting with ``_`` or ``.``)."""
+    """The data files of a Parquet dataset: a file, or a folder's ``*.parquet`` files (as Spark reads it,
+    see pipeline.spark.read_parquet) outside ``_``/``.`` names and temporaries."""
     fs, p = storage.fs_for(path)
     if not fs.isdir(p):
         return [path]
@@ -162,18 +189,20 @@ def parquet_files(path: str) -> list[str]:
     out = []
     for f in sorted(fs.find(p)):
         rel = f[len(root) + 1:]
-        if not any(part.startswith(("_", ".")) for part in rel.split("/")) and ".tmp-" not in rel:
+        if f.endswith(".parquet") and not any(p.startswith(("_", ".")) for p in rel.split("/")) and ".tmp-" not in rel:
             out.append(proto + f if proto and not f.startswith(proto) else f)
     return out
 
 
-def require_parquet(path: str, what: str, required: Iterable[str] = (), schema: Any = None) -> list[str]:
-    """The Parquet files of ``path``; stops (InputFileError) at the first damaged one.
+def require_parquet(path: str | list[str], what: str, required: Iterable[str] = (), schema: Any = None) -> list[str]:
+    """The Parquet files of ``path`` (a dataset path, or its files); stops (InputFileError) at the first damaged one.
 
     For datasets this pipeline wrote and the next stage needs whole: skipping a part would lose its
     rows silently, so the user reruns the stage that wrote it (or removes the file) instead.
     """
-    files = parquet_files(path)
+    if isinstance(path, str):
+        storage.require_exists(path, what)
+    files = parquet_files(path) if isinstance(path, str) else list(path)
     if not files:
         raise UserError(f"{what}: no data files in {path}")
     for f, reason, detail in check_parquet_inputs(files, required, schema):
@@ -193,3 +222,37 @@ def skip_damaged(bad: list[tuple[str, str, str]], stats, what: str) -> set[str]:
         counts[reason] = counts.get(reason, 0) + 1
         stats.extra.setdefault("damaged_inputs", []).append({"path": path, "reason": reason, "detail": detail})
     return {path for path, _, _ in bad}
+
+
+def require_seed_file(path: str, url_col: str) -> None:
+    """Stop (InputFileError) when a crawl seeds file is damaged: a .parquet file unusable or without
+    ``url_col``; a text or .csv file empty or binary. The seeds are the whole crawl: none is skipped."""
+    if path.endswith(".parquet"):
+        problem = parquet_problem(path, [url_col])
+    else:
+        problem = text_problem(path)
+    if problem:
+        raise InputFileError(path, *problem, "crawl seeds")
+
+
+# Errors that damaged data raises inside the libraries the stages read with; the CLI turns any that
+# a stage's own check did not catch first into one line (the check's message names the file).
+def damaged_data_errors() -> tuple[type[BaseException], ...]:
+    import json
+    import tarfile
+    import zlib
+
+    import pyarrow as pa
+
+    from pipeline.shards import TarFormatError
+
+    return (pa.ArrowInvalid, tarfile.TarError, TarFormatError, EOFError, zlib.error,
+            json.JSONDecodeError, UnicodeDecodeError)
+
+
+def describe_damage(e: BaseException) -> str | None:
+    """One line for an error of damaged data (``damaged_data_errors``), else None (a bug: keep its traceback)."""
+    if not isinstance(e, damaged_data_errors()):
+        return None
+    first = (str(e).splitlines() or [""])[0]
+    return f"damaged input data: {type(e).__name__}: {first}"

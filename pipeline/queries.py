@@ -516,10 +516,9 @@ def load_query_list(path: str) -> list[str]:
     if p.endswith(".parquet"):
         import pyarrow.parquet as pq
 
+        inputs.require_parquet([path], "query list", ["entry"])
         with fs.open(p, "rb") as f:
             t = pq.read_table(f)
-        if "entry" not in t.column_names:
-            raise UserError(f"query list {path}: no 'entry' column")
         entries = t.column("entry").to_pylist()
         if "entry_id" in t.column_names:
             ids = t.column("entry_id").to_pylist()
@@ -538,6 +537,8 @@ def load_query_list(path: str) -> list[str]:
         if not isinstance(entries, list):
             raise UserError(f"query list {path}: expected a JSON list of strings (MetaCLIP metadata.json)")
     else:
+        if problem := inputs.text_problem(path):
+            raise inputs.InputFileError(path, *problem, "query list")
         with fs.open(p, "r", encoding="utf-8") as f:
             entries = [line.rstrip("\r\n") for line in f if line.strip()]
     if not all(isinstance(e, str) for e in entries):

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from pipeline import log, storage
+from pipeline import inputs, log, storage
 from pipeline.config import ScoreConfig
 from pipeline.errors import UserError
 from pipeline.shards import list_shards, name_of
@@ -343,6 +343,7 @@ def run_score(ctx: StageContext) -> None:
     shards = list_shards(ctx.input)
     if not shards:
         raise UserError(f"no NNNNN.tar shards in {ctx.input}")
+    inputs.require_shards(shards, "score input", metadata=None)  # a damaged shard stops, naming it
     out_dir = ctx.tmp
     fs, p = storage.fs_for(out_dir)
     fs.makedirs(p, exist_ok=True)

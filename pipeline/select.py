@@ -37,7 +37,7 @@ import tarfile
 
 import schemas
 from filters.chain import REASON  # the column the filters tag rows in
-from pipeline import storage
+from pipeline import inputs, storage
 from pipeline.errors import UserError
 from pipeline.shards import index_digits, list_shards, name_of, shard_name, shard_name_column
 from pipeline.stage import StageContext, stage
@@ -116,6 +116,8 @@ def run_select(ctx: StageContext, scores: str | None = None) -> None:
     storage.require_exists(shards_dir, "download shards")
     storage.require_exists(scores_dir, "scores (run `wit score` first)")
     tars = list_shards(shards_dir)
+    inputs.require_shards(tars, "select input", metadata=("key", "status"))  # a damaged shard stops, naming it
+    inputs.require_parquet(scores_dir, "scores", ("key", "clip_score"))
     width = len(name_of(tars[0][1])) if tars else 0  # the download's own names: one width per folder
     spark = ctx.spark
 

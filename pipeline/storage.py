@@ -200,6 +200,12 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+    """A JSON file; a damaged one (empty, cut, not JSON) is a one-line error naming it."""
     fs, p = fs_for(path)
     with fs.open(p, "r") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            from pipeline.inputs import NOT_FORMAT, InputFileError
+
+            raise InputFileError(path, NOT_FORMAT, f"not valid JSON ({e})", "JSON file") from None
