@@ -210,20 +210,6 @@ def require_parquet(path: str | list[str], what: str, required: Iterable[str] = 
     return files
 
 
-def skip_damaged(bad: list[tuple[str, str, str]], stats, what: str) -> set[str]:
-    """Record skipped files in a stage's stats: ``extra["damaged_files"]`` counts them by reason,
-    ``extra["damaged_inputs"]`` lists ``{"path", "reason", "detail"}`` (files, not rows: ``drops``
-    stays a count of rows); returns their paths."""
-    from pipeline import log
-
-    for path, reason, detail in bad:
-        log.warn(f"{what}: skipping damaged input {path}: {detail}")
-        counts = stats.extra.setdefault("damaged_files", {})
-        counts[reason] = counts.get(reason, 0) + 1
-        stats.extra.setdefault("damaged_inputs", []).append({"path": path, "reason": reason, "detail": detail})
-    return {path for path, _, _ in bad}
-
-
 def require_seed_file(path: str, url_col: str) -> None:
     """Stop (InputFileError) when a crawl seeds file is damaged: a .parquet file unusable or without
     ``url_col``; a text or .csv file empty or binary. The seeds are the whole crawl: none is skipped."""

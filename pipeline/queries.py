@@ -15,7 +15,7 @@ each adding only entries not already in the list, up to ``queries.budget`` entri
   >= ``wordfreq_min_zipf``, most frequent first, each also capitalised ("red", "Red"); tokens with
   digits or never-matching characters skipped.
 
-Tokenisation of Wikipedia text (after wikitext markup is stripped): the matcher's spacing (pad, put
+Tokenisation of Wikipedia text (pipeline.wikipedia; after wikitext markup is stripped): the matcher's spacing (pad, put
 spaces around ``, . ; : ? ! `` ` and blank tab/CR/LF), split on whitespace, strip surrounding
 brackets and quotes; single non-alphanumeric tokens are separators (bigrams never span them).
 Counting runs in Spark; only the final (≤ budget) list is collected and written by the driver, so
@@ -24,12 +24,10 @@ building twice gives byte-identical files. Ties are broken by the entry string, 
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,295 +111,6 @@ def wordfreq_entries(min_zipf: float) -> list[tuple[str, int]]:
     return out
 
 
-# --------------------------------------------------------------------------- Wikipedia text
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>", re.S | re.I)
-_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
-_TABLE = re.compile(r"\{\|.*?\|\}", re.S)
-_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
-_EXTLINK = re.compile(r"\[(?:https?:)?//[^\s\]]*\s*([^\]]*)\]")
-_TAG = re.compile(r"<[^>]{0,200}>")
-_HEADING = re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M)
-_LIST = re.compile(r"^[*#:;]+\s*", re.M)
-_QUOTES = re.compile(r"'{2,}")
-_MAGIC = re.compile(r"__[A-Z]+__")
-
-
-def _link(m: re.Match) -> str:
-    parts = m.group(1).split("|")
-    return "" if ":" in parts[0] else parts[-1]  # File:, Category:, interwiki links carry no prose
-
-
-def wikitext_to_text(s: str) -> str:
-    """Plain prose from wikitext: comments, refs, templates, tables, files/categories removed; links → labels."""
-    s = _COMMENT.sub(" ", s)
-    s = _REF.sub(" ", s)
-    for _ in range(10):  # nested templates, innermost first
-        s, n = _TEMPLATE.subn(" ", s)
-        if not n:
-            break
-    s = _TABLE.sub(" ", s)
-    for _ in range(5):  # links inside file captions
-        s, n = _LINK.subn(_link, s)
-        if not n:
-            break
-    s = _EXTLINK.sub(r"\1", s)
-    s = _TAG.sub(" ", s)
-    s = _HEADING.sub(r"\1", s)
-    s = _LIST.sub("", s)
-    s = _QUOTES.sub("", s)
-    s = _MAGIC.sub(" ", s)
-    return html.unescape(s)
-
-
-def tokenize(text: str) -> list[str | None]:
-    """Tokens of plain text (see module doc); ``None`` marks a separator that bigrams never span."""
-    out: list[str | None] = []
-    for tok in spacing(text).split():
-        t = tok.strip(_STRIP)
-        out.append(t if t and valid_entry(t) else None)
-    return out
-
-
-def gram_counts(texts: Iterable[str | None], wikitext: bool) -> Counter:
-    """Unigram and bigram (``"w1 w2"``) counts of some page texts."""
-    c: Counter = Counter()
-    for text in texts:
-        if not text or (wikitext and text.lstrip()[:9].upper() == "#REDIRECT"):
-            continue
-        toks = tokenize(wikitext_to_text(text) if wikitext else text)
-        c.update(t for t in toks if t is not None)
-        c.update(f"{a} {b}" for a, b in zip(toks, toks[1:]) if a is not None and b is not None)
-    return c
-
-
-def _count_task(wikitext: bool):
-    def task(batches):
-        import pyarrow as pa
-
-        for batch in batches:
-            c = gram_counts(batch.column("text").to_pylist(), wikitext)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(list(c.keys()), pa.string()), pa.array(list(c.values()), pa.int64())], names=["gram", "n"]
-            )
-
-    return task
-
-
-# --------------------------------------------------------------------------- Wikipedia input
-_INDEX_LINE = re.compile(rb"^\d+:\d+:")
-_KINDS = {"xml": "a MediaWiki XML dump", "parquet": "Parquet", "jsonl": "JSON lines"}
-
-
-def classify_wikipedia_file(path: str) -> str:
-    """What a Wikipedia input file holds, by content (names vary: ``…articles1.xml-p1p41242.bz2``):
-    "xml" (root ``<mediawiki``, plain, bz2 incl. multistream, or gzip), "index" (a multistream index,
-    ``offset:page_id:title`` lines), "parquet", "jsonl", or "paths" (a text file listing paths).
-    Anything else stops with one line naming the file."""
-    comp, head = inputs.decompressed_head(path)
-    where = "" if comp == "none" else f" ({comp}-compressed)"
-    if not head:
-        why = "is empty" if comp == "none" else "could not be decompressed: cut short or damaged"
-        raise inputs.InputFileError(path, inputs.EMPTY, f"{why}{where}", "queries.wikipedia")
-    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    if text.startswith(b"<"):
-        if b"<mediawiki" in text:
-            return "xml"
-        raise inputs.InputFileError(path, inputs.WRONG_SCHEMA, f"XML{where} but not a MediaWiki dump (no <mediawiki> root)",
-                                    "queries.wikipedia")
-    if text.startswith(b"{"):
-        return "jsonl"
-    lines = [ln for ln in text.split(b"\n")[:20] if ln.strip()]
-    if len(text) == len(head) and len(head) == 1 << 16:
-        lines = lines[:-1]  # the last line read may be cut
-    if lines and all(_INDEX_LINE.match(ln) for ln in lines):
-        return "index"
-    listed = [ln for ln in lines if not ln.startswith(b"#")]
-    if comp == "none" and listed and all(_listed(path, ln) for ln in listed):
-        return "paths"
-    raise inputs.InputFileError(
-        path, inputs.NOT_FORMAT, f"not a Wikipedia dump{where}: want a pages-articles XML dump (root <mediawiki>; "
-        ".xml, .bz2 incl. multistream and part files, .gz), Parquet or JSONL of text, or a file listing such paths",
-        "queries.wikipedia")
-
-
-def _listed(list_file: str, line: bytes) -> bool:
-    try:
-        return storage.exists(_resolve_listed(list_file, line.decode("utf-8").strip()))
-    except (UnicodeDecodeError, ValueError, OSError):
-        return False
-
-
-def _resolve_listed(list_file: str, entry: str) -> str:
-    """A path in a paths file: absolute or a URL as is, else relative to the paths file's folder."""
-    if "://" in entry or entry.startswith("/"):
-        return entry
-    return f"{list_file.rsplit('/', 1)[0] if '/' in list_file else '.'}/{entry}"
-
-
-def wikipedia_files(path: str, _depth: int = 0) -> tuple[str, list[str], list[str]]:
-    """(kind, files, skipped index files) of ``queries.wikipedia``: a file, a folder or glob of parts,
-    or a paths file; every file must hold the same kind of data."""
-    from pipeline.extract.inputs import resolve_inputs
-
-    if not any(ch in path for ch in "*?["):
-        storage.require_exists(path, "queries.wikipedia")
-    fs, p = storage.fs_for(path)
-    found = resolve_inputs([path]) if any(ch in path for ch in "*?[") or fs.isdir(p) else [path]
-    by_kind: dict[str, list[str]] = {}
-    for f in found:
-        kind = classify_wikipedia_file(f)
-        if kind == "paths" and _depth == 0:
-            with storage.fs_for(f)[0].open(storage.fs_for(f)[1], "r", encoding="utf-8") as fh:
-                listed = [_resolve_listed(f, ln.strip()) for ln in fh if ln.strip() and not ln.startswith("#")]
-            for item in listed:
-                k, files, idx = wikipedia_files(item, 1)
-                by_kind.setdefault(k, []).extend(files)
-                by_kind.setdefault("index", []).extend(idx)
-        elif kind == "paths":
-            raise UserError(f"queries.wikipedia: {f} is a paths file listed in a paths file")
-        else:
-            by_kind.setdefault(kind, []).append(f)
-    index = by_kind.pop("index", [])
-    if len(by_kind) > 1:
-        raise UserError(f"queries.wikipedia: {path} mixes " + " and ".join(
-            f"{_KINDS[k]} ({v[0]})" for k, v in sorted(by_kind.items())))
-    if not by_kind:
-        raise UserError(f"queries.wikipedia: {path} holds only multistream index files, not the dump itself")
-    (kind, files), = by_kind.items()
-    return kind, list(dict.fromkeys(files)), index
-
-
-def dump_pages(path: str) -> Iterator[tuple[int, str | None]]:
-    """(namespace, wikitext) of each page of a dump file (plain, gzip, bz2 incl. multistream), streamed."""
-    import bz2
-    import gzip
-    import xml.etree.ElementTree as ET
-
-    fs, p = storage.fs_for(path)
-    with fs.open(p, "rb") as raw:
-        kind = inputs.kind_of(raw.read(8))
-        raw.seek(0)
-        f = bz2.BZ2File(raw) if kind == "bz2" else gzip.GzipFile(fileobj=raw) if kind == "gzip" else raw
-        for _, el in ET.iterparse(f, events=("end",)):
-            if el.tag.rpartition("}")[2] != "page":
-                continue
-            ns = text = None
-            for child in el:
-                tag = child.tag.rpartition("}")[2]
-                if tag == "ns":
-                    ns = child.text
-                elif tag == "revision":
-                    text = next((c.text for c in child if c.tag.rpartition("}")[2] == "text"), None)
-            yield int(ns or 0), text
-            el.clear()
-
-
-def _dump_count_task(damaged):
-    """Gram counts of whole dump files (one per task); a file that cannot be read to its end is
-    reported through the ``damaged`` accumulator, so the driver stops naming it."""
-    def task(files):
-        import xml.etree.ElementTree as ET
-        import zlib
-
-        for path in files:
-            c: Counter = Counter()
-            try:
-                for ns, text in dump_pages(path):
-                    if ns == 0:
-                        c.update(gram_counts([text], True))
-            except (ET.ParseError, EOFError, OSError, ValueError, zlib.error) as e:
-                cut = isinstance(e, EOFError) or "no element found" in str(e) or "unclosed token" in str(e)
-                damaged.add([(path, inputs.TRUNCATED if cut else inputs.UNREADABLE, str(e) or type(e).__name__)])
-                continue
-            yield from c.items()
-
-    return task
-
-
-class _ListParam:
-    """Accumulator of lists (damaged files found by tasks)."""
-
-    @staticmethod
-    def zero(value):
-        return []
-
-    @staticmethod
-    def addInPlace(a, b):
-        return a + b
-
-
-def wikipedia_gram_rows(spark, path: str):
-    """(DataFrame[gram, n] of per-task counts, damaged-files accumulator or None, info) for ``queries.wikipedia``."""
-    from pyspark.accumulators import AccumulatorParam
-    from pyspark.sql import functions as F
-
-    kind, files, index = wikipedia_files(path)
-    info = {"format": kind, "files": len(files), "skipped_index_files": len(index)}
-    if index:
-        log.info(f"queries: {len(index)} multistream index file(s) skipped (the dump itself is read)")
-    if kind == "xml":
-        sc = spark.sparkContext
-        damaged = sc.accumulator([], type("ListParam", (_ListParam, AccumulatorParam), {})())
-        rdd = sc.parallelize(files, len(files)).mapPartitions(_dump_count_task(damaged))
-        return spark.createDataFrame(rdd, "gram string, n long"), damaged, info
-    for f, reason, detail in inputs.check_parquet_inputs(files, ["text"]) if kind == "parquet" else ():
-        raise inputs.InputFileError(f, reason, detail, "queries.wikipedia")
-    sp = [storage.to_spark_path(f) for f in files]
-    df = spark.read.parquet(*sp) if kind == "parquet" else spark.read.json(sp)
-    if "text" not in df.columns:
-        raise UserError(f"queries.wikipedia: {path} has no 'text' column (columns: {', '.join(df.columns)})")
-    return df.select(F.col("text").cast("string")).mapInArrow(_count_task(False), "gram string, n long"), None, info
-
-
-def wikipedia_grams(spark, path: str, cfg) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict]:
-    """(unigrams ≥ min count, bigrams with PMI ≥ min) from Wikipedia, each ≤ budget, in list order."""
-    from pyspark.sql import functions as F
-    from pyspark.storagelevel import StorageLevel
-
-    rows, damaged, info = wikipedia_gram_rows(spark, path)
-    grams = rows.groupBy("gram").agg(F.sum("n").alias("c")).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        uni = grams.where(~F.col("gram").contains(" "))
-        total = uni.agg(F.sum("c")).first()[0] or 0
-        for f, reason, detail in (damaged.value if damaged else [])[:1]:  # a partial dump would skew every count
-            raise inputs.InputFileError(f, reason, f"damaged dump file ({detail}); download it again", "queries.wikipedia")
-        unigrams = [(r.gram, r.c) for r in uni.where(F.col("c") >= cfg.min_unigram_count)
-                    .orderBy(F.desc("c"), F.asc("gram")).limit(cfg.budget).collect()]
-        bi = (grams.where(F.col("gram").contains(" ")).where(F.col("c") >= cfg.min_bigram_count)
-              .withColumn("w1", F.split("gram", " ").getItem(0)).withColumn("w2", F.split("gram", " ").getItem(1)))
-        u1 = uni.select(F.col("gram").alias("w1"), F.col("c").alias("c1"))
-        u2 = uni.select(F.col("gram").alias("w2"), F.col("c").alias("c2"))
-        scored = (bi.join(u1, "w1").join(u2, "w2")
-                  .withColumn("pmi", F.log2(F.col("c") * F.lit(float(total)) / (F.col("c1") * F.col("c2")))))
-        bigrams = [(r.gram, r.c) for r in scored.where(F.col("pmi") >= cfg.min_bigram_pmi)
-                   .orderBy(F.desc("c"), F.asc("gram")).limit(cfg.budget).collect()]
-        n_distinct = uni.count()
-    finally:
-        grams.unpersist()
-    return unigrams, bigrams, {**info, "tokens": int(total), "distinct_tokens": n_distinct}
-
-
-def pageview_titles(spark, paths: list[str], cfg) -> list[tuple[str, int]]:
-    """English Wikipedia titles with summed views ≥ min_title_views, most viewed first."""
-    from pyspark.sql import functions as F
-
-    for p in paths:
-        storage.require_exists(p, "queries.pageviews file")
-    lines = spark.read.text([storage.to_spark_path(p) for p in paths])
-    parts = F.split("value", " ")
-    rows = (lines.where(F.size(parts) == 4).where(parts.getItem(0) == "en")
-            .select(parts.getItem(1).alias("title"), F.expr("try_cast(split(value, ' ')[2] AS BIGINT)").alias("views"))
-            .where(F.col("views").isNotNull() & ~F.col("title").contains(":"))
-            .select(F.translate("title", "_", " ").alias("title"), "views")
-            .groupBy("title").agg(F.sum("views").alias("views"))
-            .where(F.col("views") >= cfg.min_title_views)
-            .orderBy(F.desc("views"), F.asc("title")).limit(cfg.budget))
-    return [(r.title, r.views) for r in rows.collect()]
-
-
 # --------------------------------------------------------------------------- the list
 @dataclass
 class QueryList:
@@ -478,11 +187,15 @@ def build_query_list(cfg, spark_factory=None) -> tuple[QueryList, dict[str, Any]
         elif src == "wordfreq":
             ql.add("wordfreq", wordfreq_entries(qc.wordfreq_min_zipf))
         elif src in ("unigrams", "bigrams"):
+            from pipeline.wikipedia import wikipedia_grams
+
             if not wiki:
                 spark = spark or spark_factory()
                 wiki["unigrams"], wiki["bigrams"], info["wikipedia"] = wikipedia_grams(spark, qc.wikipedia, qc)
             ql.add(src, wiki[src])
         elif src == "titles":
+            from pipeline.wikipedia import pageview_titles
+
             spark = spark or spark_factory()
             ql.add("titles", pageview_titles(spark, qc.pageviews, qc))
     info["per_source"] = ql.per_source
@@ -603,7 +316,7 @@ def register(sub, common) -> None:
          help="comma list, in order, of wordnet,unigrams,bigrams,titles,wordfreq (config queries.sources)")
     flag(b, "--budget", key="queries.budget", metavar="N", type=int)
     flag(b, "--wordnet-dir", key="queries.wordnet_dir", metavar="PATH")
-    flag(b, "--wikipedia", key="queries.wikipedia", metavar="PATH", help="pages-articles XML dump (.xml/.bz2), or Parquet/JSONL of (title, text)")
+    flag(b, "--wikipedia", key="queries.wikipedia", metavar="PATH", help="pages-articles dump: the file, part files or multistream (.bz2/.gz/.xml), a folder or glob of parts, a file listing paths; or Parquet/JSONL with a text column")
     flag(b, "--pageviews", key="queries.pageviews", nargs="+", metavar="PATH", help="hourly pageview files (domain title views bytes)")
     flag(b, "--min-unigram-count", key="queries.min_unigram_count", metavar="N", type=int)
     flag(b, "--min-bigram-pmi", key="queries.min_bigram_pmi", metavar="X", type=float)

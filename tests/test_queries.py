@@ -11,7 +11,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import inputs, queries
+from pipeline import inputs, queries, wikipedia
 from pipeline.config import load_config
 from pipeline.errors import UserError
 
@@ -92,7 +92,7 @@ def test_valid_entry_drops_empty_and_single_punctuation():
 
 
 def test_wikitext_to_text_strips_markup():
-    text = queries.wikitext_to_text(PAGES[0][2] + "\n" + PAGES[1][2] + "\n" + PAGES[2][2] + " [http://x.org Site] a&amp;b")
+    text = wikipedia.wikitext_to_text(PAGES[0][2] + "\n" + PAGES[1][2] + "\n" + PAGES[2][2] + " [http://x.org Site] a&amp;b")
     for gone in ("Hiddenword", "Nestword", "Refword", "Fileword", "caption", "Commentword", "Category", "crossing",
                  "{{", "[[", "'''", "=="):
         assert gone not in text
@@ -101,11 +101,11 @@ def test_wikitext_to_text_strips_markup():
 
 
 def test_tokenize_marks_separators():
-    assert queries.tokenize('The cat, ("New York") - dog.') == ["The", "cat", None, "New", "York", None, "dog", None]
+    assert wikipedia.tokenize('The cat, ("New York") - dog.') == ["The", "cat", None, "New", "York", None, "dog", None]
 
 
 def test_gram_counts_skip_redirects():
-    c = queries.gram_counts(["#REDIRECT [[Cat]]", "a b a", None], wikitext=True)
+    c = wikipedia.gram_counts(["#REDIRECT [[Cat]]", "a b a", None], wikitext=True)
     assert c == {"a": 2, "b": 1, "a b": 1, "b a": 1}
 
 
@@ -272,7 +272,7 @@ def dump_layout(tmp_path, layout: str) -> str:
 def test_wikipedia_dump_layouts_give_the_same_grams(spark, tmp_path, layout):
     path = dump_layout(tmp_path, layout)
     cfg = wiki_cfg(tmp_path).queries
-    unigrams, bigrams, info = queries.wikipedia_grams(spark, path, cfg)
+    unigrams, bigrams, info = wikipedia.wikipedia_grams(spark, path, cfg)
     assert [w for w, _ in unigrams] == UNIGRAMS and [w for w, _ in bigrams] == BIGRAMS
     assert info["tokens"] == N_TOKENS and info["format"] == "xml"
     assert info["files"] == (1 if layout in ("single", "uncompressed", "multistream") else 2)
@@ -282,11 +282,11 @@ def test_wikipedia_dump_layouts_give_the_same_grams(spark, tmp_path, layout):
 def test_dump_detected_by_content_not_name(tmp_path):
     gz = tmp_path / "dump.data"
     gz.write_bytes(gzip.compress((HEADER + page_xml(0) + FOOTER).encode()))
-    assert queries.classify_wikipedia_file(str(gz)) == "xml"
-    assert list(queries.dump_pages(str(gz))) == [(0, PAGES[0][2])]
+    assert wikipedia.classify_wikipedia_file(str(gz)) == "xml"
+    assert list(wikipedia.dump_pages(str(gz))) == [(0, PAGES[0][2])]
     idx = tmp_path / "enwiki-latest-pages-articles-multistream-index.txt"  # an unpacked index: not a paths file
     idx.write_text("597:10:AccessibleComputing\n597:12:Anarchism\n")
-    assert queries.classify_wikipedia_file(str(idx)) == "index"
+    assert wikipedia.classify_wikipedia_file(str(idx)) == "index"
 
 
 @pytest.mark.parametrize("content,match", [
@@ -299,7 +299,7 @@ def test_not_a_dump_is_one_line_naming_the_file(tmp_path, content, match):
     bad = tmp_path / "enwiki-latest-pages-articles1.xml-p1p41242.bz2"
     bad.write_bytes(content)
     with pytest.raises(UserError, match=match) as e:
-        queries.wikipedia_files(str(bad))
+        wikipedia.wikipedia_files(str(bad))
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
 
 
@@ -312,7 +312,7 @@ def test_cut_dump_part_stops_naming_it(spark, tmp_path):
     cut = d / "enwiki-latest-pages-articles2.xml-p4p7.bz2"
     cut.write_bytes(whole[: len(whole) - 100])
     with pytest.raises(inputs.InputFileError, match="damaged dump file") as e:
-        queries.wikipedia_grams(spark, str(d), wiki_cfg(tmp_path).queries)
+        wikipedia.wikipedia_grams(spark, str(d), wiki_cfg(tmp_path).queries)
     assert e.value.path == str(cut) and e.value.reason == "truncated"
 
 
