@@ -15,7 +15,7 @@ from typing import Any
 from pipeline import storage
 from pipeline.errors import UserError
 
-# Reasons, as they appear in stats ("damaged_input:<reason>") and errors.
+# What is wrong with a file (InputFileError.reason).
 EMPTY, NOT_FORMAT, TRUNCATED, WRONG_SCHEMA, UNREADABLE = "empty", "not_format", "truncated", "wrong_schema", "unreadable"
 
 _MAGIC = (  # (prefix, kind) checked in order; tar is checked separately (its magic sits at byte 257)
@@ -103,7 +103,7 @@ def parquet_problem(path: str, required: Iterable[str] = (), schema: Any = None)
         return UNREADABLE, f"unreadable Parquet footer: {str(e).splitlines()[0]}"
     missing = [c for c in required if c not in got.names]
     if missing:
-        return WRONG_SCHEMA, f"wrong schema: no column {', '.join(missing)} (columns: {', '.join(got.names) or 'none'})"
+        return WRONG_SCHEMA, f"wrong schema: no {' or '.join(missing)} column (columns: {', '.join(got.names) or 'none'})"
     for field in schema or ():
         if field.name in got.names and not _castable(got.field(field.name).type, field.type):
             return WRONG_SCHEMA, f"wrong schema: column {field.name!r} is {got.field(field.name).type}, not {field.type}"
@@ -189,7 +189,7 @@ def parquet_files(path: str) -> list[str]:
     out = []
     for f in sorted(fs.find(p)):
         rel = f[len(root) + 1:]
-        if f.endswith(".parquet") and not any(p.startswith(("_", ".")) for p in rel.split("/")) and ".tmp-" not in rel:
+        if f.endswith(".parquet") and not any(d.startswith(("_", ".")) for d in rel.split("/")) and ".tmp-" not in rel:
             out.append(proto + f if proto and not f.startswith(proto) else f)
     return out
 
