@@ -61,22 +61,44 @@ def _starts(head: bytes) -> str:
     return f"starts with {head[:8]!r}" + ("" if kind == "unknown" else f": a {kind} file")
 
 
-def decompressed_head(path: str, n: int = 1 << 16) -> tuple[str, bytes]:
-    """(compression, first ≤ n bytes after decompression): gzip and bz2 (also multistream) by magic bytes."""
+def decompressing(raw) -> tuple[str, Any]:
+    """(compression, readable stream) of a seekable binary file: gzip (multi-member) and bz2 (also
+    multistream) picked by magic bytes, else the file itself ("none")."""
     import bz2
     import gzip
 
+    kind = kind_of(raw.read(8))
+    raw.seek(0)
+    if kind == "gzip":
+        return kind, gzip.GzipFile(fileobj=raw)
+    if kind == "bz2":
+        return kind, bz2.BZ2File(raw)
+    return "none", raw
+
+
+def decompressed_head(path: str, n: int = 1 << 16) -> tuple[str, bytes]:
+    """(compression, first ≤ n bytes after decompression)."""
     fs, p = storage.fs_for(path)
     with fs.open(p, "rb") as raw:
-        kind = kind_of(raw.read(8))
-        raw.seek(0)
-        if kind not in ("gzip", "bz2"):
-            return "none", raw.read(n)
-        stream = gzip.GzipFile(fileobj=raw) if kind == "gzip" else bz2.BZ2File(raw)
+        kind, stream = decompressing(raw)
         try:
             return kind, stream.read(n)
         except (OSError, EOFError, ValueError):
             return kind, b""  # cut inside the first block: nothing readable
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged compressed or XML file raises (see ``damage_reason``)."""
+    import xml.etree.ElementTree as ET
+    import zlib
+
+    return ET.ParseError, EOFError, OSError, ValueError, zlib.error
+
+
+def damage_reason(e: BaseException) -> str:
+    """TRUNCATED for a stream or document that ends early, else UNREADABLE."""
+    cut = isinstance(e, EOFError) or "no element found" in str(e) or "unclosed token" in str(e)
+    return TRUNCATED if cut else UNREADABLE
 
 
 def parquet_problem(path: str, required: Iterable[str] = (), schema: Any = None) -> tuple[str, str] | None:
@@ -152,10 +174,16 @@ def require_shards(shards: Iterable[tuple[int, str]], what: str, metadata: Itera
                 raise InputFileError(meta, *problem, what)
 
 
-def text_problem(path: str) -> tuple[str, str] | None:
-    """(reason, detail) when ``path`` is not a non-empty UTF-8 text file (gzip/bz2 count as binary here)."""
-    size, head, _ = read_ends(path, 1 << 16)
-    if size == 0 or not head.strip():
+def text_problem(path: str, decompress: bool = False) -> tuple[str, str] | None:
+    """(reason, detail) when ``path`` is not a non-empty UTF-8 text file; gzip/bz2 text passes with
+    ``decompress`` (a cut past its first block is found only when read: ``damage_reason``)."""
+    if decompress:
+        comp, head = decompressed_head(path)
+        if comp != "none" and not head:
+            return TRUNCATED, f"{comp}-compressed, but nothing could be decompressed: cut short or damaged"
+    else:
+        head = read_ends(path, 1 << 16)[1]
+    if not head.strip():
         return EMPTY, "the file is empty"
     if kind_of(head) != "unknown" or b"\0" in head:
         return NOT_FORMAT, f"not a text file ({_starts(head)})"

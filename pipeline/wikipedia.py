@@ -179,16 +179,11 @@ def wikipedia_files(path: str, _depth: int = 0) -> tuple[str, list[str], list[st
 
 def dump_pages(path: str) -> Iterator[tuple[int, str | None]]:
     """(namespace, wikitext) of each page of a dump file (plain, gzip, bz2 incl. multistream), streamed."""
-    import bz2
-    import gzip
     import xml.etree.ElementTree as ET
 
     fs, p = storage.fs_for(path)
     with fs.open(p, "rb") as raw:
-        kind = inputs.kind_of(raw.read(8))
-        raw.seek(0)
-        f = bz2.BZ2File(raw) if kind == "bz2" else gzip.GzipFile(fileobj=raw) if kind == "gzip" else raw
-        for _, el in ET.iterparse(f, events=("end",)):
+        for _, el in ET.iterparse(inputs.decompressing(raw)[1], events=("end",)):
             if el.tag.rpartition("}")[2] != "page":
                 continue
             ns = text = None
@@ -202,26 +197,27 @@ def dump_pages(path: str) -> Iterator[tuple[int, str | None]]:
             el.clear()
 
 
-def _dump_count_task(damaged):
-    """Gram counts of whole dump files (one per task); a file that cannot be read to its end is
-    reported through the ``damaged`` accumulator, so the driver stops naming it."""
-    def task(files):
-        import xml.etree.ElementTree as ET
-        import zlib
+def dump_file_counts(path: str) -> Counter:
+    """Unigram and bigram counts of a dump file's main-namespace pages."""
+    c: Counter = Counter()
+    for ns, text in dump_pages(path):
+        if ns == 0:
+            c.update(gram_counts([text], True))
+    return c
 
-        for path in files:
-            c: Counter = Counter()
-            try:
-                for ns, text in dump_pages(path):
-                    if ns == 0:
-                        c.update(gram_counts([text], True))
-            except (ET.ParseError, EOFError, OSError, ValueError, zlib.error) as e:
-                cut = isinstance(e, EOFError) or "no element found" in str(e) or "unclosed token" in str(e)
-                damaged.add([(path, inputs.TRUNCATED if cut else inputs.UNREADABLE, str(e) or type(e).__name__)])
+
+def pageview_file_counts(path: str) -> Counter:
+    """Views per English Wikipedia title (``_`` → space; no ``:``) of an hourly pageview file
+    (``domain title views bytes``, plain or compressed); other lines are skipped."""
+    c: Counter = Counter()
+    fs, p = storage.fs_for(path)
+    with fs.open(p, "rb") as raw:
+        for line in inputs.decompressing(raw)[1]:
+            parts = line.rstrip(b"\r\n").split(b" ")
+            if len(parts) != 4 or parts[0] != b"en" or b":" in parts[1] or not parts[2].isdigit():
                 continue
-            yield from c.items()
-
-    return task
+            c[parts[1].decode("utf-8", "replace").replace("_", " ")] += int(parts[2])
+    return c
 
 
 class _ListParam:
@@ -236,9 +232,36 @@ class _ListParam:
         return a + b
 
 
+def per_file_counts(spark, files: list[str], count_file, schema: str):
+    """(DataFrame of ``count_file(path)``'s (key, n) items, one task a file; accumulator of damaged files).
+
+    A file that fails while read is reported (path, reason, detail), not raised, so the driver can
+    stop with a line naming it instead of a failed Spark job."""
+    from pyspark.accumulators import AccumulatorParam
+
+    sc = spark.sparkContext
+    damaged = sc.accumulator([], type("ListParam", (_ListParam, AccumulatorParam), {})())
+
+    def task(paths):
+        for path in paths:
+            try:
+                counts = count_file(path)
+            except inputs.read_errors() as e:
+                damaged.add([(path, inputs.damage_reason(e), str(e) or type(e).__name__)])
+                continue
+            yield from counts.items()
+
+    return spark.createDataFrame(sc.parallelize(files, len(files)).mapPartitions(task), schema), damaged
+
+
+def stop_if_damaged(damaged, what: str) -> None:
+    """After an action: stop naming the first file a task could not read (a partial input skews every count)."""
+    for f, reason, detail in damaged.value[:1]:
+        raise inputs.InputFileError(f, reason, f"damaged file ({detail}); download it again", what)
+
+
 def wikipedia_gram_rows(spark, path: str):
     """(DataFrame[gram, n] of per-task counts, damaged-files accumulator or None, info) for ``queries.wikipedia``."""
-    from pyspark.accumulators import AccumulatorParam
     from pyspark.sql import functions as F
 
     kind, files, index = wikipedia_files(path)
@@ -246,10 +269,7 @@ def wikipedia_gram_rows(spark, path: str):
     if index:
         log.info(f"queries: {len(index)} multistream index file(s) skipped (the dump itself is read)")
     if kind == "xml":
-        sc = spark.sparkContext
-        damaged = sc.accumulator([], type("ListParam", (_ListParam, AccumulatorParam), {})())
-        rdd = sc.parallelize(files, len(files)).mapPartitions(_dump_count_task(damaged))
-        return spark.createDataFrame(rdd, "gram string, n long"), damaged, info
+        return (*per_file_counts(spark, files, dump_file_counts, "gram string, n long"), info)
     for f, reason, detail in inputs.check_parquet_inputs(files, ["text"]) if kind == "parquet" else ():
         raise inputs.InputFileError(f, reason, detail, "queries.wikipedia")
     sp = [storage.to_spark_path(f) for f in files]
@@ -269,8 +289,8 @@ def wikipedia_grams(spark, path: str, cfg) -> tuple[list[tuple[str, int]], list[
     try:
         uni = grams.where(~F.col("gram").contains(" "))
         total = uni.agg(F.sum("c")).first()[0] or 0
-        for f, reason, detail in (damaged.value if damaged else [])[:1]:  # a partial dump would skew every count
-            raise inputs.InputFileError(f, reason, f"damaged dump file ({detail}); download it again", "queries.wikipedia")
+        if damaged:
+            stop_if_damaged(damaged, "queries.wikipedia")
         unigrams = [(r.gram, r.c) for r in uni.where(F.col("c") >= cfg.min_unigram_count)
                     .orderBy(F.desc("c"), F.asc("gram")).limit(cfg.budget).collect()]
         bi = (grams.where(F.col("gram").contains(" ")).where(F.col("c") >= cfg.min_bigram_count)
@@ -293,13 +313,11 @@ def pageview_titles(spark, paths: list[str], cfg) -> list[tuple[str, int]]:
 
     for p in paths:
         storage.require_exists(p, "queries.pageviews file")
-    lines = spark.read.text([storage.to_spark_path(p) for p in paths])
-    parts = F.split("value", " ")
-    rows = (lines.where(F.size(parts) == 4).where(parts.getItem(0) == "en")
-            .select(parts.getItem(1).alias("title"), F.expr("try_cast(split(value, ' ')[2] AS BIGINT)").alias("views"))
-            .where(F.col("views").isNotNull() & ~F.col("title").contains(":"))
-            .select(F.translate("title", "_", " ").alias("title"), "views")
-            .groupBy("title").agg(F.sum("views").alias("views"))
+        if problem := inputs.text_problem(p, decompress=True):
+            raise inputs.InputFileError(p, *problem, "queries.pageviews file")
+    counts, damaged = per_file_counts(spark, list(paths), pageview_file_counts, "title string, views long")
+    rows = (counts.groupBy("title").agg(F.sum("views").alias("views"))
             .where(F.col("views") >= cfg.min_title_views)
-            .orderBy(F.desc("views"), F.asc("title")).limit(cfg.budget))
-    return [(r.title, r.views) for r in rows.collect()]
+            .orderBy(F.desc("views"), F.asc("title")).limit(cfg.budget)).collect()
+    stop_if_damaged(damaged, "queries.pageviews file")
+    return [(r.title, r.views) for r in rows]

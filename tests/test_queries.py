@@ -311,7 +311,7 @@ def test_cut_dump_part_stops_naming_it(spark, tmp_path):
     whole = bz2.compress((HEADER + "".join(page_xml(i % len(PAGES)) for i in range(10000)) + FOOTER).encode())
     cut = d / "enwiki-latest-pages-articles2.xml-p4p7.bz2"
     cut.write_bytes(whole[: len(whole) - 100])
-    with pytest.raises(inputs.InputFileError, match="damaged dump file") as e:
+    with pytest.raises(inputs.InputFileError, match="damaged file") as e:
         wikipedia.wikipedia_grams(spark, str(d), wiki_cfg(tmp_path).queries)
     assert e.value.path == str(cut) and e.value.reason == "truncated"
 
@@ -326,3 +326,17 @@ def test_cli_builds_from_a_part_file(tmp_path, capsys):
                "--wikipedia", str(d / "enwiki-latest-pages-articles1.xml-p1p41242.bz2"), "--master", "local[1]"])
     assert rc == 0, capsys.readouterr().err
     assert queries.load_query_list(str(tmp_path / "o" / "queries")) == UNIGRAMS
+
+
+@pytest.mark.parametrize("kind", ["not_format", "empty", "cut"])
+def test_damaged_pageview_file_stops_naming_it(spark, tmp_path, kind):
+    pv = write_pageviews(tmp_path)
+    lines = "".join(f"en Title_{i} {i % 50} 0\n" for i in range(200_000)).encode()
+    whole = gzip.compress(lines)
+    bad = tmp_path / "pageviews-20240101-020000.gz"
+    bad.write_bytes({"not_format": b"PAR1 a parquet file", "empty": b"", "cut": whole[: len(whole) // 2]}[kind])
+    cfg = wiki_cfg(tmp_path).queries
+    with pytest.raises(inputs.InputFileError) as e:
+        wikipedia.pageview_titles(spark, [*pv, str(bad)], cfg)
+    assert e.value.path == str(bad) and "\n" not in str(e.value)
+    assert e.value.reason == {"not_format": "not_format", "empty": "empty", "cut": "truncated"}[kind]
