@@ -160,18 +160,24 @@ def tar_problem(path: str) -> tuple[str, str] | None:
     return None
 
 
-def require_shards(shards: Iterable[tuple[int, str]], what: str, metadata: Iterable[str] | None = ("uid", "key")) -> None:
-    """Stop (InputFileError) at the first damaged shard: its tar, or its NNNNN.parquet beside it
-    lacking the ``metadata`` columns (None: no Parquet needed, as in select's final shards)."""
+def shard_problems(shards: Iterable[tuple[int, str]], metadata: Iterable[str] | None = ("uid", "key")) -> list[dict]:
+    """``{"path", "reason", "detail"}`` of each damaged shard file: a tar (``tar_problem``), or with
+    ``metadata`` the NNNNN.parquet beside it missing or lacking those columns (None: tars only)."""
+    out = []
     for _, tar in shards:
         problem = tar_problem(tar)
+        if problem is None and metadata is not None:
+            tar = tar[: -len(".tar")] + ".parquet"
+            problem = parquet_problem(tar, metadata) if storage.exists(tar) else (EMPTY, "missing")
         if problem:
-            raise InputFileError(tar, *problem, what)
-        if metadata is not None:
-            meta = tar[: -len(".tar")] + ".parquet"
-            problem = parquet_problem(meta, metadata) if storage.exists(meta) else (EMPTY, "missing")
-            if problem:
-                raise InputFileError(meta, *problem, what)
+            out.append({"path": tar, "reason": problem[0], "detail": problem[1]})
+    return out
+
+
+def require_shards(shards: Iterable[tuple[int, str]], what: str, metadata: Iterable[str] | None = ("uid", "key")) -> None:
+    """Stop (InputFileError) at the first damaged shard (``shard_problems``)."""
+    for d in shard_problems(shards, metadata)[:1]:
+        raise InputFileError(d["path"], d["reason"], d["detail"], what)
 
 
 def text_problem(path: str, decompress: bool = False) -> tuple[str, str] | None:

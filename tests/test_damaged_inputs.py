@@ -137,16 +137,29 @@ def damage_shard(folder, kind: str):
     return tar
 
 
-@pytest.mark.parametrize("stage,kind", [("score", k) for k in KINDS[:3]] + [("select", k) for k in KINDS])
-def test_shard_stages_stop_naming_the_damaged_shard(spark, tmp_path, capsys, stage, kind):
+@pytest.mark.parametrize("kind", KINDS)
+def test_select_stops_naming_the_damaged_shard(spark, tmp_path, capsys, kind):
     shards = shards_folder(tmp_path / "shards")
     bad = damage_shard(shards, kind)
     scores = tmp_path / "scores"
     scores.mkdir()
-    argv = {"score": ["score", "--input", str(shards)],
-            "select": ["select", "--input", str(shards), "--scores", str(scores)]}[stage]
-    rc, err = run_cli([*argv, "-o", str(tmp_path / "o")], capsys)
+    rc, err = run_cli(["select", "--input", str(shards), "--scores", str(scores), "-o", str(tmp_path / "o")], capsys)
     assert_stops_naming(rc, err, bad)
+
+
+@pytest.mark.parametrize("kind", ["not_format", "empty", "cut"])
+def test_score_scores_what_is_readable_and_names_the_damaged_shard(tmp_path, capsys, kind):
+    """Score keeps the samples before a cut (as a killed write leaves them); the shard is named in the
+    stats, and select counts its unscored samples as score_error."""
+    shards = shards_folder(tmp_path / "shards")
+    bad = damage_shard(shards, kind)
+    rc, err = run_cli(["score", "--input", str(shards), "-o", str(tmp_path / "o")], capsys)
+    assert rc == 0, err
+    st = json.loads((tmp_path / "o" / "scores" / "_stats.json").read_text())
+    assert [(d["path"], d["reason"]) for d in st["extra"]["damaged_shards"]] == [
+        (str(bad), {"not_format": "not_format", "empty": "empty", "cut": "truncated"}[kind])]
+    assert 4 <= st["output_rows"] < 8  # shard 0 whole, shard 1 only up to the damage
+    assert str(bad) in err
 
 
 def test_score_drops_samples_of_a_tar_with_the_wrong_schema(tmp_path, capsys):
