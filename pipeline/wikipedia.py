@@ -8,6 +8,7 @@ folders, globs, paths files) and each is parsed as a stream by one Spark task.
 from __future__ import annotations
 
 import html
+import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -145,7 +146,7 @@ def _resolve_listed(list_file: str, entry: str) -> str:
 
 
 def wikipedia_files(path: str, _depth: int = 0) -> tuple[str, list[str], list[str]]:
-    """(kind, files, skipped index files) of ``queries.wikipedia``: a file, a folder or glob of parts,
+    """(kind, files, multistream index files) of ``queries.wikipedia``: a file, a folder or glob of parts,
     or a paths file; every file must hold the same kind of data."""
     from pipeline.extract.inputs import resolve_inputs
 
@@ -177,30 +178,90 @@ def wikipedia_files(path: str, _depth: int = 0) -> tuple[str, list[str], list[st
     return kind, list(dict.fromkeys(files)), index
 
 
-def dump_pages(path: str) -> Iterator[tuple[int, str | None]]:
-    """(namespace, wikitext) of each page of a dump file (plain, gzip, bz2 incl. multistream), streamed."""
-    import xml.etree.ElementTree as ET
+# A multistream file is split at its index's stream offsets into tasks of about this many compressed bytes.
+MULTISTREAM_TASK_BYTES = 16 << 20
+
+
+def index_for(dump: str) -> str:
+    """The index file Wikimedia publishes beside a multistream dump file (part or whole)."""
+    folder, _, name = dump.rpartition("/")
+    name = name.replace("-multistream", "-multistream-index", 1).replace(".xml", ".txt", 1)
+    return f"{folder}/{name}" if folder else name
+
+
+def read_units(files: list[str], index: list[str]) -> list[str | tuple[str, int, int]]:
+    """What the tasks read: each dump file whole, or for a multistream file whose index was given,
+    byte ranges of whole bz2 streams (about MULTISTREAM_TASK_BYTES each), so one big file reads in parallel."""
+    indexes = set(index)
+    units: list[str | tuple[str, int, int]] = []
+    for f in files:
+        idx = index_for(f)
+        if idx not in indexes:
+            units.append(f)
+            continue
+        fs, p = storage.fs_for(idx)
+        with fs.open(p, "rb") as raw:
+            offsets = sorted({int(line.split(b":", 1)[0]) for line in inputs.decompressing(raw)[1] if line.strip()})
+        size = storage.fs_for(f)[0].size(storage.fs_for(f)[1])
+        start = offsets[0] if offsets else 0  # the stream before the first page's holds only <siteinfo>
+        for off in offsets[1:]:
+            if off - start >= MULTISTREAM_TASK_BYTES:
+                units.append((f, start, off))
+                start = off
+        units.append((f, start, size))
+    return units
+
+
+def _stream_range(path: str, start: int, end: int) -> io.BytesIO:
+    """The pages of bytes [start, end) of a multistream file (whole bz2 streams) as one XML document."""
+    import bz2
 
     fs, p = storage.fs_for(path)
     with fs.open(p, "rb") as raw:
-        for _, el in ET.iterparse(inputs.decompressing(raw)[1], events=("end",)):
-            if el.tag.rpartition("}")[2] != "page":
-                continue
-            ns = text = None
-            for child in el:
-                tag = child.tag.rpartition("}")[2]
-                if tag == "ns":
-                    ns = child.text
-                elif tag == "revision":
-                    text = next((c.text for c in child if c.tag.rpartition("}")[2] == "text"), None)
-            yield int(ns or 0), text
-            el.clear()
+        raw.seek(start)
+        data = raw.read(end - start)
+    out = []
+    while data:
+        d = bz2.BZ2Decompressor()
+        out.append(d.decompress(data))
+        if not d.eof:
+            raise EOFError(f"bz2 stream cut off in bytes {start}-{end}")
+        data = d.unused_data
+    return io.BytesIO(b"<pages>" + b"".join(out).replace(b"</mediawiki>", b"") + b"</pages>")
 
 
-def dump_file_counts(path: str) -> Counter:
-    """Unigram and bigram counts of a dump file's main-namespace pages."""
+def dump_pages(unit: str | tuple[str, int, int]) -> Iterator[tuple[int, str | None]]:
+    """(namespace, wikitext) of each page of a dump file (plain, gzip, bz2 incl. multistream) or of a
+    multistream byte range (``read_units``), streamed."""
+    import xml.etree.ElementTree as ET
+
+    if isinstance(unit, tuple):
+        yield from _pages(ET.iterparse(_stream_range(*unit), events=("end",)))
+        return
+    fs, p = storage.fs_for(unit)
+    with fs.open(p, "rb") as raw:
+        yield from _pages(ET.iterparse(inputs.decompressing(raw)[1], events=("end",)))
+
+
+def _pages(events) -> Iterator[tuple[int, str | None]]:
+    for _, el in events:
+        if el.tag.rpartition("}")[2] != "page":
+            continue
+        ns = text = None
+        for child in el:
+            tag = child.tag.rpartition("}")[2]
+            if tag == "ns":
+                ns = child.text
+            elif tag == "revision":
+                text = next((c.text for c in child if c.tag.rpartition("}")[2] == "text"), None)
+        yield int(ns or 0), text
+        el.clear()
+
+
+def dump_file_counts(unit: str | tuple[str, int, int]) -> Counter:
+    """Unigram and bigram counts of the main-namespace pages of a dump file or multistream range."""
     c: Counter = Counter()
-    for ns, text in dump_pages(path):
+    for ns, text in dump_pages(unit):
         if ns == 0:
             c.update(gram_counts([text], True))
     return c
@@ -232,8 +293,9 @@ class _ListParam:
         return a + b
 
 
-def per_file_counts(spark, files: list[str], count_file, schema: str):
-    """(DataFrame of ``count_file(path)``'s (key, n) items, one task a file; accumulator of damaged files).
+def per_file_counts(spark, files: list, count_file, schema: str):
+    """(DataFrame of ``count_file(unit)``'s (key, n) items, one task a file or ``read_units`` range;
+    accumulator of damaged files).
 
     A file that fails while read is reported (path, reason, detail), not raised, so the driver can
     stop with a line naming it instead of a failed Spark job."""
@@ -247,7 +309,8 @@ def per_file_counts(spark, files: list[str], count_file, schema: str):
             try:
                 counts = count_file(path)
             except inputs.read_errors() as e:
-                damaged.add([(path, inputs.damage_reason(e), str(e) or type(e).__name__)])
+                where = path if isinstance(path, str) else path[0]
+                damaged.add([(where, inputs.damage_reason(e), str(e) or type(e).__name__)])
                 continue
             yield from counts.items()
 
@@ -265,11 +328,12 @@ def wikipedia_gram_rows(spark, path: str):
     from pyspark.sql import functions as F
 
     kind, files, index = wikipedia_files(path)
-    info = {"format": kind, "files": len(files), "skipped_index_files": len(index)}
-    if index:
-        log.info(f"queries: {len(index)} multistream index file(s) skipped (the dump itself is read)")
+    info = {"format": kind, "files": len(files), "index_files": len(index)}
     if kind == "xml":
-        return (*per_file_counts(spark, files, dump_file_counts, "gram string, n long"), info)
+        units = read_units(files, index)
+        log.info(f"queries: {len(files)} dump file(s) in {len(units)} task(s)"
+                 + (f" ({len(index)} multistream index file(s) used to split them)" if index else ""))
+        return (*per_file_counts(spark, units, dump_file_counts, "gram string, n long"), {**info, "tasks": len(units)})
     for f, reason, detail in inputs.check_parquet_inputs(files, ["text"]) if kind == "parquet" else ():
         raise inputs.InputFileError(f, reason, detail, "queries.wikipedia")
     sp = [storage.to_spark_path(f) for f in files]

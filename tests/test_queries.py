@@ -269,14 +269,17 @@ def dump_layout(tmp_path, layout: str) -> str:
 
 @pytest.mark.parametrize("layout", ["single", "uncompressed", "multistream", "multistream_parts_glob", "parts_folder",
                                     "parts_glob", "paths_file"])
-def test_wikipedia_dump_layouts_give_the_same_grams(spark, tmp_path, layout):
+def test_wikipedia_dump_layouts_give_the_same_grams(spark, tmp_path, layout, monkeypatch):
+    monkeypatch.setattr(wikipedia, "MULTISTREAM_TASK_BYTES", 1)  # every bz2 stream of pages its own task
     path = dump_layout(tmp_path, layout)
     cfg = wiki_cfg(tmp_path).queries
     unigrams, bigrams, info = wikipedia.wikipedia_grams(spark, path, cfg)
     assert [w for w, _ in unigrams] == UNIGRAMS and [w for w, _ in bigrams] == BIGRAMS
     assert info["tokens"] == N_TOKENS and info["format"] == "xml"
     assert info["files"] == (1 if layout in ("single", "uncompressed", "multistream") else 2)
-    assert info["skipped_index_files"] == {"multistream": 1, "multistream_parts_glob": 2}.get(layout, 0)
+    assert info["index_files"] == {"multistream": 1, "multistream_parts_glob": 2}.get(layout, 0)
+    # The index splits multistream files at its stream offsets: 4 streams of pages (2 pages each, per part).
+    assert info["tasks"] == (4 if "multistream" in layout else info["files"])
 
 
 def test_dump_detected_by_content_not_name(tmp_path):
