@@ -9,6 +9,7 @@ file's first and last bytes (and a Parquet footer), so they cost nothing next to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -270,8 +271,14 @@ def damaged_data_errors() -> tuple[type[BaseException], ...]:
             json.JSONDecodeError, UnicodeDecodeError)
 
 
+_SPARK_READ = re.compile(r"\[FAILED_READ_FILE[.\w]*\] (Encountered error while reading file \S+?)\.?\s")
+
+
 def describe_damage(e: BaseException) -> str | None:
-    """One line for an error of damaged data (``damaged_data_errors``), else None (a bug: keep its traceback)."""
+    """One line for an error of damaged data (``damaged_data_errors``, or a Spark job that failed reading
+    a file: Spark names it), else None (a bug: keep its traceback)."""
+    if type(e).__module__.startswith(("py4j", "pyspark")) and (m := _SPARK_READ.search(str(e))):
+        return f"damaged input: {m.group(1)} (FAILED_READ_FILE)"
     if not isinstance(e, damaged_data_errors()):
         return None
     first = (str(e).splitlines() or [""])[0]

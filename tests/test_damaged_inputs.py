@@ -200,6 +200,23 @@ def test_train_stops_naming_the_damaged_shard(tmp_path, capsys, kind):
     assert_stops_naming(rc, err, bad)
 
 
+def test_damage_inside_a_file_found_by_spark_is_one_line(spark, tmp_path, capsys):
+    """Header, footer and schema intact, data pages scrambled: no cheap check sees it; the Spark job
+    fails reading it, and the CLI prints Spark's own naming of the file as one line."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    t = pa.table({"url": [f"http://x/{i}.jpg" for i in range(5000)], "text": [f"a cat number {i}" for i in range(5000)]})
+    data = bytearray(parquet_bytes(t))
+    for i in range(100, 20000, 7):
+        data[i] ^= 0x5A
+    bad = folder / "part-00000.parquet"
+    bad.write_bytes(bytes(data))
+    assert inputs.parquet_problem(str(bad), ["url", "text"]) is None
+    rc, err = run_cli(["filter", str(folder), "-o", str(tmp_path / "o")], capsys)
+    assert_stops_naming(rc, err, bad)
+    assert "FAILED_READ_FILE" in err
+
+
 # --------------------------------------------------------------------------- stages that skip
 @pytest.fixture(scope="module")
 def extract_run(spark, tmp_path_factory):
