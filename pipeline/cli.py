@@ -192,6 +192,13 @@ def main(argv: list[str] | None = None, prog: str = "wit", epilog: str | None = 
     except KeyboardInterrupt:
         print("wit: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # damaged data that no stage check caught: one line, not a traceback
+        from pipeline.inputs import describe_damage
+
+        if (line := describe_damage(e)) is None:
+            raise
+        print(f"wit: error: {line}", file=sys.stderr)
+        return 2
 
 
 def job_main(command: str | None = None, argv: list[str] | None = None) -> int:

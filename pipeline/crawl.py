@@ -69,7 +69,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline import log
+from pipeline import inputs, log
 from pipeline.errors import UserError
 from pipeline.fetch import Fetcher, FetchError, FetchResult, RobotsCache
 from pipeline.stage import StageContext, stage
@@ -168,6 +168,7 @@ def read_seeds(sources: Iterable[str], url_col: str) -> list[str]:
         path = src.removeprefix("file://")
         if not os.path.isfile(path):
             raise UserError(f"crawl seed {src!r} is neither a URL nor a file")
+        inputs.require_seed_file(path, url_col)  # a damaged seeds file stops, naming it
         if path.endswith(".parquet"):
             table = pq.read_table(path)
             if url_col not in table.column_names:

@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import log, near_dup, storage
+from pipeline import inputs, log, near_dup, progress, storage
 from pipeline.errors import UserError
 from pipeline.fetch import TRANSIENT, Fetcher
 from pipeline.ids import make_uid
@@ -509,6 +509,7 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
     """
     dl, out = ctx.cfg.download, ctx.output
     retry = _retrying(ctx.cfg, retry_failed)
+    inputs.require_parquet(input_files(ctx.input), "download input", ("url", "text"), _carried_schema())  # stop naming a damaged file
     files, specs = plan_shards(ctx.input, dl.shard_size)
     check_input_schema(files[0][0])
     _check_plan(out, files, dl)
@@ -523,7 +524,8 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
         if dl.job_host_connections and dl.concurrent_tasks is None:  # each task's share of the job-wide host cap
             dl = dl.model_copy(update={"concurrent_tasks": min(len(specs), sc.defaultParallelism)})
         tasks = [(dl.model_dump(mode="json"), out, s, len(specs), retry) for s in specs]
-        results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
+        with progress.watch_folder("download", n_rows, out, pattern="[0-9]*_stats.json"):  # shards' own stats files
+            results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
     wall = time.perf_counter() - t0
     storage.remove(f"{out}/{TMP_DIR}")
     _aggregate(ctx.stats, results, wall, n_rows, dl)

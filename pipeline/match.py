@@ -16,7 +16,8 @@ from operator import itemgetter
 from typing import Any
 
 from pipeline import log, storage
-from pipeline.queries import load_query_list, queries_path, spacing
+from pipeline.queries import load_query_list, queries_path
+from pipeline.query_text import spacing
 from pipeline.spark import nullable, read_dataset, read_parquet
 from pipeline.stage import Flag, StageContext, stage
 

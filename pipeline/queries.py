@@ -15,7 +15,7 @@ each adding only entries not already in the list, up to ``queries.budget`` entri
   >= ``wordfreq_min_zipf``, most frequent first, each also capitalised ("red", "Red"); tokens with
   digits or never-matching characters skipped.
 
-Tokenisation of Wikipedia text (after wikitext markup is stripped): the matcher's spacing (pad, put
+Tokenisation of Wikipedia text (pipeline.wikipedia; after wikitext markup is stripped): the matcher's spacing (pad, put
 spaces around ``, . ; : ? ! `` ` and blank tab/CR/LF), split on whitespace, strip surrounding
 brackets and quotes; single non-alphanumeric tokens are separators (bigrams never span them).
 Counting runs in Spark; only the final (≤ budget) list is collected and written by the driver, so
@@ -24,16 +24,14 @@ building twice gives byte-identical files. Ties are broken by the entry string, 
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import log, storage
+from pipeline import inputs, log, storage
 from pipeline.errors import UserError
 from pipeline.stage import Flag, StageContext, stage
 
@@ -113,160 +111,6 @@ def wordfreq_entries(min_zipf: float) -> list[tuple[str, int]]:
     return out
 
 
-# --------------------------------------------------------------------------- Wikipedia text
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>", re.S | re.I)
-_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
-_TABLE = re.compile(r"\{\|.*?\|\}", re.S)
-_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
-_EXTLINK = re.compile(r"\[(?:https?:)?//[^\s\]]*\s*([^\]]*)\]")
-_TAG = re.compile(r"<[^>]{0,200}>")
-_HEADING = re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M)
-_LIST = re.compile(r"^[*#:;]+\s*", re.M)
-_QUOTES = re.compile(r"'{2,}")
-_MAGIC = re.compile(r"__[A-Z]+__")
-
-
-def _link(m: re.Match) -> str:
-    parts = m.group(1).split("|")
-    return "" if ":" in parts[0] else parts[-1]  # File:, Category:, interwiki links carry no prose
-
-
-def wikitext_to_text(s: str) -> str:
-    """Plain prose from wikitext: comments, refs, templates, tables, files/categories removed; links → labels."""
-    s = _COMMENT.sub(" ", s)
-    s = _REF.sub(" ", s)
-    for _ in range(10):  # nested templates, innermost first
-        s, n = _TEMPLATE.subn(" ", s)
-        if not n:
-            break
-    s = _TABLE.sub(" ", s)
-    for _ in range(5):  # links inside file captions
-        s, n = _LINK.subn(_link, s)
-        if not n:
-            break
-    s = _EXTLINK.sub(r"\1", s)
-    s = _TAG.sub(" ", s)
-    s = _HEADING.sub(r"\1", s)
-    s = _LIST.sub("", s)
-    s = _QUOTES.sub("", s)
-    s = _MAGIC.sub(" ", s)
-    return html.unescape(s)
-
-
-def tokenize(text: str) -> list[str | None]:
-    """Tokens of plain text (see module doc); ``None`` marks a separator that bigrams never span."""
-    out: list[str | None] = []
-    for tok in spacing(text).split():
-        t = tok.strip(_STRIP)
-        out.append(t if t and valid_entry(t) else None)
-    return out
-
-
-def gram_counts(texts: Iterable[str | None], wikitext: bool) -> Counter:
-    """Unigram and bigram (``"w1 w2"``) counts of some page texts."""
-    c: Counter = Counter()
-    for text in texts:
-        if not text or (wikitext and text.lstrip()[:9].upper() == "#REDIRECT"):
-            continue
-        toks = tokenize(wikitext_to_text(text) if wikitext else text)
-        c.update(t for t in toks if t is not None)
-        c.update(f"{a} {b}" for a, b in zip(toks, toks[1:]) if a is not None and b is not None)
-    return c
-
-
-def _count_task(wikitext: bool):
-    def task(batches):
-        import pyarrow as pa
-
-        for batch in batches:
-            c = gram_counts(batch.column("text").to_pylist(), wikitext)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(list(c.keys()), pa.string()), pa.array(list(c.values()), pa.int64())], names=["gram", "n"]
-            )
-
-    return task
-
-
-def read_wikipedia(spark, path: str):
-    """DataFrame[text, wikitext: bool] of article texts from an XML dump, Parquet or JSONL of (title, text)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
-
-    storage.require_exists(path, "queries.wikipedia")
-    fs, p = storage.fs_for(path)
-    probe = p
-    if fs.isdir(p):
-        files = sorted(f for f in fs.find(p) if not os.path.basename(f).startswith(("_", ".")))
-        if not files:
-            raise UserError(f"queries.wikipedia: no files in {path}")
-        probe = files[0]
-    name = probe.lower()
-    sp = storage.to_spark_path(path)
-    if re.search(r"\.xml(\.bz2|\.gz)?$", name):
-        schema = StructType([
-            StructField("title", StringType()), StructField("ns", LongType()),
-            StructField("revision", StructType([StructField("text", StringType())])),
-        ])
-        df = (spark.read.format("xml").option("rowTag", "page").option("excludeAttribute", "true")
-              .option("mode", "DROPMALFORMED").schema(schema).load(sp))
-        return df.where(F.coalesce(F.col("ns"), F.lit(0)) == 0).select(F.col("revision.text").alias("text")), True
-    if re.search(r"\.parquet$", name) or fs.isdir(p) and not re.search(r"\.jsonl?(\.gz)?$", name):
-        df = spark.read.parquet(sp)
-    elif re.search(r"\.jsonl?(\.gz)?$", name):
-        df = spark.read.json(sp)
-    else:
-        raise UserError(f"queries.wikipedia: unknown format of {path} (want .xml[.bz2], .parquet or .jsonl)")
-    if "text" not in df.columns:
-        raise UserError(f"queries.wikipedia: {path} has no 'text' column (columns: {', '.join(df.columns)})")
-    return df.select(F.col("text").cast("string")), False
-
-
-def wikipedia_grams(spark, path: str, cfg) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict]:
-    """(unigrams ≥ min count, bigrams with PMI ≥ min) from Wikipedia, each ≤ budget, in list order."""
-    from pyspark.sql import functions as F
-    from pyspark.storagelevel import StorageLevel
-
-    texts, wikitext = read_wikipedia(spark, path)
-    grams = (texts.mapInArrow(_count_task(wikitext), "gram string, n long")
-             .groupBy("gram").agg(F.sum("n").alias("c")).persist(StorageLevel.MEMORY_AND_DISK))
-    try:
-        uni = grams.where(~F.col("gram").contains(" "))
-        total = uni.agg(F.sum("c")).first()[0] or 0
-        unigrams = [(r.gram, r.c) for r in uni.where(F.col("c") >= cfg.min_unigram_count)
-                    .orderBy(F.desc("c"), F.asc("gram")).limit(cfg.budget).collect()]
-        bi = (grams.where(F.col("gram").contains(" ")).where(F.col("c") >= cfg.min_bigram_count)
-              .withColumn("w1", F.split("gram", " ").getItem(0)).withColumn("w2", F.split("gram", " ").getItem(1)))
-        u1 = uni.select(F.col("gram").alias("w1"), F.col("c").alias("c1"))
-        u2 = uni.select(F.col("gram").alias("w2"), F.col("c").alias("c2"))
-        scored = (bi.join(u1, "w1").join(u2, "w2")
-                  .withColumn("pmi", F.log2(F.col("c") * F.lit(float(total)) / (F.col("c1") * F.col("c2")))))
-        bigrams = [(r.gram, r.c) for r in scored.where(F.col("pmi") >= cfg.min_bigram_pmi)
-                   .orderBy(F.desc("c"), F.asc("gram")).limit(cfg.budget).collect()]
-        n_distinct = uni.count()
-    finally:
-        grams.unpersist()
-    return unigrams, bigrams, {"tokens": int(total), "distinct_tokens": n_distinct}
-
-
-def pageview_titles(spark, paths: list[str], cfg) -> list[tuple[str, int]]:
-    """English Wikipedia titles with summed views ≥ min_title_views, most viewed first."""
-    from pyspark.sql import functions as F
-
-    for p in paths:
-        storage.require_exists(p, "queries.pageviews file")
-    lines = spark.read.text([storage.to_spark_path(p) for p in paths])
-    parts = F.split("value", " ")
-    rows = (lines.where(F.size(parts) == 4).where(parts.getItem(0) == "en")
-            .select(parts.getItem(1).alias("title"), F.expr("try_cast(split(value, ' ')[2] AS BIGINT)").alias("views"))
-            .where(F.col("views").isNotNull() & ~F.col("title").contains(":"))
-            .select(F.translate("title", "_", " ").alias("title"), "views")
-            .groupBy("title").agg(F.sum("views").alias("views"))
-            .where(F.col("views") >= cfg.min_title_views)
-            .orderBy(F.desc("views"), F.asc("title")).limit(cfg.budget))
-    return [(r.title, r.views) for r in rows.collect()]
-
-
 # --------------------------------------------------------------------------- the list
 @dataclass
 class QueryList:
@@ -343,11 +187,15 @@ def build_query_list(cfg, spark_factory=None) -> tuple[QueryList, dict[str, Any]
         elif src == "wordfreq":
             ql.add("wordfreq", wordfreq_entries(qc.wordfreq_min_zipf))
         elif src in ("unigrams", "bigrams"):
+            from pipeline.wikipedia import wikipedia_grams
+
             if not wiki:
                 spark = spark or spark_factory()
                 wiki["unigrams"], wiki["bigrams"], info["wikipedia"] = wikipedia_grams(spark, qc.wikipedia, qc)
             ql.add(src, wiki[src])
         elif src == "titles":
+            from pipeline.wikipedia import pageview_titles
+
             spark = spark or spark_factory()
             ql.add("titles", pageview_titles(spark, qc.pageviews, qc))
     info["per_source"] = ql.per_source
@@ -381,10 +229,9 @@ def load_query_list(path: str) -> list[str]:
     if p.endswith(".parquet"):
         import pyarrow.parquet as pq
 
+        inputs.require_parquet([path], "query list", ["entry"])
         with fs.open(p, "rb") as f:
             t = pq.read_table(f)
-        if "entry" not in t.column_names:
-            raise UserError(f"query list {path}: no 'entry' column")
         entries = t.column("entry").to_pylist()
         if "entry_id" in t.column_names:
             ids = t.column("entry_id").to_pylist()
@@ -403,6 +250,8 @@ def load_query_list(path: str) -> list[str]:
         if not isinstance(entries, list):
             raise UserError(f"query list {path}: expected a JSON list of strings (MetaCLIP metadata.json)")
     else:
+        if problem := inputs.text_problem(path):
+            raise inputs.InputFileError(path, *problem, "query list")
         with fs.open(p, "r", encoding="utf-8") as f:
             entries = [line.rstrip("\r\n") for line in f if line.strip()]
     if not all(isinstance(e, str) for e in entries):
@@ -435,7 +284,8 @@ def _comma_list(text: str) -> list[str]:
                 Flag("--budget", key="queries.budget", metavar="N", type=int),
                 Flag("--wordnet-dir", key="queries.wordnet_dir", metavar="PATH"),
                 Flag("--wikipedia", key="queries.wikipedia", metavar="PATH",
-                     help="pages-articles XML dump (.xml/.bz2), or Parquet/JSONL of (title, text)"),
+                     help="pages-articles dump: the file, part files or multistream (.bz2/.gz/.xml), a folder or glob "
+                          "of parts, a file listing paths; or Parquet/JSONL with a text column"),
                 Flag("--pageviews", key="queries.pageviews", nargs="+", metavar="PATH",
                      help="hourly pageview files (domain title views bytes)"),
                 Flag("--min-unigram-count", key="queries.min_unigram_count", metavar="N", type=int),

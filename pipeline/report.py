@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from pipeline import log, storage
+from pipeline import inputs, log, storage
 from pipeline.config import RunConfig, dump_config, join_path
 from pipeline.shards import iter_tar
 from pipeline.stage import StageContext, stage
@@ -42,6 +42,9 @@ def _read_parquet_columns(path: str, columns: list[str]):
 
     if not storage.exists(path):
         return None
+    damaged = inputs.check_parquet_inputs(f for f in inputs.parquet_files(path) if "/dropped" not in f)
+    if damaged:  # named in the page by render_report, not skipped silently
+        raise inputs.InputFileError(*damaged[0], "report input")
     fs, p = storage.fs_for(path)
     try:
         dataset = ds.dataset(p, filesystem=fs, format="parquet", exclude_invalid_files=True,
@@ -246,6 +249,8 @@ def _first_shards_metadata(shard_dir: str, columns: list[str], n_shards: int = 2
         return None
     fs, p = storage.fs_for(shard_dir)
     files = sorted(fs.glob(f"{p.rstrip('/')}/[0-9]*.parquet"))[:n_shards]
+    if damaged := inputs.check_parquet_inputs(files):
+        raise inputs.InputFileError(*damaged[0], "report input")
     return pq.read_table(files, filesystem=fs, columns=columns) if files else None
 
 
@@ -378,8 +383,8 @@ nav a{margin-right:1rem}
 """
 
 
-def render_report(cfg: RunConfig) -> str:
-    """The whole page as one HTML string."""
+def render_report(cfg: RunConfig, failed: list[str] | None = None) -> str:
+    """The whole page as one HTML string; ``failed`` collects the sections that could not be drawn and why."""
     sections = [funnel_section, fidelity_section, language_section, balance_section, score_section, image_size_section,
                 grid_section, training_section, config_section]
     body = []
@@ -388,6 +393,8 @@ def render_report(cfg: RunConfig) -> str:
             body.append(make(cfg))
         except Exception as e:  # one broken section must not lose the rest of the report
             log.warn(f"report: section {make.__name__} failed: {e}")
+            if failed is not None:
+                failed.append(f"{make.__name__}: {e}")
             body.append(_section(make.__name__.replace("_section", ""), f"<p class=missing>could not render: {html.escape(str(e))}</p>",
                                  make.__name__))
     nav = " ".join(f'<a href="#{a}">{a}</a>' for a in ["funnel", "fidelity", "languages", "balance", "scores", "sizes", "grid", "training", "config"])
@@ -412,10 +419,11 @@ def run_report(ctx: StageContext) -> dict:
     if ctx.input:
         cfg = cfg.model_copy(update={"output_dir": ctx.input.rstrip("/")})
     out = ctx.output or join_path(cfg.output_dir, "report.html")
-    page = render_report(cfg)
+    failed: list[str] = []
+    page = render_report(cfg, failed)
     with storage.atomic_path(out) as tmp:
         fs, p = storage.fs_for(tmp)
         with fs.open(p, "w") as f:
             f.write(page)
     log.info(f"report: {out} ({len(page) / 1e6:.1f} MB)")
-    return {"stage": "report", "path": out, "bytes": len(page)}
+    return {"stage": "report", "path": out, "bytes": len(page), "sections_failed": failed}

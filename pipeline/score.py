@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from pipeline import log, storage
+from pipeline import inputs, log, storage
 from pipeline.config import ScoreConfig
 from pipeline.errors import UserError
 from pipeline.shards import list_shards, name_of
@@ -397,6 +397,9 @@ def run_score(ctx: StageContext) -> None:
     shards = list_shards(ctx.input)
     if not shards:
         raise UserError(f"no NNNNN.tar shards in {ctx.input}")
+    damaged = inputs.shard_problems(shards, metadata=None)  # scored as far as readable; named in the stats
+    for d in damaged:
+        log.warn(f"score: damaged shard {d['path']}: {d['detail']} (its unreadable samples count as score_error in select)")
     out_dir = ctx.tmp
     fs, p = storage.fs_for(out_dir)
     fs.makedirs(p, exist_ok=True)
@@ -436,4 +439,5 @@ def run_score(ctx: StageContext) -> None:
         "mean_clip_score": float(np.nanmean(table.column("clip_score").to_numpy(zero_copy_only=False).astype(float))) if scored else None,
         "safety": sc.safety,
         "mean_unsafe_score": pc.mean(table.column("unsafe_score")).as_py(),  # None when no pair has one
+        "damaged_shards": damaged,
     }

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import schemas
 from filters.chain import REASON  # the column the filters tag rows in
-from pipeline import storage
+from pipeline import inputs, storage
 from pipeline.reshard import reshard, write_single_parquet
 from pipeline.shards import list_shards, name_of
 from pipeline.stage import Flag, Option, StageContext, stage
@@ -97,6 +97,8 @@ def run_select(ctx: StageContext, scores: str | None = None) -> None:
     storage.require_exists(shards_dir, "download shards")
     storage.require_exists(scores_dir, "scores (run `wit score` first)")
     tars = list_shards(shards_dir)
+    inputs.require_shards(tars, "select input", metadata=("key", "status"))  # a damaged shard stops, naming it
+    inputs.require_parquet(scores_dir, "scores", ("key", "clip_score"))
     width = len(name_of(tars[0][1])) if tars else 0  # the download's own names: one width per folder
     joined = joined_rows(ctx.spark, shards_dir, scores_dir)
     df, clip_rule, hash_extra = tag_rows(ctx.spark, ctx.cfg, joined)

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator
 
 from pipeline import log, storage
-from pipeline.errors import UserError
+from pipeline.errors import TarFormatError, UserError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -82,10 +82,6 @@ def list_shards(folder: str) -> list[tuple[int, str]]:
 
 
 _BLOCK = 512
-
-
-class TarFormatError(ValueError):
-    """A tar header that is not one (bad checksum, unreadable number)."""
 
 
 def _tar_number(field: bytes) -> int:

@@ -120,10 +120,11 @@ def read_dataset(spark, path: str, schema, what: str):
     """
     from pyspark.sql import functions as F
 
-    from pipeline import storage
+    from pipeline import inputs, storage
     from schemas import to_spark
 
     storage.require_exists(path, what)
+    inputs.require_parquet(path, what, ("url", "text"))  # a damaged part stops here, naming the file
     try:
         df = read_parquet(spark, path)
     except Exception as e:  # Spark's AnalysisException: not Parquet, no files, unreadable footer

@@ -15,7 +15,7 @@ from typing import Any
 
 import fsspec
 
-from pipeline.errors import UserError
+from pipeline.errors import NOT_FORMAT, InputFileError, UserError
 
 SUCCESS = "_SUCCESS"
 
@@ -200,6 +200,10 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+    """A JSON file; a damaged one (empty, cut, not JSON) is a one-line error naming it."""
     fs, p = fs_for(path)
     with fs.open(p, "r") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputFileError(path, NOT_FORMAT, f"not valid JSON ({e})", "JSON file") from None

@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import storage
+from pipeline import inputs, storage
 from pipeline.checkpoint import checkpoint_path, load_checkpoint
 from pipeline.config import join_path
 from pipeline.errors import UserError
@@ -106,6 +106,7 @@ def run_train(ctx: StageContext, resume: bool | None = None, stop_after: int | N
         storage.remove(ctx.output)
     ranks.barrier()  # no rank looks for a checkpoint before rank 0 removed what is discarded
     urls = shard_urls(ctx.input)
+    inputs.require_shards([(0, u) for u in urls if not u.startswith("pipe:")], "train input", metadata=None)
     files = _Files(ctx.output)
     m = _build(t, ranks)
     progress = _resume(m, files, t, ranks, resume)

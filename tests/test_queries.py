@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
 import math
@@ -10,7 +11,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import queries
+from pipeline import inputs, queries, wikipedia
 from pipeline.config import load_config
 from pipeline.errors import UserError
 
@@ -39,16 +40,22 @@ def _xml_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def write_dump(path) -> None:
-    pages = "".join(
-        f"  <page>\n    <title>{_xml_escape(t)}</title>\n    <ns>{ns}</ns>\n    <id>{i}</id>\n"
-        + ('    <redirect title="Cat" />\n' if text.startswith("#REDIRECT") else "")
-        + f'    <revision><id>{100 + i}</id><text bytes="{len(text)}" xml:space="preserve">{_xml_escape(text)}</text></revision>\n'
-        "  </page>\n"
-        for i, (t, ns, text) in enumerate(PAGES)
-    )
-    path.write_text('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">\n'
-                    "  <siteinfo><sitename>Wikipedia</sitename></siteinfo>\n" + pages + "</mediawiki>\n")
+HEADER = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">\n'
+          "  <siteinfo><sitename>Wikipedia</sitename></siteinfo>\n")
+FOOTER = "</mediawiki>\n"
+
+
+def page_xml(i: int) -> str:
+    t, ns, text = PAGES[i]
+    return (f"  <page>\n    <title>{_xml_escape(t)}</title>\n    <ns>{ns}</ns>\n    <id>{i}</id>\n"
+            + ('    <redirect title="Cat" />\n' if text.startswith("#REDIRECT") else "")
+            + f'    <revision><id>{100 + i}</id><text bytes="{len(text)}" xml:space="preserve">{_xml_escape(text)}</text></revision>\n'
+            "  </page>\n")
+
+
+def write_dump(path, pages=None) -> None:
+    pages = range(len(PAGES)) if pages is None else pages
+    path.write_text(HEADER + "".join(page_xml(i) for i in pages) + FOOTER)
 
 
 def write_pageviews(folder) -> list[str]:
@@ -85,7 +92,7 @@ def test_valid_entry_drops_empty_and_single_punctuation():
 
 
 def test_wikitext_to_text_strips_markup():
-    text = queries.wikitext_to_text(PAGES[0][2] + "\n" + PAGES[1][2] + "\n" + PAGES[2][2] + " [http://x.org Site] a&amp;b")
+    text = wikipedia.wikitext_to_text(PAGES[0][2] + "\n" + PAGES[1][2] + "\n" + PAGES[2][2] + " [http://x.org Site] a&amp;b")
     for gone in ("Hiddenword", "Nestword", "Refword", "Fileword", "caption", "Commentword", "Category", "crossing",
                  "{{", "[[", "'''", "=="):
         assert gone not in text
@@ -94,11 +101,11 @@ def test_wikitext_to_text_strips_markup():
 
 
 def test_tokenize_marks_separators():
-    assert queries.tokenize('The cat, ("New York") - dog.') == ["The", "cat", None, "New", "York", None, "dog", None]
+    assert wikipedia.tokenize('The cat, ("New York") - dog.') == ["The", "cat", None, "New", "York", None, "dog", None]
 
 
 def test_gram_counts_skip_redirects():
-    c = queries.gram_counts(["#REDIRECT [[Cat]]", "a b a", None], wikitext=True)
+    c = wikipedia.gram_counts(["#REDIRECT [[Cat]]", "a b a", None], wikitext=True)
     assert c == {"a": 2, "b": 1, "a b": 1, "b a": 1}
 
 
@@ -199,3 +206,140 @@ def test_load_query_list_formats(tmp_path):
         queries.load_query_list(str(tmp_path / "bad.json"))
     with pytest.raises(UserError, match="not found"):
         queries.load_query_list(str(tmp_path / "absent"))
+
+
+# --------------------------------------------------------------------------- Wikimedia's dump files
+# The names Wikimedia publishes at dumps.wikimedia.org/enwiki/latest/ (pages split 0-2, 3-6 here).
+PARTS = [(range(0, 3), "p1p3"), (range(3, len(PAGES)), "p4p7")]
+
+
+def bz2_dump(path, pages) -> None:
+    path.write_bytes(bz2.compress((HEADER + "".join(page_xml(i) for i in pages) + FOOTER).encode()))
+
+
+def multistream_dump(path, index_path, pages) -> None:
+    """A multistream file: header, then streams of 2 pages each, then the footer, each its own bz2
+    stream; the index lists ``offset:page_id:title`` of each page's stream."""
+    blobs, index, offset = [bz2.compress(HEADER.encode())], [], 0
+    offset = len(blobs[0])
+    pages = list(pages)
+    for k in range(0, len(pages), 2):
+        chunk = pages[k:k + 2]
+        index += [f"{offset}:{i}:{PAGES[i][0]}" for i in chunk]
+        blobs.append(bz2.compress("".join(page_xml(i) for i in chunk).encode()))
+        offset += len(blobs[-1])
+    blobs.append(bz2.compress(FOOTER.encode()))
+    path.write_bytes(b"".join(blobs))
+    index_path.write_bytes(bz2.compress(("\n".join(index) + "\n").encode()))
+
+
+def dump_layout(tmp_path, layout: str) -> str:
+    """The dump as Wikimedia names it, in one of its published layouts; returns what the user passes."""
+    d = tmp_path / "dumps"
+    d.mkdir()
+    every = range(len(PAGES))
+    if layout == "single":
+        bz2_dump(d / "enwiki-latest-pages-articles.xml.bz2", every)
+        return str(d / "enwiki-latest-pages-articles.xml.bz2")
+    if layout == "uncompressed":
+        write_dump(d / "enwiki-latest-pages-articles.xml")
+        return str(d / "enwiki-latest-pages-articles.xml")
+    if layout == "multistream":  # the file with its index beside it: the folder is passed
+        multistream_dump(d / "enwiki-latest-pages-articles-multistream.xml.bz2",
+                         d / "enwiki-latest-pages-articles-multistream-index.txt.bz2", every)
+        return str(d)
+    if layout == "multistream_parts_glob":
+        for n, (pages, span) in enumerate(PARTS, 1):
+            multistream_dump(d / f"enwiki-latest-pages-articles-multistream{n}.xml-{span}.bz2",
+                             d / f"enwiki-latest-pages-articles-multistream-index{n}.txt-{span}.bz2", pages)
+        return str(d / "enwiki-latest-pages-articles-multistream*")
+    for n, (pages, span) in enumerate(PARTS, 1):
+        bz2_dump(d / f"enwiki-latest-pages-articles{n}.xml-{span}.bz2", pages)
+    if layout == "parts_folder":
+        return str(d)
+    if layout == "parts_glob":
+        return str(d / "enwiki-latest-pages-articles*.xml-p*.bz2")
+    if layout == "paths_file":  # relative and absolute paths, a comment
+        lst = tmp_path / "parts.txt"
+        lst.write_text(f"# the two parts\ndumps/enwiki-latest-pages-articles1.xml-p1p3.bz2\n"
+                       f"{d}/enwiki-latest-pages-articles2.xml-p4p7.bz2\n")
+        return str(lst)
+    raise AssertionError(layout)
+
+
+@pytest.mark.parametrize("layout", ["single", "uncompressed", "multistream", "multistream_parts_glob", "parts_folder",
+                                    "parts_glob", "paths_file"])
+def test_wikipedia_dump_layouts_give_the_same_grams(spark, tmp_path, layout, monkeypatch):
+    monkeypatch.setattr(wikipedia, "MULTISTREAM_TASK_BYTES", 1)  # every bz2 stream of pages its own task
+    path = dump_layout(tmp_path, layout)
+    cfg = wiki_cfg(tmp_path).queries
+    unigrams, bigrams, info = wikipedia.wikipedia_grams(spark, path, cfg)
+    assert [w for w, _ in unigrams] == UNIGRAMS and [w for w, _ in bigrams] == BIGRAMS
+    assert info["tokens"] == N_TOKENS and info["format"] == "xml"
+    assert info["files"] == (1 if layout in ("single", "uncompressed", "multistream") else 2)
+    assert info["index_files"] == {"multistream": 1, "multistream_parts_glob": 2}.get(layout, 0)
+    # The index splits multistream files at its stream offsets: 4 streams of pages (2 pages each, per part).
+    assert info["tasks"] == (4 if "multistream" in layout else info["files"])
+
+
+def test_dump_detected_by_content_not_name(tmp_path):
+    gz = tmp_path / "dump.data"
+    gz.write_bytes(gzip.compress((HEADER + page_xml(0) + FOOTER).encode()))
+    assert wikipedia.classify_wikipedia_file(str(gz)) == "xml"
+    assert list(wikipedia.dump_pages(str(gz))) == [(0, PAGES[0][2])]
+    idx = tmp_path / "enwiki-latest-pages-articles-multistream-index.txt"  # an unpacked index: not a paths file
+    idx.write_text("597:10:AccessibleComputing\n597:12:Anarchism\n")
+    assert wikipedia.classify_wikipedia_file(str(idx)) == "index"
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "is empty"),
+    (b"just some notes\nnot a dump\n", "not a Wikipedia dump"),
+    (bz2.compress(b"<html><body>a saved web page</body></html>"), r"XML \(bz2-compressed\) but not a MediaWiki dump"),
+    (bz2.compress((HEADER + page_xml(0)).encode())[:40], "could not be decompressed"),
+])
+def test_not_a_dump_is_one_line_naming_the_file(tmp_path, content, match):
+    bad = tmp_path / "enwiki-latest-pages-articles1.xml-p1p41242.bz2"
+    bad.write_bytes(content)
+    with pytest.raises(UserError, match=match) as e:
+        wikipedia.wikipedia_files(str(bad))
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cut_dump_part_stops_naming_it(spark, tmp_path):
+    """A part cut short after its first block decompressed: found while reading, stops the build."""
+    d = tmp_path / "dumps"
+    d.mkdir()
+    bz2_dump(d / "enwiki-latest-pages-articles1.xml-p1p3.bz2", range(3))
+    whole = bz2.compress((HEADER + "".join(page_xml(i % len(PAGES)) for i in range(10000)) + FOOTER).encode())
+    cut = d / "enwiki-latest-pages-articles2.xml-p4p7.bz2"
+    cut.write_bytes(whole[: len(whole) - 100])
+    with pytest.raises(inputs.InputFileError, match="damaged file") as e:
+        wikipedia.wikipedia_grams(spark, str(d), wiki_cfg(tmp_path).queries)
+    assert e.value.path == str(cut) and e.value.reason == "truncated"
+
+
+def test_cli_builds_from_a_part_file(tmp_path, capsys):
+    from pipeline.cli import main
+
+    d = tmp_path / "dumps"
+    d.mkdir()
+    bz2_dump(d / "enwiki-latest-pages-articles1.xml-p1p41242.bz2", range(len(PAGES)))
+    rc = main(["queries", "build", "-o", str(tmp_path / "o"), "--sources", "unigrams", "--min-unigram-count", "3",
+               "--wikipedia", str(d / "enwiki-latest-pages-articles1.xml-p1p41242.bz2"), "--master", "local[1]"])
+    assert rc == 0, capsys.readouterr().err
+    assert queries.load_query_list(str(tmp_path / "o" / "queries")) == UNIGRAMS
+
+
+@pytest.mark.parametrize("kind", ["not_format", "empty", "cut"])
+def test_damaged_pageview_file_stops_naming_it(spark, tmp_path, kind):
+    pv = write_pageviews(tmp_path)
+    lines = "".join(f"en Title_{i} {i % 50} 0\n" for i in range(200_000)).encode()
+    whole = gzip.compress(lines)
+    bad = tmp_path / "pageviews-20240101-020000.gz"
+    bad.write_bytes({"not_format": b"PAR1 a parquet file", "empty": b"", "cut": whole[: len(whole) // 2]}[kind])
+    cfg = wiki_cfg(tmp_path).queries
+    with pytest.raises(inputs.InputFileError) as e:
+        wikipedia.pageview_titles(spark, [*pv, str(bad)], cfg)
+    assert e.value.path == str(bad) and "\n" not in str(e.value)
+    assert e.value.reason == {"not_format": "not_format", "empty": "empty", "cut": "truncated"}[kind]

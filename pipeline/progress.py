@@ -1,0 +1,135 @@
+"""Progress a person can follow while a long stage runs: done/total, rate, failures by reason, ETA.
+
+In a terminal it is a tqdm bar; otherwise (a log file, a cluster's driver log) a plain line every
+``every_s`` seconds and one at the end. The numbers come from the executors through status files
+the tasks already write when a part is done (download's ``NNNNN_stats.json``): a driver thread polls
+them, so the tasks themselves do no extra work.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TextIO
+
+from pipeline import storage
+
+EVERY_S = 30.0  # plain lines: often enough to see a stage move, rare enough for a long log
+
+
+def _duration(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def status_line(what: str, done: int, total: int | None, rate: float, failures: Counter, unit: str = "rows") -> str:
+    """``download: 1,200/5,000 rows (24%), 35.2 rows/s, failed: timeout=3 not_image=2, ETA 1m48s``."""
+    of = f"/{total:,}" if total else ""
+    pct = f" ({100 * done / total:.0f}%)" if total else ""
+    failed = " ".join(f"{k}={v}" for k, v in failures.most_common(5))
+    eta = f", ETA {_duration((total - done) / rate)}" if total and rate > 0 and done < total else ""
+    return f"{what}: {done:,}{of} {unit}{pct}, {rate:,.1f} {unit}/s" + (f", failed: {failed}" if failed else "") + eta
+
+
+class Progress:
+    """Shows absolute progress (``update(done, failures)``): a bar on a TTY, else periodic plain lines."""
+
+    def __init__(self, what: str, total: int | None, unit: str = "rows", stream: TextIO | None = None,
+                 every_s: float = EVERY_S, tty: bool | None = None):
+        self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.done, self.failures = 0, Counter()
+        self._t0 = self._last = time.perf_counter()
+        self._start_done: int | None = None  # parts done before this run (a resumed stage) are not this run's rate
+        self._bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=what, unit=f" {unit}", file=self.stream, dynamic_ncols=True,
+                             unit_scale=True)
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self._t0
+        return (self.done - (self._start_done or 0)) / elapsed if elapsed > 0 else 0.0
+
+    def update(self, done: int, failures: Counter | None = None) -> None:
+        if self._start_done is None:
+            self._start_done = done
+        self.done, self.failures = done, Counter(failures or {})
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            if self.failures:
+                self._bar.set_postfix_str("failed: " + " ".join(f"{k}={v}" for k, v in self.failures.most_common(3)))
+        elif time.perf_counter() - self._last >= self.every_s:
+            self._print()
+
+    def _print(self) -> None:
+        self._last = time.perf_counter()
+        line = status_line(self.what, self.done, self.total, self.rate(), self.failures, self.unit)
+        print(f"{time.strftime('%H:%M:%S')} {line}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._print()
+
+
+class Watch:
+    """A daemon thread that calls ``poll() -> (done, failures)`` every ``poll_s`` and shows it; a context manager."""
+
+    def __init__(self, progress: Progress, poll: Callable[[], tuple[int, Counter]], poll_s: float = 2.0):
+        self.progress, self.poll, self.poll_s = progress, poll, poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"progress-{progress.what}", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.progress.update(*self.poll())
+            except Exception:  # a status file mid-write or a listing hiccup: the next poll sees it
+                pass
+            if self._stop.wait(self.poll_s):
+                return
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self.progress.update(*self.poll())
+        self.progress.close()
+
+
+class StatusFiles:
+    """Totals over the per-part status files in a folder (``*_stats.json`` with ``count`` and ``failures``).
+    A file is read once: parts are written atomically and not changed while their stage runs."""
+
+    def __init__(self, folder: str, pattern: str = "*_stats.json", done_key: str = "count", failures_key: str = "failures"):
+        self.folder, self.pattern, self.done_key, self.failures_key = folder.rstrip("/"), pattern, done_key, failures_key
+        self._seen: dict[str, tuple[int, Counter]] = {}
+
+    def __call__(self) -> tuple[int, Counter]:
+        fs, p = storage.fs_for(self.folder)
+        for f in fs.glob(f"{p}/{self.pattern}"):
+            if f not in self._seen:
+                with fs.open(f, "r") as fh:
+                    d = json.load(fh)
+                self._seen[f] = (int(d.get(self.done_key, 0)), Counter(d.get(self.failures_key) or {}))
+        failures: Counter = Counter()
+        for _, c in self._seen.values():
+            failures.update(c)
+        return sum(n for n, _ in self._seen.values()), failures
+
+
+def watch_folder(what: str, total: int | None, folder: str, unit: str = "rows", **kw) -> Watch:
+    """Progress of a stage whose tasks drop a status file per part into ``folder`` (download's shards)."""
+    return Watch(Progress(what, total, unit), StatusFiles(folder, **kw))
