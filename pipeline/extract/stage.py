@@ -102,7 +102,8 @@ def aggregate(per_file: list[dict[str, Any]]) -> tuple[Counter, Counter, dict[st
     for d in per_file:
         drops.update(d["drops"])
         errors.update(d["errors"])
-        for k in ("records", "records_fast", "records_lenient", "responses", "pages", "images", "pairs"):
+        for k in ("records", "records_fast", "records_lenient", "responses", "pages", "images", "pairs",
+                  "opted_out_pages"):
             totals[k] += d.get(k, 0)
     return drops, errors, dict(totals)
 
@@ -130,7 +131,7 @@ def run_extract(ctx: StageContext) -> None:
     try:
         rdd = spark.sparkContext.parallelize(list(enumerate(files)), len(files))
         paths = spark.createDataFrame(rdd, "idx int, path string")
-        pairs = paths.mapInArrow(_task(stats_dir, Options.from_config(ec), ec.input_format), to_spark(CANDIDATES))
+        pairs = paths.mapInArrow(_task(stats_dir, Options.from_config(ec, cfg.download.user_agent), ec.input_format), to_spark(CANDIDATES))
         rest = [c for c in CANDIDATES.names if c != "uid"]
         dedup = pairs.groupBy("uid").agg(F.min(F.struct(*rest)).alias("r")).select("uid", *[f"r.{c}" for c in rest])
         validate_spark(dedup, CANDIDATES)
