@@ -77,7 +77,8 @@ _SCOPE = re.compile(r"[A-Za-z0-9_-]+\Z")
 # --------------------------------------------------------------------------- robots.txt AI tokens
 def robots_ai_opt_out(rules: RobotsRules, url: str, tokens: Iterable[str] = AI_TOKENS) -> str | None:
     """``opted_out_robots_ai`` when a group naming one of ``tokens`` disallows ``url``."""
-    return OPTED_OUT_ROBOTS_AI if any(rules.disallows_agent(t, url) for t in tokens) else None
+    named = [t for t in tokens if product_token(t) in rules.agents]  # most robots.txt name none of them
+    return OPTED_OUT_ROBOTS_AI if any(rules.disallows_agent(t, url) for t in named) else None
 
 
 # --------------------------------------------------------------------------- headers and metas

@@ -52,6 +52,7 @@ parser; this one follows Google's reference implementation (robots.cc) where the
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -75,6 +76,7 @@ _SITEMAP_KEYS = ("sitemap", "site-map")
 _CRAWL_DELAY_KEYS = ("crawl-delay", "crawldelay", "crawl delay")
 
 
+@functools.lru_cache(maxsize=4096)
 def product_token(agent: str) -> str:
     """The product token of a user-agent string or robots.txt value, lower-cased:
     ``"wit-builder/1.0 (+https://x)"`` → ``"wit-builder"``; ``""`` when it starts with no token character."""
@@ -217,6 +219,7 @@ class RobotsRules:
     def __init__(self, body: bytes, groups: list[_Group], sitemaps: list[str]):
         self._body, self._groups, self.sitemaps = body, groups, sitemaps
         self._cache: dict[str, tuple[list[Rule], list[float], bool]] = {}
+        self.agents: frozenset[str] = frozenset(a for g in groups for a in g.agents)  # tokens some group names
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -279,11 +282,6 @@ class RobotsRules:
         return cls.parse(b"User-agent: *\nDisallow: /\n")
 
     # ------------------------------------------------------------------ queries
-    @property
-    def agents(self) -> set[str]:
-        """The product tokens that some group names (lower case)."""
-        return {a for g in self._groups for a in g.agents}
-
     def _select(self, agent: str) -> tuple[list[Rule], list[float], bool]:
         """(merged rules, crawl delays, named specifically?) of the groups that apply to ``agent``."""
         token = product_token(agent)
@@ -293,21 +291,22 @@ class RobotsRules:
             specific = bool(groups)
             if not specific:
                 groups = [g for g in self._groups if g.is_global]
-            got = ([r for g in groups for r in g.rules], [d for g in groups for d in g.crawl_delays], specific)
+            # most specific first, Allow before Disallow at equal length: the first match decides
+            rules = sorted((r for g in groups for r in g.rules), key=lambda r: (-r.priority, not r.allow))
+            got = (rules, [d for g in groups for d in g.crawl_delays], specific)
             self._cache[token] = got
         return got
 
     def _verdict(self, rules: list[Rule], url: str) -> bool | None:
-        """True (allowed) / False (disallowed) by the longest matching rule, Allow winning a tie; None: no match."""
+        """True (allowed) / False (disallowed) by the longest matching rule, Allow winning a tie; None: no match.
+        ``rules`` come from ``_select``, sorted so that the first rule that matches is that rule."""
         path, _ = normalise(url_path(url))
         if path.split("?", 1)[0] == "/robots.txt":
             return True
-        best: Rule | None = None
-        for rule in rules:
-            if (best is None or rule.priority > best.priority or (rule.priority == best.priority and rule.allow)) \
-                    and rule.matches(path):
-                best = rule
-        return None if best is None else best.allow
+        for rule in rules:  # sorted by _select: longest first, Allow first on a tie
+            if path.startswith(rule.segments[0]) and rule.matches(path):
+                return rule.allow
+        return None
 
     def allowed(self, agent: str, url: str) -> bool:
         """Whether ``agent`` (a product token or a whole UA string) may fetch ``url`` (a URL or a path)."""
