@@ -164,6 +164,8 @@ def register(sub, common) -> None:
         description="Read Common Crawl WARC/WAT files (or URL lists: parquet/csv/tsv/jsonl) and write every "
         "(absolute image URL, alt or title text) pair as the candidates dataset (output_dir/candidates, "
         "Parquet) with _stats.json (records, pages, pairs, drops and input errors by reason, per file). "
+        "Pages that opt out of AI training (<meta name=robots content=noai|noimageai>, X-Robots-Tag noai, "
+        "tdm-reservation: 1) give no pairs; their images are counted as opted_out_*. "
         "Inputs: files, globs, folders, fsspec URLs, or a paths file such as CC's wat.paths.gz. "
         "Default input: the sample web's crawl (wit sample).",
         input_help="input files/globs/URLs (default: config extract.inputs or the sample)",
@@ -177,5 +179,8 @@ def register(sub, common) -> None:
     flag(p, "--sample-source", key="extract.sample_source", choices=["warc", "wat"])
     flag(p, "--strict", key="extract.strict", action="store_const", const=True,
          help="fail (exit 2) when any input has errors (truncated records, bad Content-Length, bad JSON …)")
+    flag(p, "--ignore-opt-outs", key="extract.honour_opt_outs", action="store_const", const=False,
+         help="keep the images of pages that opt out of AI training (robots meta noai/noimageai, X-Robots-Tag, "
+         "tdm-reservation: 1); by default they are dropped as opted_out_meta/_header/_tdmrep")
     flag(p, "--no-lenient", key="extract.lenient", action="store_const", const=False,
          help="skip WAT records whose Content-Length is wrong instead of reading their JSON line")
