@@ -42,8 +42,58 @@ def test_google_path_value_table(pattern, matches, misses):
         assert rules.allowed(FOO, path), (pattern, path)
 
 
+RFC_5_1 = """User-Agent: *
+Disallow: *.gif$
+Disallow: /example/
+Allow: /publications/
+
+User-Agent: foobot
+Disallow:/
+Allow:/example/page.html
+Allow:/example/allowed.gif
+
+User-Agent: barbot
+User-Agent: bazbot
+Disallow: /example/page.html
+
+User-Agent: quxbot
+
+EOF
+"""
+RFC_5_2 = "User-Agent: foobot\nAllow: /example/page/\nDisallow: /example/page/disallowed.gif\n"
+GOOGLE_ALLOW_PHP = "user-agent: FooBot\ndisallow: /\nallow: /*.php\n"
+GOOGLE_ALLOW_PHP_END = "user-agent: FooBot\ndisallow: /\nallow: /*.php$\n"
+
 # (robots.txt, agent, url, allowed?, where the row comes from)
 TABLE = [
+    # --- RFC 9309 §5.1 "Simple Example" and §5.2 "Longest Match"
+    (RFC_5_1, "foobot", "http://example.com/example/page.html", True, "RFC 9309 §5.1"),
+    (RFC_5_1, "foobot", "http://example.com/example/allowed.gif", True, "RFC 9309 §5.1"),
+    (RFC_5_1, "foobot", "http://example.com/example/other.html", False, "RFC 9309 §5.1"),
+    (RFC_5_1, "foobot", "http://example.com/publications/", False, "RFC 9309 §5.1: * is not merged in"),
+    (RFC_5_1, "barbot", "http://example.com/example/page.html", False, "RFC 9309 §5.1"),
+    (RFC_5_1, "bazbot", "http://example.com/example/page.html", False, "RFC 9309 §5.1: two agents, one group"),
+    (RFC_5_1, "barbot", "http://example.com/example/other.gif", True, "RFC 9309 §5.1"),
+    (RFC_5_1, "quxbot", "http://example.com/example/page.html", True, "RFC 9309 §5.1: an empty group allows"),
+    (RFC_5_1, "quxbot", "http://example.com/x.gif", True, "RFC 9309 §5.1"),
+    (RFC_5_1, "otherbot", "http://example.com/images/x.gif", False, "RFC 9309 §5.1: *.gif$"),
+    (RFC_5_1, "otherbot", "http://example.com/images/x.gif?y", True, "RFC 9309 §5.1: *.gif$"),
+    (RFC_5_1, "otherbot", "http://example.com/example/", False, "RFC 9309 §5.1"),
+    (RFC_5_1, "otherbot", "http://example.com/publications/a.html", True, "RFC 9309 §5.1"),
+    (RFC_5_1, "otherbot", "http://example.com/publications/a.gif", True,
+     "RFC 9309 §5.1: Allow /publications/ (14 octets) is longer than *.gif$ (6)"),
+    (RFC_5_2, "foobot", "http://example.com/example/page/", True, "RFC 9309 §5.2"),
+    (RFC_5_2, "foobot", "http://example.com/example/page/other.gif", True, "RFC 9309 §5.2"),
+    (RFC_5_2, "foobot", "http://example.com/example/page/disallowed.gif", False, "RFC 9309 §5.2"),
+    # --- robotstxt-spec-test matching-path-values-2: Allow patterns under Disallow: /
+    *[(GOOGLE_ALLOW_PHP, FOO, "http://foo.bar" + p, ok, "matching-path-values-2 allow /*.php") for p, ok in (
+        ("/bar", False), ("/filename.php", True), ("/folder/filename.php", True),
+        ("/folder/filename.php?parameters", True), ("//folder/any.php.file.html", True), ("/filename.php/", True),
+        ("/index?f=filename.php/", True), ("/php/", False), ("/index?php", False), ("/windows.PHP", False))],
+    *[(GOOGLE_ALLOW_PHP_END, FOO, "http://foo.bar" + p, ok, "matching-path-values-2 allow /*.php$") for p, ok in (
+        ("/bar", False), ("/filename.php", True), ("/folder/filename.php", True), ("/filename.php?parameters", False),
+        ("/filename.php/", False), ("/filename.php5", False), ("/php/", False), ("/filename?php", False),
+        ("/aaaphpaaa", False), ("//windows.PHP", False))],
     # --- RFC 9309 §2.2.2 / Google "order of precedence": longest match wins, Allow wins a tie
     ("User-agent: *\nAllow: /p\nDisallow: /\n", FOO, "http://example.com/page", True, "Google precedence 1"),
     ("User-agent: *\nAllow: /folder\nDisallow: /folder\n", FOO, "http://example.com/folder/page", True,
@@ -184,6 +234,14 @@ TABLE = [
     ("user-agent: FOO BAR\nallow: /x/\ndisallow: /\n", "foo", "http://foo.bar/x/y", True, "case-insensitive"),
     ("user-agent: FoO bAr\nallow: /x/\ndisallow: /\n", "Foo", "http://foo.bar/a/b", False, "case-insensitive"),
     ("User-agent: Googlebot/2.1\nDisallow: /\n", "Googlebot", "/x", False, "token ends at /"),
+    ("User-Agent: *\nDisallow: /\nUser-Agent: Foo Bar\nAllow: /x/\nDisallow: /\n", "Foo Bar", "http://foo.bar/x/y",
+     True, "a UA string 'Foo Bar' is the products Foo and Bar (RFC 9110): we are Foo (Google's spec test "
+     "rejects 'Foo Bar' as no valid token and applies *)"),
+    ("User-agent: foo_bot\nDisallow: /a\nUser-agent: foo-bot\nDisallow: /b\n", "Foo_Bot", "/a", False,
+     "_ and - are token characters"),
+    ("User-agent: foo_bot\nDisallow: /a\nUser-agent: foo-bot\nDisallow: /b\n", "Foo_Bot", "/b", True,
+     "foo_bot and foo-bot are two agents"),
+    ("User-agent:\nDisallow: /\n", FOO, "/x", True, "an empty user-agent names no one"),
     ("User-agent: it\nDisallow: /\n", "wit-builder/1.0 (+https://example.org/bot)", "/x", True,
      "issue 30: a group 'it' is not ours"),
     ("User-agent: builder\nDisallow: /\n", "wit-builder/1.0 (+https://example.org/bot)", "/x", True,
@@ -271,6 +329,8 @@ def test_only_first_500_kib_are_parsed():
     assert not rules.allowed(FOO, "/early") and not rules.allowed(FOO, "/fits")
     assert rules.allowed(FOO, "/cut-by-the-limit") and rules.allowed(FOO, "/cut") and rules.allowed(FOO, "/late")
     assert len(rules.to_bytes()) <= MAX_BYTES
+    again = RobotsRules.from_bytes(rules.to_bytes())  # what a robots table stores reads the same
+    assert again.allowed(FOO, "/cut") and not again.allowed(FOO, "/fits")
 
 
 def test_disallow_cut_in_half_by_limit_is_not_read_as_shorter_rule():

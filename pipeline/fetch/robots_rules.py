@@ -41,7 +41,7 @@ rule written either way. Also deliberate: digits count as product-token characte
 ``img2dataset`` are real tokens sites name), where Google's parser stops at the first digit.
 
 Why not protego (0.7.0, Scrapy's parser): measured on tests/test_robots_rfc9309.py's table it passes all
-53 rows of Google's path-value table but fails 10 of the 116 others: RFC 9309 §2.2.2's row 2 (a query
+53 rows of Google's path-value table but fails 10 of the 157 others: RFC 9309 §2.2.2's row 2 (a query
 ``baz=https://foo.bar`` vs ``baz=https%3A%2F%2Ffoo.bar``, both ways); an unknown line or a Crawl-delay
 between two user-agent lines ends its group; user agents are matched by prefix, not as whole tokens
 (a group ``wit`` applies to ``wit-builder/1.0``; ``User-agent: Googlebot/2.1`` does not apply to
@@ -60,6 +60,7 @@ MAX_BYTES = 500 * 1024  # RFC 9309 §2.5: parse at least 500 KiB
 MAX_LINE = 2083 * 8 - 1  # Google's robots.cc kMaxLineLen (16,664 with its NUL)
 _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_SPACE = " \t\v\f"  # ASCII whitespace inside a line (Google's StripWhitespace)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 # %XX of these is decoded everywhere: the unreserved characters, and "*" and "$", which a rule can only
 # write as %2A / %24 to mean themselves (RFC 9309 §2.2.3: /path/foo-%24 matches /path/foo-$).
@@ -168,13 +169,18 @@ class _Group:
     crawl_delays: list[float] | None = None
 
 
+def _readable(body: bytes) -> bytes:
+    """The first MAX_BYTES of a body, less a line that the limit cuts in two."""
+    if len(body) <= MAX_BYTES:
+        return body
+    cut = body[:MAX_BYTES]
+    if body[MAX_BYTES:MAX_BYTES + 1] not in (b"\n", b"\r"):
+        cut = cut[:max(cut.rfind(b"\n"), cut.rfind(b"\r")) + 1]
+    return cut
+
+
 def _lines(body: bytes) -> list[str]:
-    """The lines of the first MAX_BYTES (a line cut by the limit dropped), BOM skipped, each at most MAX_LINE."""
-    if len(body) > MAX_BYTES:
-        cut = body[:MAX_BYTES]
-        if body[MAX_BYTES:MAX_BYTES + 1] not in (b"\n", b"\r"):
-            cut = cut[:max(cut.rfind(b"\n"), cut.rfind(b"\r")) + 1]
-        body = cut
+    """The lines of a (``_readable``) body, BOM skipped, each at most MAX_LINE bytes."""
     for k in (3, 2, 1):  # a whole BOM or the start of one (Google skips partial ones too)
         if body[:k] == _BOM[:k]:
             body = body[k:]
@@ -184,7 +190,7 @@ def _lines(body: bytes) -> list[str]:
 
 def _key_value(line: str) -> tuple[str, str] | None:
     """(lower-cased key, value) of a line, Google's way: comment cut, colon or (two words) whitespace."""
-    line = line.split("#", 1)[0].strip(" \t")
+    line = line.split("#", 1)[0].strip(_SPACE)
     if not line:
         return None
     key, sep, value = line.partition(":")
@@ -193,8 +199,8 @@ def _key_value(line: str) -> tuple[str, str] | None:
         if len(words) != 2:
             return None
         key, value = words
-    key = key.strip(" \t").lower()
-    return (key, value.strip(" \t")) if key else None
+    key = key.strip(_SPACE).lower()
+    return (key, value.strip(_SPACE)) if key else None
 
 
 def _kind(key: str) -> str | None:
@@ -226,6 +232,7 @@ class RobotsRules:
     def parse(cls, body: bytes | str) -> RobotsRules:
         if isinstance(body, str):
             body = body.encode("utf-8", "surrogateescape")
+        body = _readable(body)
         lines = _lines(body)
         groups: list[_Group] = []
         sitemaps: list[str] = []
@@ -261,7 +268,7 @@ class RobotsRules:
                 d = _delay(value)
                 if d is not None:
                     current.crawl_delays.append(d)
-        return cls(body[:MAX_BYTES], groups, sitemaps)
+        return cls(body, groups, sitemaps)
 
     @classmethod
     def from_bytes(cls, body: bytes) -> RobotsRules:
