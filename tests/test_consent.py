@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -107,6 +108,8 @@ def test_x_robots_tag_forms_over_http(server, path, expected):
     # urllib3 keeps repeated headers apart (what the fetcher passes); so do (name, value) pairs
     assert header_opt_out(r.raw.headers, UA) == expected
     assert header_opt_out(list(r.raw.headers.items()), UA) == expected
+    with urllib.request.urlopen(server + path, timeout=10) as resp:  # http.client's message, get_all()
+        assert header_opt_out(resp.headers, UA) == expected
     # requests joins them with ", ", and then a scoped header's token carries into the next header's
     # directives ("googlebot: nofollow, noai"): the one form whose answer differs
     joined_differs = path in ("/two-headers", "/other-bot-then-all")

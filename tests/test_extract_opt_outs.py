@@ -123,3 +123,20 @@ def test_real_archives_extract_the_same_with_opt_outs_on(shared_data, name, pair
     assert st_on.opted_out_pages == 0
     if pairs is not None:
         assert on.num_rows == pairs
+
+
+def test_run_extract_counts_opt_outs_in_stage_stats(spark, tmp_path):
+    """The Spark stage sums every file's opt-out drops into _stats.json (the report's funnel reads them);
+    with extract.honour_opt_outs false the same inputs give every pair and no opt-out reason."""
+    from pipeline.extract import run_extract
+
+    (tmp_path / "in").mkdir()
+    _warc(tmp_path / "in/a.warc.gz", ["plain", "robots-noai", "header-tdm"])
+    _wat(tmp_path / "in/b.warc.wat.gz", ["our-meta", "other-meta"])
+    stats = run_extract(load_config(overrides={"output_dir": str(tmp_path / "on")}), spark,
+                        input=str(tmp_path / "in/*.gz"))
+    assert stats["drops"] == {"opted_out_meta": 6, "opted_out_tdmrep": 3, "empty_text": 2}
+    assert stats["input_rows"] == 15 and stats["output_rows"] == 4 and stats["extra"]["opted_out_pages"] == 3
+    off = run_extract(load_config(overrides={"output_dir": str(tmp_path / "off"), "extract.honour_opt_outs": False}),
+                      spark, input=str(tmp_path / "in/*.gz"))
+    assert off["drops"] == {"empty_text": 5} and off["output_rows"] == 10 and off["extra"]["opted_out_pages"] == 0

@@ -86,8 +86,10 @@ def header_values(headers: Any, name: str) -> list[str]:
     """Every value of header ``name`` (any case) in a urllib3/requests/mapping/pairs header collection."""
     if headers is None:
         return []
-    if hasattr(headers, "getlist"):
+    if hasattr(headers, "getlist"):  # urllib3's HTTPHeaderDict
         return [str(v) for v in headers.getlist(name)]
+    if hasattr(headers, "get_all"):  # http.client / email messages
+        return [str(v) for v in headers.get_all(name) or ()]
     items = headers.items() if isinstance(headers, Mapping) else headers
     low = name.lower()
     return [str(v) for k, v in items if str(k).lower() == low]
