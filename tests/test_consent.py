@@ -121,6 +121,8 @@ def test_x_robots_tag_configurable_directives(server):
     img2dataset = {"noai", "noimageai", "noindex", "noimageindex"}
     assert header_opt_out(_get(server, "/noindex-only").raw.headers, UA, directives=img2dataset) == OPTED_OUT_HEADER
     assert header_opt_out(_get(server, "/other-bot").raw.headers, UA, directives=img2dataset) is None
+    assert header_opt_out({"X-Robots-Tag": "none"}, UA, directives=img2dataset) == OPTED_OUT_HEADER  # none = noindex…
+    assert header_opt_out({"X-Robots-Tag": "none"}, UA) is None  # … which is no AI directive
 
 
 def test_x_robots_tag_scope_only_for_our_or_ai_tokens():

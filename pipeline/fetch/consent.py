@@ -116,14 +116,20 @@ def robots_tag_directives(value: str) -> list[tuple[str | None, str]]:
 
 
 def _our_scopes(user_agent: str, tokens: Iterable[str]) -> set[str]:
-    return {product_token(user_agent), *(t.lower() for t in tokens)} - {""}
+    return {product_token(user_agent), *(product_token(t) for t in tokens)} - {""}
+
+
+def _wanted(directives: Iterable[str]) -> set[str]:
+    """The directives asked for, plus ``none`` when it implies one of them (none = noindex, nofollow)."""
+    wanted = {d.lower() for d in directives}
+    return wanted | {"none"} if wanted & {"noindex", "nofollow"} else wanted
 
 
 def header_opt_out(headers: Any, user_agent: str = "", tokens: Iterable[str] = AI_TOKENS,
                    directives: Iterable[str] = AI_DIRECTIVES) -> str | None:
     """``opted_out_header`` when an X-Robots-Tag header gives one of ``directives`` to every crawler,
     to us (``user_agent``'s product token) or to one of ``tokens``."""
-    wanted, scopes = {d.lower() for d in directives}, _our_scopes(user_agent, tokens)
+    wanted, scopes = _wanted(directives), _our_scopes(user_agent, tokens)
     for value in header_values(headers, "X-Robots-Tag"):
         for scope, directive in robots_tag_directives(value):
             if directive in wanted and (scope is None or scope in scopes):
@@ -135,7 +141,7 @@ def meta_opt_out(metas: Iterable[tuple[str | None, str | None]], user_agent: str
                  tokens: Iterable[str] = AI_TOKENS, directives: Iterable[str] = AI_DIRECTIVES) -> str | None:
     """``opted_out_meta`` when ``<meta name="robots">`` or a meta named after us or one of ``tokens``
     (``<meta name="CCBot" content="noai">``) lists one of ``directives``."""
-    wanted, scopes = {d.lower() for d in directives}, _our_scopes(user_agent, tokens)
+    wanted, scopes = _wanted(directives), _our_scopes(user_agent, tokens)
     for name, content in metas:
         name = (name or "").strip().lower()
         if name != "robots" and name not in scopes:
