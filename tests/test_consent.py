@@ -19,6 +19,8 @@ from pipeline.fetch.consent import (
     OPTED_OUT_ROBOTS_AI,
     OPTED_OUT_TDMREP,
     TdmRep,
+    after_fetch_opt_out,
+    before_fetch_opt_out,
     header_opt_out,
     html_metas,
     meta_opt_out,
@@ -241,3 +243,15 @@ def test_page_signal_order():
     assert meta_opt_out([(None, None), ("robots", None)]) is None
     assert html_metas("<meta name=robots content=noai><p>no head</p>") == [("robots", "noai")]
     assert html_metas("<head><meta name='x'") == []
+
+
+def test_fetch_path_helpers(server):
+    rules = RobotsRules.parse("User-agent: GPTBot\nDisallow: /private/\n")
+    tdm = TdmRep.parse(_get(server, "/.well-known/tdmrep.json").content)
+    assert before_fetch_opt_out("/private/a.jpg", rules, tdm) == OPTED_OUT_ROBOTS_AI
+    assert before_fetch_opt_out("/directory-a/a.jpg", rules, tdm) == OPTED_OUT_TDMREP
+    assert before_fetch_opt_out("/directory-b/images/a.jpg", rules, tdm) is None
+    assert before_fetch_opt_out("/x") is None
+    assert after_fetch_opt_out(_get(server, "/tdm-1").raw.headers, "/tdm-1", UA) == OPTED_OUT_TDMREP
+    assert after_fetch_opt_out(_get(server, "/two-headers").raw.headers, "/two-headers", UA) == OPTED_OUT_HEADER
+    assert after_fetch_opt_out(_get(server, "/plain").raw.headers, "/plain", UA) is None

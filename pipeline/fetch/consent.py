@@ -3,6 +3,9 @@ page is opted out (one of ``REASONS``), or None.
 
 How to call them (the fetcher per URL, the crawler per page, the extractor per page)::
 
+    before_fetch_opt_out(url, rules, tdmrep)          # the origin's robots.txt AI groups, then its tdmrep.json
+    after_fetch_opt_out(resp.raw.headers, url, user_agent)   # tdm-reservation, then X-Robots-Tag headers
+    # … or one signal at a time:
     robots_ai_opt_out(rules, url)                     # RobotsRules of the origin → "opted_out_robots_ai"
     tdm = TdmRep.parse(body_of_well_known_tdmrep_json)   # once per origin, like robots.txt (to_bytes/from_bytes)
     tdmrep_opt_out(url, tdmrep=tdm, headers=resp_headers, metas=page_metas)   # → "opted_out_tdmrep"
@@ -243,6 +246,23 @@ def tdmrep_opt_out(url: str = "/", tdmrep: TdmRep | None = None, headers: Any = 
                    metas: Iterable[tuple[str | None, str | None]] = ()) -> str | None:
     """``opted_out_tdmrep`` when the TDM reservation that applies (see :func:`tdm_declaration`) is 1."""
     return OPTED_OUT_TDMREP if tdm_declaration(url, tdmrep, headers, metas)[0] == 1 else None
+
+
+# --------------------------------------------------------------------------- the fetch path
+def before_fetch_opt_out(url: str, rules: RobotsRules | None = None, tdmrep: TdmRep | None = None,
+                         tokens: Iterable[str] = AI_TOKENS) -> str | None:
+    """What the origin says about ``url`` before it is requested: its robots.txt groups for AI tokens,
+    then its tdmrep.json (a reservation there is honoured without asking the URL itself, which could
+    only lift it with a ``tdm-reservation: 0`` header)."""
+    return ((robots_ai_opt_out(rules, url, tokens) if rules is not None else None)
+            or tdmrep_opt_out(url, tdmrep))
+
+
+def after_fetch_opt_out(headers: Any, url: str = "/", user_agent: str = "", tokens: Iterable[str] = AI_TOKENS,
+                        directives: Iterable[str] = AI_DIRECTIVES) -> str | None:
+    """What a response's headers say: ``tdm-reservation: 1`` (``opted_out_tdmrep``), then X-Robots-Tag
+    (``opted_out_header``). Pass urllib3's ``resp.raw.headers`` (repeated headers kept apart)."""
+    return tdmrep_opt_out(url, None, headers) or header_opt_out(headers, user_agent, tokens, directives)
 
 
 # --------------------------------------------------------------------------- pages
