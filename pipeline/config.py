@@ -89,6 +89,10 @@ class ExtractConfig(Section):
     strict: bool = Field(False, description="any input error (truncated record, bad JSON …) fails the run")
     sample_source: Literal["warc", "wat"] = Field("warc", description="which sample crawl file is the default input")
     html_parser: Literal["selectolax", "resiliparse", "html.parser"] = "selectolax"
+    honour_opt_outs: bool = Field(True, description="drop the images of pages that opt out of AI training: "
+                                  "<meta name=robots content=noai|noimageai> (or named after an AI crawler), "
+                                  "X-Robots-Tag noai/noimageai, tdm-reservation 1 (meta or header); "
+                                  "reasons opted_out_meta / opted_out_header / opted_out_tdmrep")
 
 
 class FilterConfig(Section):

@@ -29,11 +29,14 @@ class Options:
     caption_col: str = "caption"
     max_url_length: int = MAX_URL_LENGTH
     parser: str = "selectolax"  # | "resiliparse" | "html.parser" (the baseline); see bench/extract.py
+    honour_opt_outs: bool = True  # drop the images of pages that opt out of AI training (opt_outs.py)
+    user_agent: str = ""  # our UA: a meta or X-Robots-Tag scoped to its product token applies to us
 
     @classmethod
-    def from_config(cls, ec) -> Options:
+    def from_config(cls, ec, user_agent: str = "") -> Options:
         return cls(max_text_length=ec.max_text_length, lenient=ec.lenient, url_col=ec.url_col,
-                   caption_col=ec.caption_col, max_url_length=ec.max_url_length, parser=ec.html_parser)
+                   caption_col=ec.caption_col, max_url_length=ec.max_url_length, parser=ec.html_parser,
+                   honour_opt_outs=ec.honour_opt_outs, user_agent=user_agent)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class FileStats:
     pages: int = 0  # HTML pages (WARC responses / WAT records with HTML metadata)
     images: int = 0  # <img> / IMG@/src links / URL-list rows: the stage's input rows
     pairs: int = 0  # candidates emitted (before cross-file dedup)
+    opted_out_pages: int = 0  # pages whose images were dropped as opted out of AI training
     drops: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     error_examples: list[str] = field(default_factory=list)
@@ -63,7 +67,8 @@ class FileStats:
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": self.format, "records": self.records, "records_fast": self.records_fast,
                 "records_lenient": self.records_lenient, "fallback": self.fallback, "responses": self.responses,
-                "pages": self.pages, "images": self.images, "pairs": self.pairs, "drops": dict(self.drops),
+                "pages": self.pages, "images": self.images, "pairs": self.pairs,
+                "opted_out_pages": self.opted_out_pages, "drops": dict(self.drops),
                 "errors": dict(self.errors), "error_examples": self.error_examples,
                 "seconds": round(self.seconds, 3)}
 
@@ -128,6 +133,13 @@ class PairSink:
         self.images += images
         self.pages.append((page_url, record_id, base, lang))
         self.n_images.append(len(images))
+
+    def drop_page(self, n_images: int, reason: str) -> None:
+        """A page whose ``n_images`` images are all dropped for ``reason`` (an opt-out): counted, not kept."""
+        self.stats.opted_out_pages += 1
+        self.stats.images += n_images
+        if n_images:
+            self.stats.drops[reason] += n_images
 
     def add_rows(self, images: list[tuple[str | None, str | None, None]], record_ids: list[str]) -> None:
         """A URL list's (url, caption, None) rows: each row is its own page, known by its row id."""

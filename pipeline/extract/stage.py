@@ -102,7 +102,8 @@ def aggregate(per_file: list[dict[str, Any]]) -> tuple[Counter, Counter, dict[st
     for d in per_file:
         drops.update(d["drops"])
         errors.update(d["errors"])
-        for k in ("records", "records_fast", "records_lenient", "responses", "pages", "images", "pairs"):
+        for k in ("records", "records_fast", "records_lenient", "responses", "pages", "images", "pairs",
+                  "opted_out_pages"):
             totals[k] += d.get(k, 0)
     return drops, errors, dict(totals)
 
@@ -112,6 +113,8 @@ def aggregate(per_file: list[dict[str, Any]]) -> tuple[Counter, Counter, dict[st
        description="Read Common Crawl WARC/WAT files (or URL lists: parquet/csv/tsv/jsonl) and write every "
        "(absolute image URL, alt or title text) pair as the candidates dataset (output_dir/candidates, "
        "Parquet) with _stats.json (records, pages, pairs, drops and input errors by reason, per file). "
+       "Pages that opt out of AI training (<meta name=robots content=noai|noimageai>, X-Robots-Tag noai, "
+       "tdm-reservation: 1) give no pairs; their images are counted as opted_out_*. "
        "Inputs: files, globs, folders, fsspec URLs, or a paths file such as CC's wat.paths.gz. "
        "Default input: the sample web's crawl (wit sample).",
        input_help="input files/globs/URLs (default: config extract.inputs or the sample)",
@@ -124,6 +127,9 @@ def aggregate(per_file: list[dict[str, Any]]) -> tuple[Counter, Counter, dict[st
                 Flag("--sample-source", key="extract.sample_source", choices=["warc", "wat"]),
                 Flag("--strict", key="extract.strict", action="store_const", const=True,
                      help="fail (exit 2) when any input has errors (truncated records, bad Content-Length, bad JSON …)"),
+                Flag("--ignore-opt-outs", key="extract.honour_opt_outs", action="store_const", const=False,
+                     help="keep the images of pages that opt out of AI training (robots meta noai/noimageai, "
+                     "X-Robots-Tag, tdm-reservation: 1); by default they are dropped as opted_out_meta/_header/_tdmrep"),
                 Flag("--no-lenient", key="extract.lenient", action="store_const", const=False,
                      help="skip WAT records whose Content-Length is wrong instead of reading their JSON line")])
 def run_extract(ctx: StageContext) -> None:
@@ -148,7 +154,7 @@ def run_extract(ctx: StageContext) -> None:
     try:
         rdd = spark.sparkContext.parallelize(list(enumerate(files)), len(files))
         paths = spark.createDataFrame(rdd, "idx int, path string")
-        pairs = paths.mapInArrow(_task(stats_dir, Options.from_config(ec), ec.input_format), to_spark(CANDIDATES))
+        pairs = paths.mapInArrow(_task(stats_dir, Options.from_config(ec, cfg.download.user_agent), ec.input_format), to_spark(CANDIDATES))
         rest = [c for c in CANDIDATES.names if c != "uid"]
         dedup = pairs.groupBy("uid").agg(F.min(F.struct(*rest)).alias("r")).select("uid", *[f"r.{c}" for c in rest])
         validate_spark(dedup, CANDIDATES)

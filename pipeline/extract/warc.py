@@ -1,6 +1,6 @@
 """WARC reader: every ``<img>`` of every HTML response (FastWARC, the lenient line reader from where it
 fails; resiliparse for charsets; the HTML parser chosen by config extract.html_parser), with the page's
-CC language when a metadata record follows."""
+CC language when a metadata record follows; pages that opt out of AI training give none (opt_outs.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
+from pipeline.extract.opt_outs import CONSENT_HEADERS, warc_page_opt_out
 from pipeline.extract.records import read_records
 from pipeline.extract.sink import Options, PairSink, PendingPage, cld2_lang
 from pipeline.extract.urls import largest_srcset, page_base, target_uri
@@ -43,6 +44,9 @@ def _parse_http(block: bytes) -> tuple[bytes, dict[str, str], bytes] | None:
         key = k.strip().lower().decode("latin-1")
         if key in ("content-type", "content-encoding", "transfer-encoding"):
             headers[key] = v.strip().decode("latin-1")
+        elif key in CONSENT_HEADERS:  # may repeat (X-Robots-Tag): kept apart, one value a line
+            value = v.strip().decode("latin-1")
+            headers[key] = f"{headers[key]}\n{value}" if key in headers else value
     return status, headers, block[body:]
 
 
@@ -187,7 +191,7 @@ def extract_warc(path: str, sink: PairSink, opts: Options) -> Iterator[pa.Record
             continue
         st.responses += 1
         if rtype == "resource":
-            ctype, body = h.get("Content-Type") or "", block
+            ctype, body, headers = h.get("Content-Type") or "", block, {}
         else:
             parsed = _parse_http(block)
             if parsed is None:
@@ -206,12 +210,17 @@ def extract_warc(path: str, sink: PairSink, opts: Options) -> Iterator[pa.Record
             continue
         st.pages += 1
         try:
-            base, images = parse(decode_page(body, ctype))
+            html = decode_page(body, ctype)
+            base, images = parse(html)
         except Exception as e:  # noqa: BLE001 — malformed HTML must not stop the file
             st.error("html_parse_error", f"{uri}: {e}")
             continue
         if pending is not None:
             emit(pending)
+            pending = None
+        if images and opts.honour_opt_outs and (reason := warc_page_opt_out(html, headers, opts.user_agent)):
+            sink.drop_page(len(images), reason)
+            continue
         pending = PendingPage(uri, h.get("WARC-Record-ID"), page_base(uri, base), images)
         yield from sink.full_batch()
     if pending is not None:

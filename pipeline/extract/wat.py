@@ -1,5 +1,5 @@
 """WAT reader: every ``IMG@/src`` link of a WAT's HTML metadata, resolved against ``<base>`` or the page
-URL. FastWARC + orjson; from where FastWARC fails or doubts, a line reader that tolerates wrong
+URL (none from pages that opt out of AI training in ``Head.Metas`` or their headers: opt_outs.py). FastWARC + orjson; from where FastWARC fails or doubts, a line reader that tolerates wrong
 Content-Length values (lenient mode) reads the rest of the file."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pyarrow as pa
 
+from pipeline.extract.opt_outs import wat_page_opt_out
 from pipeline.extract.records import read_records
 from pipeline.extract.sink import Options, PairSink, PendingPage, cld2_lang
 from pipeline.extract.urls import page_base, target_uri
@@ -36,18 +37,20 @@ def _wat_lang(payload: bytes) -> str | None:
     return None
 
 
-def _wat_page(payload: bytes) -> tuple[str | None, str | None, str | None, list[tuple]] | None:
-    """(page URL, record id, <base href>, [(url, alt, title)]) of a WAT response record, None if no HTML.
-    Parsing the whole record with orjson beats simdjson's lazy proxies here (measured on sample and
-    real CC records): most of a record is the Links list, which is read in full anyway."""
+def _wat_page(payload: bytes, opts: Options) -> tuple[str | None, str | None, str | None, list[tuple], str | None] | None:
+    """(page URL, record id, <base href>, [(url, alt, title)], opt-out reason or None) of a WAT response
+    record, None if no HTML. Parsing the whole record with orjson beats simdjson's lazy proxies here
+    (measured on sample and real CC records): most of a record is the Links list, which is read in full anyway."""
     env = _json_object(payload)["Envelope"]
-    meta = ((env.get("Payload-Metadata") or {}).get("HTTP-Response-Metadata") or {}).get("HTML-Metadata")
+    http = (env.get("Payload-Metadata") or {}).get("HTTP-Response-Metadata") or {}
+    meta = http.get("HTML-Metadata")
     if meta is None:
         return None
     images = [(lk.get("url"), lk.get("alt"), lk.get("title")) for lk in meta.get("Links") or () if lk.get("path") == "IMG@/src"]
     base = (meta.get("Head") or {}).get("Base")
     whm = env.get("WARC-Header-Metadata") or {}
-    return target_uri(whm.get("WARC-Target-URI")), whm.get("WARC-Record-ID"), base, images
+    reason = wat_page_opt_out(payload, meta, http, opts.user_agent) if opts.honour_opt_outs else None
+    return target_uri(whm.get("WARC-Target-URI")), whm.get("WARC-Record-ID"), base, images, reason
 
 
 _JSON_ENDS = (b"}", b"}\r\n", b"}\n")
@@ -90,7 +93,7 @@ def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordB
                 if pending is not None and target_uri(headers.get("WARC-Target-URI")) == pending.uri:
                     pending.lang = _wat_lang(payload)
                 continue
-            page = _wat_page(payload)
+            page = _wat_page(payload, opts)
         except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
             st.error("invalid_json", f"{target_uri(headers.get('WARC-Target-URI'))[:200]}: {e}")
             continue
@@ -99,7 +102,11 @@ def extract_wat(path: str, sink: PairSink, opts: Options) -> Iterator[pa.RecordB
         st.pages += 1
         if pending is not None:
             emit(pending)
-        page_url, rid, base_href, images = page
+            pending = None
+        page_url, rid, base_href, images, reason = page
+        if reason:
+            sink.drop_page(len(images), reason)
+            continue
         page_url = page_url or target_uri(headers.get("WARC-Target-URI"))
         pending = PendingPage(page_url, rid, page_base(page_url, base_href), images)
         yield from sink.full_batch()
