@@ -98,9 +98,13 @@ class Politeness:
     last_start: dict[str, float] = field(default_factory=dict, repr=False)  # host → its latest request's start
     paused_until: dict[str, float] = field(default_factory=dict, repr=False)  # host → end of its Retry-After
 
-    def interval(self, host: str) -> float:
+    def crawl_delay(self, host: str) -> float:
+        """The host's robots.txt Crawl-delay as honoured (capped at max_crawl_delay_s; 0: none)."""
         delay = self.delay_of(host) if self.delay_of is not None else 0.0
-        return max(self.min_interval_s, min(delay or 0.0, self.max_crawl_delay_s))
+        return min(delay or 0.0, self.max_crawl_delay_s)
+
+    def interval(self, host: str) -> float:
+        return max(self.min_interval_s, self.crawl_delay(host))
 
     def next_start(self, host: str) -> float:
         """When the host may be asked again: its interval after its latest request, and not paused."""
@@ -108,8 +112,7 @@ class Politeness:
         return max(self.paused_until.get(host, 0.0), 0.0 if last is None else last + self.interval(host))
 
     def cap(self, host: str) -> int:
-        delay = self.delay_of(host) if self.delay_of is not None else 0.0
-        return 1 if delay else self.connections
+        return 1 if self.crawl_delay(host) else self.connections
 
 
 class _Job:
