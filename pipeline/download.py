@@ -601,4 +601,6 @@ def register(sub, common) -> None:
     flag(p, "--timeout", key="download.timeout_s", type=float, metavar="SECONDS", help="total deadline per request, seconds")
     flag(p, "--allow-host", key="download.allow_hosts", action="append", metavar="HOST[:PORT]",
          help="fetch from this host even if it is a private/loopback address (repeatable), e.g. 127.0.0.1:8765")
-    flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True)
+    flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True,
+         help="ask each host's robots.txt first (RFC 9309: 4xx allows all; 5xx, 429 or unreachable disallows the "
+         "host for robots.unavailable_s as robots_unavailable; a Crawl-delay paces the host)")

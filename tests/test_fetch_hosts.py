@@ -463,3 +463,44 @@ def test_fetch_all_processes_in_threads_and_stops_cleanly(hosts):
     next(it)
     it.close()  # the consumer stops early: the threads finish and leave
     assert not [t for t in threading.enumerate() if t.name.startswith("fetch-worker-")]
+
+
+# --- the scheduler on its own: any fetch callable ------------------------------------------------
+
+
+def test_the_scheduler_runs_any_fetch_callable_and_counts_only_unreached_hosts():
+    """HostScheduler knows nothing of the Fetcher: here it runs a plain function. A host that cannot be
+    reached opens its circuit after the limit; one that is reached but slow never does."""
+    from pipeline.fetch import FetchResult, HostScheduler, Politeness
+
+    asked: list[str] = []
+
+    def fetch(url: str) -> FetchResult:
+        asked.append(url)
+        if "//down/" in url:
+            return FetchResult(url, reason="connection_error", connected=False)
+        if "//slow/" in url:
+            return FetchResult(url, reason="timeout", connected=True)
+        return FetchResult(url, data=b"x", http_status=200, connected=True)
+
+    urls = [f"http://down/{i}" for i in range(10)] + [f"http://slow/{i}" for i in range(10)] + ["http://ok/1"]
+    scheduler = HostScheduler(fetch, Politeness(connections=1, failure_limit=3, retries=0))
+    scheduler.load(urls, lambda u: u)
+    got = {url: r.reason or "ok" for url, r in scheduler.run(threads=4, process=None)}
+    assert [got[u] for u in urls[:10]] == ["connection_error"] * 3 + ["host_unreachable"] * 7
+    assert [got[u] for u in urls[10:20]] == ["timeout"] * 10 and got["http://ok/1"] == "ok"
+    assert sum(u.startswith("http://down/") for u in asked) == 3  # the circuit's URLs cost no attempt
+
+
+def test_each_host_keeps_its_own_interval():
+    """Politeness.interval per host: a Crawl-delay raises one host's interval (capped), not the others'."""
+    from pipeline.fetch import Politeness
+
+    pace = Politeness(min_interval_s=0.5, max_crawl_delay_s=10, connections=4,
+                      delay_of=lambda host: {"slow.test": 3.0, "huge.test": 3600.0}.get(host, 0.0))
+    assert [pace.interval(h) for h in ("fast.test", "slow.test", "huge.test")] == [0.5, 3.0, 10.0]
+    assert [pace.cap(h) for h in ("fast.test", "slow.test")] == [4, 1]
+    pace.last_start["slow.test"] = 100.0
+    pace.paused_until["fast.test"] = 120.0  # a Retry-After
+    assert pace.next_start("slow.test") == 103.0 and pace.next_start("fast.test") == 120.0
+    assert pace.next_start("new.test") == 0.0
