@@ -167,7 +167,23 @@ class CrawlFiles:
         return storage.read_json(path)
 
 
-# --- Spark's reads and writes, through the storage layer too -----------------------------------------
+# --- Spark's reads and writes ---------------------------------------------------------------------------
+# Spark's own Parquet reader and writer where Spark has a Hadoop filesystem for the path (local, hdfs://,
+# s3a:// with the hadoop-aws jar): the fast way. Elsewhere (s3:// without that jar, any other fsspec URL)
+# the Spark tasks read and write the files themselves through the storage layer.
+
+
+def spark_native(spark, path: str) -> bool:
+    """Whether Spark's own I/O reaches ``path`` (it has a Hadoop filesystem for the scheme)."""
+    sp = storage.to_spark_path(path)
+    scheme = sp.split("://", 1)[0] if "://" in sp else "file"
+    if scheme == "file":
+        return True
+    try:
+        spark._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, spark._jsc.hadoopConfiguration())
+        return True
+    except Exception:  # noqa: BLE001 - py4j's error for "no FileSystem for scheme"
+        return False
 
 _SPARK_TYPES = {pa.string(): "string", pa.int32(): "int", pa.int64(): "bigint", pa.list_(pa.string()): "array<string>"}
 
@@ -189,8 +205,10 @@ def _read_files(schema: pa.Schema):
 
 
 def spark_read(spark, paths: list[str], schema: pa.Schema):
-    """A DataFrame of the Parquet files or folders at ``paths`` (columns of ``schema``), read by the
-    Spark tasks through the storage layer (one task per file)."""
+    """A DataFrame of the Parquet files or folders at ``paths`` (columns of ``schema``): Spark's reader, or
+    the Spark tasks reading them through the storage layer."""
+    if spark_native(spark, paths[0]):
+        return spark.read.schema(spark_schema(schema)).parquet(*[storage.to_spark_path(p) for p in paths])
     files = parquet_files(paths)
     listing = spark.createDataFrame([(f,) for f in files], "path string")
     tasks = max(1, min(len(files), 4 * spark.sparkContext.defaultParallelism))
@@ -224,9 +242,12 @@ def _write_partitions(folder: str, schema: pa.Schema):
 
 
 def spark_write(df, folder: str, schema: pa.Schema) -> int:
-    """Write each partition of ``df`` as one Parquet file under ``folder`` through the storage layer
-    (partitions with no rows write nothing); returns the rows written."""
+    """Write each partition of ``df`` as one Parquet file under ``folder`` (Spark's writer, or the tasks
+    through the storage layer, where a partition with no rows writes nothing); returns the rows written."""
     from pyspark.sql import functions as F
 
+    if spark_native(df.sparkSession, folder):
+        df.select(*schema.names).write.parquet(storage.to_spark_path(folder))
+        return dataset(folder).count_rows()
     written = df.select(*schema.names).mapInArrow(_write_partitions(folder, schema), "rows bigint")
     return written.agg(F.sum("rows")).first()[0] or 0

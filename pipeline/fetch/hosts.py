@@ -5,7 +5,9 @@ the next). It knows nothing else of the fetcher: ``Fetcher.fetch_all`` hands it 
 **Each host's pace.** A host's interval between two request starts is the ``min_interval_s`` floor,
 raised by its robots.txt ``Crawl-delay`` (``Politeness.delay_of``, up to ``max_crawl_delay_s``; such a
 host also gets one connection at a time, as Heritrix and Nutch do) and paused by its Retry-After. A
-Crawl-delay learned during a host's first request (robots.txt is read then) spaces its second.
+Crawl-delay learned during a host's first request (robots.txt is read then) spaces its second. A URL
+failed before its host was asked (``NOT_ASKED``: robots.txt said no, an unsafe address) spends none of
+the host's interval.
 
 The task's URLs are queued per host; a thread takes the earliest URL (input order) whose host is below
 its connection cap and past its interval, hosts not yet asked first
