@@ -77,6 +77,18 @@ class CrawlConfig(Section):
     contact_url: str | None = Field(None, description="None = download.contact_url")
 
 
+class RobotsConfig(Section):
+    """robots.txt as the fetcher reads it (RFC 9309; pipeline/fetch/robots.py), for download and crawl."""
+
+    max_age_s: float = Field(86_400.0, gt=0, le=86_400, description="a fetched robots.txt is used this long "
+                             "(RFC 9309: at most 24 h)")
+    unavailable_s: float = Field(600.0, ge=0, description="a robots.txt answered 5xx/429 or unreachable disallows "
+                                 "its site this long (or its Retry-After), its URLs robots_unavailable")
+    max_bytes: int = Field(500 * 1024, ge=500 * 1024, description="a longer robots.txt is parsed up to this")
+    max_crawl_delay_s: float = Field(10.0, ge=0, description="a Crawl-delay raises its host's interval up to this "
+                                     "(download; the crawl uses crawl.max_crawl_delay_s)")
+
+
 class ExtractConfig(Section):
     inputs: list[str] = Field(default_factory=list, description="files, globs, URLs or a paths file")
     input_format: Literal["auto", "wat", "warc", "parquet", "csv", "tsv", "jsonl"] = "auto"
@@ -368,6 +380,7 @@ class RunConfig(Section):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     crawl: CrawlConfig = Field(default_factory=CrawlConfig)
+    robots: RobotsConfig = Field(default_factory=RobotsConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     queries: QueriesConfig = Field(default_factory=QueriesConfig)

@@ -303,10 +303,10 @@ def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
 class ShardJob:
     """Download one shard: threads fetch, check headers, resize and hash; this thread writes."""
 
-    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int):
+    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int, robots=None):
         from PIL import Image
 
-        self.dl, self.out, self.spec = dl, out.rstrip("/"), spec
+        self.dl, self.robots, self.out, self.spec = dl, robots, out.rstrip("/"), spec
         self.name = shard_name(spec.shard, n_shards)
         self.digits = shard_digits(n_shards)  # img2dataset's writers name the files with it
         self.key_of = lambda index: sample_key(spec.shard, index, n_shards, dl.shard_size)
@@ -361,7 +361,7 @@ class ShardJob:
     def _download(self, todo, writer, counts: Counter, totals: Counter) -> None:
         """Fetch host by host (pipeline.fetch.HostScheduler: per-host cap, Retry-After, circuit
         breaker); the image work runs in the fetch threads after the host's connection is free."""
-        fetcher = Fetcher.from_config(self.dl)
+        fetcher = Fetcher.from_config(self.dl, self.robots)
         resizer = make_resizer(self.dl)
 
         def work(item, r):
@@ -486,11 +486,11 @@ def _meta_schema() -> pa.Schema:
 
 def _shard_task(args: tuple) -> dict[str, Any]:
     """Spark task: one shard (module-level so it pickles by reference)."""
-    from pipeline.config import DownloadConfig
+    from pipeline.config import DownloadConfig, RobotsConfig
 
-    dl_dict, out, spec, n_shards, retry_failed = args
-    dl = DownloadConfig.model_validate(dl_dict)
-    return ShardJob(dl, out, spec, n_shards).run(retry_failed)
+    dl_dict, robots_dict, out, spec, n_shards, retry_failed = args
+    dl, robots = DownloadConfig.model_validate(dl_dict), RobotsConfig.model_validate(robots_dict)
+    return ShardJob(dl, out, spec, n_shards, robots).run(retry_failed)
 
 
 # --- the stage ----------------------------------------------------------------------------------------
@@ -523,7 +523,8 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
         sc.setJobDescription(f"wit download: {len(specs)} shards")
         if dl.job_host_connections and dl.concurrent_tasks is None:  # each task's share of the job-wide host cap
             dl = dl.model_copy(update={"concurrent_tasks": min(len(specs), sc.defaultParallelism)})
-        tasks = [(dl.model_dump(mode="json"), out, s, len(specs), retry) for s in specs]
+        robots = ctx.cfg.robots.model_dump(mode="json")
+        tasks = [(dl.model_dump(mode="json"), robots, out, s, len(specs), retry) for s in specs]
         with progress.watch_folder("download", n_rows, out, pattern="[0-9]*_stats.json"):  # shards' own stats files
             results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
     wall = time.perf_counter() - t0
@@ -602,4 +603,6 @@ def register(sub, common) -> None:
     flag(p, "--timeout", key="download.timeout_s", type=float, metavar="SECONDS", help="total deadline per request, seconds")
     flag(p, "--allow-host", key="download.allow_hosts", action="append", metavar="HOST[:PORT]",
          help="fetch from this host even if it is a private/loopback address (repeatable), e.g. 127.0.0.1:8765")
-    flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True)
+    flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True,
+         help="ask each host's robots.txt first (RFC 9309: 4xx allows all; 5xx, 429 or unreachable disallows the "
+         "host for robots.unavailable_s as robots_unavailable; a Crawl-delay paces the host)")

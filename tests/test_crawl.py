@@ -32,7 +32,7 @@ from pipeline.crawl import (
     warc_files,
 )
 from pipeline.errors import UserError
-from pipeline.fetch import REASONS
+from pipeline.fetch import REASONS, FetchError
 
 MAX_DEPTH = 3
 PER_HOST = 40
@@ -253,8 +253,10 @@ def test_hosts_of_different_intervals_are_crawled_together(web, tmp_path):
         crawler = Crawler(cfg)
         try:
             for url in (server.url + "/", other + "/"):
-                crawler.robots.allowed(url)
-            assert crawler.interval(server.url + "/") == 0.05 and crawler.interval(other + "/") == 0.0
+                crawler.fetcher.robots.check(url)
+            pace = crawler.fetcher.politeness
+            assert pace.interval("127.0.0.1") == 0.05 and pace.interval("127.0.0.2") == 0.0
+            assert pace.cap("127.0.0.1") == 1 and pace.cap("127.0.0.2") == cfg.download.host_connections
         finally:
             crawler.close()
         stats = run_crawl(cfg, web["spark"], input=[server.url + "/", other + "/"], output=str(tmp_path / "crawl"))
@@ -273,27 +275,15 @@ def test_hosts_of_different_intervals_are_crawled_together(web, tmp_path):
             assert groups.setdefault(host, group) == group and 0 <= group < 4
 
 
-def test_merged_yields_everything_and_raises_errors():
-    from pipeline.crawl import _merged
-
-    assert sorted(_merged([iter(range(0, 50)), iter(range(50, 120))])) == list(range(120))
-
-    def broken():
-        yield 1
-        raise OSError("disk")
-
-    with pytest.raises(OSError, match="disk"):
-        list(_merged([broken(), iter(range(1000))]))
-
-
 def test_crawl_delay_raises_the_host_interval(web):
     cfg = crawl_config(web["root"], web["server"].port, **{"crawl.max_crawl_delay_s": 0.5})
     crawler = Crawler(cfg)
     try:
         url = web["server"].url + "/pages/0000000.html"
-        assert crawler.robots.allowed(url) and not crawler.robots.allowed(web["server"].url + "/private/x.html")
-        assert crawler.interval(url) == 0.5  # robots.txt asks 1 s, capped at max_crawl_delay_s
-        assert crawler.fetcher(crawler.interval(url)).host_min_interval_s == 0.5
+        crawler.fetcher.robots.check(url)
+        with pytest.raises(FetchError, match="robots_disallowed"):
+            crawler.fetcher.robots.check(web["server"].url + "/private/x.html")
+        assert crawler.fetcher.politeness.interval("127.0.0.1") == 0.5  # robots.txt asks 1 s, capped at max_crawl_delay_s
     finally:
         crawler.close()
 
@@ -304,6 +294,11 @@ def test_urls_scope_and_seeds(tmp_path):
     for bad in ("mailto:x@example.com", "javascript:void(0)", "ftp://example.com/", "http://u:p@example.com/"):
         assert normalise(bad) is None
     assert registered_domain("a.b.example.co.uk") == "example.co.uk" and registered_domain("x.example.com") == "example.com"
+    # the Public Suffix List: private suffixes are sites of their own, deep ICANN suffixes are known
+    assert registered_domain("alice.github.io") == "alice.github.io" != registered_domain("bob.github.io")
+    assert registered_domain("www.city.kawasaki.jp") == "city.kawasaki.jp"
+    assert registered_domain("a.b.example.com.au") == "example.com.au"
+    assert registered_domain("127.0.0.1") == "127.0.0.1" and registered_domain("localhost") == "localhost"
     cfg = load_config(overrides={"crawl.scope": "same_domain", "crawl.exclude": [r"/tag/"]})
     scope = Scope(cfg.crawl, {"www.example.com"})
     assert "http://blog.example.com/a" in scope and "http://other.org/" not in scope

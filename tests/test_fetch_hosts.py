@@ -384,20 +384,35 @@ def test_circuit_breaker_fails_a_dead_hosts_urls_fast(hosts):
     try:
         f = Fetcher(timeout_s=1, retries=0, host_connections=2, host_failure_limit=3,
                     allow_hosts=("127.0.0.40", "127.0.0.41", "127.0.0.42"))
-        dead = [f"http://127.0.0.40:{hung.port}/{i}.jpg" for i in range(30)]
+        dead = [f"http://127.0.0.40:{hung.port}/{i}.jpg" for i in range(5)]
         gone = [f"http://127.0.0.41:{refused.getsockname()[1]}/{i}.jpg" for i in range(30)]
         fine = [healthy.url(f"/missing{i}.jpg") for i in range(10)] + [healthy.url("/ok.jpg")]
         got = outcomes(f, dead + gone + fine, threads=8)
     finally:
         hung.close()
         refused.close()
-    dead_reasons = [got[u] for u in dead]
-    assert dead_reasons.count("host_unreachable") >= 30 - (3 + 1)  # the limit, plus the cap's other request
-    assert set(dead_reasons) == {"timeout", "host_unreachable"} and hung.accepted <= 3 + 1
+    # A host that accepts connections and then says nothing was reached: each URL is its own timeout.
+    assert [got[u] for u in dead] == ["timeout"] * 5 and hung.accepted == 5
     gone_reasons = [got[u] for u in gone]
-    assert gone_reasons.count("host_unreachable") >= 30 - (3 + 1)
+    assert gone_reasons.count("host_unreachable") >= 30 - (3 + 1)  # the limit, plus the cap's other request
     assert set(gone_reasons) == {"connection_error", "host_unreachable"}
     assert [got[u] for u in fine] == ["http_404"] * 10 + ["ok"]  # answers, even 404s, never open the circuit
+
+
+def test_slow_urls_on_a_reachable_host_are_timeouts_not_a_dead_host(hosts):
+    def route(path, n):
+        if path.startswith("/hang"):
+            time.sleep(3)  # the request was read; the answer never comes in time
+        return 200, {}, JPEG
+
+    site = hosts("127.0.0.43", route)
+    f = Fetcher(timeout_s=1, retries=0, host_connections=1, host_failure_limit=3, allow_hosts=("127.0.0.43",))
+    hanging = [site.url(f"/hang{i}.jpg") for i in range(4)]
+    fine = [site.url(f"/{i}.jpg") for i in range(5)]
+    got = outcomes(f, hanging + fine, threads=2)
+    assert [got[u] for u in hanging] == ["timeout"] * 4
+    assert [got[u] for u in fine] == ["ok"] * 5  # the circuit stayed closed: each was asked
+    assert all(site.hits.get(f"/{i}.jpg") == 1 for i in range(5))
 
 
 # --- robots.txt under the scheduler ---------------------------------------------------------------
@@ -418,10 +433,13 @@ def test_robots_txt_once_per_host_and_the_address_judged_first(hosts):
         assert evil.connections == 0
 
 
-def test_unreachable_robots_txt_is_a_transient_failure_asked_again(hosts):
+def test_unreachable_robots_txt_disallows_the_site_for_a_while_without_asking_again(hosts):
     site = hosts("127.0.0.52", lambda path, n: (500, {}, b"") if path == "/robots.txt" and n == 1 else (200, {}, JPEG))
-    f = Fetcher(timeout_s=10, retries=0, respect_robots_txt=True, allow_hosts=("127.0.0.52",))
-    assert f.fetch(site.url("/a.jpg")).reason == "http_5xx"  # retryable, not robots_disallowed
+    f = Fetcher(timeout_s=10, retries=2, respect_robots_txt=True, robots_unavailable_s=0.5, allow_hosts=("127.0.0.52",))
+    urls = [site.url(f"/{i}.jpg") for i in range(5)]
+    assert set(outcomes(f, urls).values()) == {"robots_unavailable"}  # transient, and no page was asked
+    assert site.hits == {"/robots.txt": 1}
+    time.sleep(0.6)  # remembered for robots_unavailable_s, then asked again
     assert f.fetch(site.url("/b.jpg")).ok and site.hits["/robots.txt"] == 2
 
 
@@ -445,3 +463,44 @@ def test_fetch_all_processes_in_threads_and_stops_cleanly(hosts):
     next(it)
     it.close()  # the consumer stops early: the threads finish and leave
     assert not [t for t in threading.enumerate() if t.name.startswith("fetch-worker-")]
+
+
+# --- the scheduler on its own: any fetch callable ------------------------------------------------
+
+
+def test_the_scheduler_runs_any_fetch_callable_and_counts_only_unreached_hosts():
+    """HostScheduler knows nothing of the Fetcher: here it runs a plain function. A host that cannot be
+    reached opens its circuit after the limit; one that is reached but slow never does."""
+    from pipeline.fetch import FetchResult, HostScheduler, Politeness
+
+    asked: list[str] = []
+
+    def fetch(url: str) -> FetchResult:
+        asked.append(url)
+        if "//down/" in url:
+            return FetchResult(url, reason="connection_error", connected=False)
+        if "//slow/" in url:
+            return FetchResult(url, reason="timeout", connected=True)
+        return FetchResult(url, data=b"x", http_status=200, connected=True)
+
+    urls = [f"http://down/{i}" for i in range(10)] + [f"http://slow/{i}" for i in range(10)] + ["http://ok/1"]
+    scheduler = HostScheduler(fetch, Politeness(connections=1, failure_limit=3, retries=0))
+    scheduler.load(urls, lambda u: u)
+    got = {url: r.reason or "ok" for url, r in scheduler.run(threads=4, process=None)}
+    assert [got[u] for u in urls[:10]] == ["connection_error"] * 3 + ["host_unreachable"] * 7
+    assert [got[u] for u in urls[10:20]] == ["timeout"] * 10 and got["http://ok/1"] == "ok"
+    assert sum(u.startswith("http://down/") for u in asked) == 3  # the circuit's URLs cost no attempt
+
+
+def test_each_host_keeps_its_own_interval():
+    """Politeness.interval per host: a Crawl-delay raises one host's interval (capped), not the others'."""
+    from pipeline.fetch import Politeness
+
+    pace = Politeness(min_interval_s=0.5, max_crawl_delay_s=10, connections=4,
+                      delay_of=lambda host: {"slow.test": 3.0, "huge.test": 3600.0}.get(host, 0.0))
+    assert [pace.interval(h) for h in ("fast.test", "slow.test", "huge.test")] == [0.5, 3.0, 10.0]
+    assert [pace.cap(h) for h in ("fast.test", "slow.test")] == [4, 1]
+    pace.last_start["slow.test"] = 100.0
+    pace.paused_until["fast.test"] = 120.0  # a Retry-After
+    assert pace.next_start("slow.test") == 103.0 and pace.next_start("fast.test") == 120.0
+    assert pace.next_start("new.test") == 0.0

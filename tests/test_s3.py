@@ -295,3 +295,41 @@ def test_train_resumes_on_s3_and_logs_each_step_once(bucket, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all("lr" in r for r in rows)
     assert storage.read_json(f"{out}/_stats.json")["steps"] == storage.read_json(f"{out}/summary.json")["steps"] == 6
     assert {"_SUCCESS", "_stats.json", "summary.json", "metrics.jsonl", "checkpoints/epoch_latest.pt"} == set(_keys(out))
+
+
+def test_crawl_writes_to_s3(bucket, tmp_path):
+    """spark-submit jobs/crawl.py with its output on s3://: frontiers, WARC parts, index and pages all go
+    through the storage layer, from the driver, the fetch tasks and the frontier's Spark jobs."""
+    import io
+
+    import pyarrow.parquet as pq
+    from warcio.archiveiterator import ArchiveIterator
+
+    from pipeline.crawl import warc_files
+    from tests.cluster import REPO, spark_submit
+    from tests.conftest import served_sample_web
+
+    out = f"{bucket}/run/crawl"
+    with served_sample_web(tmp_path, n_pairs=20, seed=0) as (_, server):
+        spark_submit(REPO / "jobs" / "crawl.py",
+                     [server.url + "/", "--output", out, "--output-dir", f"{bucket}/run",
+                      "--set", "spark.executor_memory=512m", "--set", "spark.driver_memory=512m",
+                      "--set", f"download.allow_hosts=[127.0.0.1:{server.port}]", "--set", "download.timeout_s=60",
+                      "--set", "crawl.min_interval_s=0", "--set", "crawl.max_crawl_delay_s=0",
+                      "--set", "crawl.max_depth=1", "--set", "crawl.part_pages=5", "--set", "crawl.tasks=2"],
+                     master="local[2]", timeout=900)
+    assert storage.is_complete(out)
+    keys = _keys(out)
+    assert not [k for k in keys if ".tmp" in k]
+    assert {"frontier", "rejected", "warc", "index", "pages", "rounds"} <= {k.split("/")[0] for k in keys}
+    warcs = warc_files(out)
+    assert warcs and all(w.startswith(out + "/warc/round-") for w in warcs)
+    fs, p = storage.fs_for(out)
+    index = [row for k in keys if k.startswith("index/") for row in pq.read_table(io.BytesIO(fs.cat(f"{p}/{k}"))).to_pylist()]
+    assert server.url + "/" in {row["url"] for row in index}
+    for row in index[:5]:  # the index points at each page's response record in its WARC part
+        data = fs.cat(f"{p}/warc/{row['file']}")[row["offset"]:row["offset"] + row["length"]]
+        rec = next(iter(ArchiveIterator(io.BytesIO(data))))
+        assert rec.rec_type == "response" and rec.rec_headers.get_header("WARC-Target-URI") == row["url"]
+    stats = storage.read_json(f"{out}/_stats.json")
+    assert stats["output_rows"] == len(index) and stats["extra"]["rounds"] == 2

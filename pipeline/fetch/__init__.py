@@ -10,9 +10,12 @@ One module per part (each one's docstring says how it works):
   that shuts an attempt's sockets when its deadline passes.
 - ``dns``: ``Resolver``. Per-name lookups that never wait behind one another, answers and failures
   cached, the system resolver or ``dns_servers``.
-- ``hosts``: ``HostScheduler``. Per-host caps and interval, Retry-After, retries, the circuit
-  breaker; ``task_host_cap``.
-- ``robots``: ``X-Robots-Tag`` opt-outs and ``RobotsCache`` (robots.txt).
+- ``hosts``: ``HostScheduler`` runs a fetch callable host by host under a ``Politeness``: each host's
+  own interval (floor, Crawl-delay, Retry-After), connection cap and circuit breaker; ``task_host_cap``.
+- ``robots``: ``X-Robots-Tag`` opt-outs and ``RobotsCache`` (robots.txt fetched and kept per RFC 9309,
+  parsed behind ``parse_robots``).
+- ``url_safety``: which URLs may be asked at all (scheme, userinfo, IP literals, IDNA-mapped names);
+  the caption filter ``filters.url_safety`` wraps it.
 - ``outcome``: ``FetchResult``, ``FetchError`` and the fixed vocabulary of failure reasons
   (``REASONS``, ``TRANSIENT``): a failure is always one of them, never an exception string.
 
@@ -31,12 +34,14 @@ longer be per shard.
 from pipeline.fetch.dns import Resolver, default_resolver, resolver_for
 from pipeline.fetch.fetcher import Fetcher
 from pipeline.fetch.guarded import AllowList, GuardedAdapter, vetted_addresses
-from pipeline.fetch.hosts import HostScheduler, host_key, retry_after_seconds, task_host_cap
-from pipeline.fetch.outcome import REASONS, RETRY_NOW, TRANSIENT, FetchError, FetchResult
-from pipeline.fetch.robots import RobotsCache, is_opted_out, user_agent_token
+from pipeline.fetch.hosts import HostScheduler, Politeness, host_key, retry_after_seconds, task_host_cap
+from pipeline.fetch.outcome import NOT_ASKED, REASONS, RETRY_NOW, TRANSIENT, FetchError, FetchResult
+from pipeline.fetch.robots import RobotsCache, RobotsRules, is_opted_out, parse_robots, user_agent_token
+from pipeline.fetch.url_safety import check_url
 
 __all__ = [
-    "REASONS", "RETRY_NOW", "TRANSIENT", "AllowList", "FetchError", "FetchResult", "Fetcher", "GuardedAdapter",
-    "HostScheduler", "Resolver", "RobotsCache", "default_resolver", "host_key", "is_opted_out", "resolver_for",
-    "retry_after_seconds", "task_host_cap", "user_agent_token", "vetted_addresses",
+    "NOT_ASKED", "REASONS", "RETRY_NOW", "TRANSIENT", "AllowList", "FetchError", "FetchResult", "Fetcher",
+    "GuardedAdapter", "HostScheduler", "Politeness", "Resolver", "RobotsCache", "RobotsRules", "check_url",
+    "default_resolver", "host_key", "is_opted_out", "parse_robots", "resolver_for", "retry_after_seconds",
+    "task_host_cap", "user_agent_token", "vetted_addresses",
 ]

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from filters.url_safety import literal_ip
+from pipeline.fetch.url_safety import literal_ip
 from pipeline.rules import split_dns_server
 
 DNS_TTL_S = 60.0  # answers are reused this long (each use is vetted again; the socket connects to the vetted address)

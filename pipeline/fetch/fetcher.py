@@ -1,10 +1,16 @@
-"""The fetcher: ``Fetcher.fetch_once`` makes one attempt at a URL, ``fetch`` and ``fetch_all`` schedule
-attempts host by host (``pipeline.fetch.hosts``).
+"""The fetcher: ``Fetcher.fetch_once`` makes one attempt at a URL, ``fetch`` and ``fetch_all`` run
+attempts through the host scheduler (``pipeline.fetch.hosts``), which gets ``fetch_once`` and the
+fetcher's ``Politeness`` and nothing else.
 
-An attempt checks every hop before any byte leaves (http(s) only, ``filters.url_safety``; addresses
-in ``pipeline.fetch.guarded``), follows redirects by hand (each hop re-checked, at most
+An attempt checks every hop before any byte leaves (http(s) only, ``pipeline.fetch.url_safety``;
+addresses in ``pipeline.fetch.guarded``), follows redirects by hand (each hop re-checked, at most
 ``max_redirects``), asks robots.txt when on (``pipeline.fetch.robots``) and streams the body with a
 byte cap, all within one deadline. Whatever goes wrong ends as one of ``REASONS``.
+
+What a caller other than the image download wants is said with public settings, never by
+overriding the fetcher: ``accept`` (the Accept header), ``check_response`` (a look at a 2xx's
+status and headers before its body is read, e.g. the crawler's "HTML only"), ``follow_redirects``.
+A 2xx result keeps its status line and headers (the crawler writes them to its WARC).
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 import urllib3
 
-from filters.url_safety import check_url, split_url
 from pipeline.fetch.dns import resolver_for
 from pipeline.fetch.guarded import WATCHDOG, AllowList, Attempt, GuardedAdapter, this_thread, vetted_addresses
-from pipeline.fetch.hosts import HostScheduler, host_key, retry_after_seconds, task_host_cap
+from pipeline.fetch.hosts import HostScheduler, Politeness, host_key, retry_after_seconds, task_host_cap
 from pipeline.fetch.outcome import FetchError, FetchResult
-from pipeline.fetch.robots import RobotsCache, is_opted_out, user_agent_token
+from pipeline.fetch.robots import MAX_ROBOTS_BYTES, ROBOTS_REDIRECTS, RobotsCache, is_opted_out, user_agent_token
+from pipeline.fetch.url_safety import ascii_url, check_url, split_url
 from pipeline.rules import MAX_URL_LENGTH
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -38,7 +44,7 @@ class Fetcher:
     """Fetch image bytes safely; thread-safe (one requests.Session whose pools keep per-host keep-alive
     connections). ``fetch`` fetches one URL; ``fetch_all`` many, host by host (``HostScheduler``).
 
-    Build it from the run config with ``Fetcher.from_config(cfg.download)``.
+    Build it from the run config with ``Fetcher.from_config(cfg.download, cfg.robots)``.
     """
 
     timeout_s: float = 10.0
@@ -55,11 +61,14 @@ class Fetcher:
     host_connections: int = 2
     host_min_interval_s: float = 0.0
     host_failure_limit: int = 3
+    max_crawl_delay_s: float = 10.0  # a robots.txt Crawl-delay raises its host's interval up to this
+    robots_max_age_s: float = 86_400.0  # a fetched robots.txt is used this long (RFC 9309: at most 24 h)
+    robots_unavailable_s: float = 600.0  # an unreachable robots.txt (5xx, 429, network) disallows this long
+    robots_max_bytes: int = MAX_ROBOTS_BYTES  # parsed up to this
     dns_servers: tuple[str, ...] = ()
     dns_negative_ttl_s: float = 30.0
-    # host → when it may next be asked (minimum interval, Retry-After): shared by this fetcher's
-    # schedulers, so a host's pace holds from one fetch_all to the next (the crawler's parts)
-    host_not_before: dict[str, float] = field(default_factory=dict, repr=False)
+    accept: str = "image/*,*/*;q=0.5"
+    check_response: Callable[[requests.Response], None] | None = None  # a 2xx before its body; may raise FetchError
     _session: requests.Session | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -69,14 +78,25 @@ class Fetcher:
         self.dns_servers = tuple(self.dns_servers)
         self.opt_out_directives = frozenset(d.strip().lower() for d in self.opt_out_directives)
         self.ua_token = user_agent_token(self.user_agent)
-        self.robots = RobotsCache(self) if self.respect_robots_txt else None
+        self.robots = RobotsCache(
+            self.read_side_file, self.ua_token, max_age_s=self.robots_max_age_s,
+            unavailable_s=self.robots_unavailable_s, max_bytes=self.robots_max_bytes, wait_s=2 * self.timeout_s,
+        ) if self.respect_robots_txt else None
         self.resolver = resolver_for(self.dns_servers, self.dns_negative_ttl_s, self.timeout_s)
+        # the pace of every host this fetcher asked, kept from one fetch_all to the next (the crawler's parts)
+        self.politeness = Politeness(
+            connections=self.host_connections, min_interval_s=self.host_min_interval_s,
+            max_crawl_delay_s=self.max_crawl_delay_s, failure_limit=self.host_failure_limit, retries=self.retries,
+            backoff_s=self.backoff_s, budget_s=self.timeout_s * (self.retries + 1),
+            delay_of=self.robots.crawl_delay if self.robots is not None else None,
+        )
 
     @classmethod
-    def from_config(cls, dl) -> Fetcher:
-        """From a pipeline.config.DownloadConfig (the per-host cap is this task's share of the job's)."""
+    def from_config(cls, dl, robots=None, **overrides) -> Fetcher:
+        """From a pipeline.config.DownloadConfig and RobotsConfig (the per-host cap is this task's share of
+        the job's); ``overrides`` set any other field (the crawler's)."""
         ua = dl.user_agent + (f" (+{dl.contact_url})" if dl.contact_url else "")
-        return cls(
+        settings = dict(
             timeout_s=dl.timeout_s, max_bytes=dl.max_bytes, max_redirects=dl.max_redirects, retries=dl.retries,
             user_agent=ua, allow_hosts=tuple(dl.allow_hosts),
             opt_out_directives=frozenset(dl.disallowed_header_directives), respect_robots_txt=dl.respect_robots_txt,
@@ -84,6 +104,10 @@ class Fetcher:
             host_min_interval_s=dl.host_min_interval_s, host_failure_limit=dl.host_failure_limit,
             dns_servers=tuple(dl.dns_servers), dns_negative_ttl_s=dl.dns_negative_ttl_s,
         )
+        if robots is not None:
+            settings.update(robots_max_age_s=robots.max_age_s, robots_unavailable_s=robots.unavailable_s,
+                            robots_max_bytes=robots.max_bytes, max_crawl_delay_s=robots.max_crawl_delay_s)
+        return cls(**{**settings, **overrides})
 
     def session(self) -> requests.Session:
         with self._lock:
@@ -95,7 +119,7 @@ class Fetcher:
                 adapter = GuardedAdapter(pool_connections=HOST_POOLS, pool_maxsize=self.host_connections, max_retries=0)
                 s.mount("http://", adapter)
                 s.mount("https://", adapter)
-                s.headers.update({"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.5",
+                s.headers.update({"User-Agent": self.user_agent, "Accept": self.accept,
                                   "Accept-Encoding": "identity"})
                 self._session = s
             return self._session
@@ -109,7 +133,7 @@ class Fetcher:
 
     def fetch(self, url: str) -> FetchResult:
         """Fetch one URL: retries of 5xx and timeouts with exponential backoff, 429/Retry-After waits."""
-        scheduler = HostScheduler(self, failure_limit=0)  # one URL: no circuit to open
+        scheduler = HostScheduler(self.fetch_once, self.politeness, failure_limit=0)  # one URL: no circuit to open
         out: list = []
         scheduler.load([url], lambda u: u)
         scheduler.work(None, out.append)
@@ -120,11 +144,17 @@ class Fetcher:
         """Fetch every item's URL on ``threads`` threads, host by host; yields (item, result) as they
         finish, where result is ``process(item, fetch_result)`` (run in the fetch thread, after the
         host's connection is free) or the FetchResult itself. At most 2×threads results wait."""
-        scheduler = HostScheduler(self)
+        scheduler = HostScheduler(self.fetch_once, self.politeness)
         scheduler.load(items, url_of)
         return scheduler.run(threads, process)
 
-    def fetch_once(self, url: str, max_bytes: int | None = None, robots: bool = True) -> FetchResult:
+    def read_side_file(self, url: str, max_bytes: int | None = None) -> FetchResult:
+        """One attempt at a file the crawler reads for itself (robots.txt, a sitemap): redirects followed
+        (at least 5, RFC 9309), no robots.txt asked, no opt-out header judged, the body cut at
+        ``max_bytes`` rather than refused."""
+        return self.fetch_once(url, max_bytes, side_file=True)
+
+    def fetch_once(self, url: str, max_bytes: int | None = None, side_file: bool = False) -> FetchResult:
         """One attempt: every hop checked, one deadline for all of it."""
         att = Attempt(time.monotonic() + self.timeout_s, self.allow, self.resolver)
         outer = getattr(this_thread, "attempt", None)
@@ -132,7 +162,7 @@ class Fetcher:
         try:
             this_thread.attempt = att
             WATCHDOG.add(att)
-            result = self._follow(url, att, max_bytes or self.max_bytes, robots)
+            result = self._follow(url, att, max_bytes or self.max_bytes, side_file)
         except FetchError as e:
             result.reason, result.detail, result.retry_after = e.reason, e.detail, e.retry_after
         except requests.exceptions.Timeout as e:
@@ -152,6 +182,7 @@ class Fetcher:
             result.reason, result.data = "timeout", None
         if result.reason is not None:
             result.http_status = att.status
+        result.connected = att.connected
         return result
 
     def _vet_host(self, url: str, att: Attempt) -> None:
@@ -166,23 +197,23 @@ class Fetcher:
         except TimeoutError as e:
             raise FetchError("timeout", str(e)) from None
 
-    def _follow(self, url: str, att: Attempt, max_bytes: int, robots: bool) -> FetchResult:
+    def _follow(self, url: str, att: Attempt, max_bytes: int, side_file: bool) -> FetchResult:
         session = self.session()
         headers = session.headers
         current = url
-        for hop in range(self.max_redirects + 2):
+        max_redirects = max(self.max_redirects, ROBOTS_REDIRECTS) if side_file else self.max_redirects
+        for hop in range(max_redirects + 2):
             reason = check_url(current, self.max_url_length, self.allow.for_host(host_key(current)))
             if reason:
                 raise FetchError(reason, current)
-            if robots and self.robots is not None:
+            current = ascii_url(current)  # the name IDNA maps it to is the one checked and asked
+            if not side_file and self.robots is not None:
                 self._vet_host(current, att)
                 this_thread.attempt = None  # robots.txt has its own attempt and deadline
                 try:
-                    ok = self.robots.allowed(current)
+                    self.robots.check(current)  # FetchError: robots_disallowed, robots_unavailable
                 finally:
                     this_thread.attempt = att
-                if not ok:
-                    raise FetchError("robots_disallowed", current)
             remaining = att.remaining()
             if remaining <= 0:
                 raise FetchError("timeout", "deadline passed")
@@ -198,23 +229,28 @@ class Fetcher:
                     location = resp.headers.get("Location")
                     if not location:
                         raise FetchError("http_other", f"{status} without Location")
+                    try:  # http.client reads headers as Latin-1; a Location is sent as UTF-8 (as requests reads it)
+                        location = location.encode("latin-1").decode("utf-8")
+                    except UnicodeError:
+                        pass
                     try:
                         target = urlunsplit(urlsplit(urljoin(current, location.strip()))._replace(fragment=""))
                     except ValueError:
                         raise FetchError("bad_url", f"{status} to {location!r}") from None
                     _drain(resp, att)
-                    if not self.follow_redirects:  # the caller decides about the target (the crawler queues it)
+                    if not (self.follow_redirects or side_file):  # the caller decides (the crawler queues it)
                         raise FetchError("redirected", target)
-                    if hop >= self.max_redirects:
+                    if hop >= max_redirects:
                         raise FetchError("too_many_redirects", current)
                     current = target
                     continue
-                return self._read(url, current, resp, att, max_bytes)
+                return self._read(url, current, resp, att, max_bytes, side_file)
             finally:
                 resp.close()
         raise FetchError("too_many_redirects", current)
 
-    def _read(self, url: str, final_url: str, resp: requests.Response, att: Attempt, max_bytes: int) -> FetchResult:
+    def _read(self, url: str, final_url: str, resp: requests.Response, att: Attempt, max_bytes: int,
+              side_file: bool) -> FetchResult:
         status = resp.status_code
         if not 200 <= status < 300:
             _drain(resp, att)
@@ -230,21 +266,29 @@ class Fetcher:
             raise FetchError("http_5xx", str(status))
         if not 200 <= status < 300:
             raise FetchError("http_other", str(status))
-        if self.opt_out_directives and is_opted_out(
-            resp.raw.headers.getlist("X-Robots-Tag"), self.ua_token, self.opt_out_directives
-        ):
-            raise FetchError("opted_out", "X-Robots-Tag")
-        declared = resp.headers.get("Content-Length", "")
-        if declared.strip().isdigit() and int(declared) > max_bytes:
-            raise FetchError("too_large", f"Content-Length {declared}")
+        if not side_file:
+            if self.opt_out_directives and is_opted_out(
+                resp.raw.headers.getlist("X-Robots-Tag"), self.ua_token, self.opt_out_directives
+            ):
+                raise FetchError("opted_out", "X-Robots-Tag")
+            if self.check_response is not None:
+                self.check_response(resp)
+            declared = resp.headers.get("Content-Length", "")
+            if declared.strip().isdigit() and int(declared) > max_bytes:
+                raise FetchError("too_large", f"Content-Length {declared}")
         buf = bytearray()
         for chunk in resp.iter_content(CHUNK):
             buf += chunk
             if len(buf) > max_bytes:
+                if side_file:  # read up to the limit (RFC 9309: a long robots.txt is parsed that far)
+                    del buf[max_bytes:]
+                    break
                 raise FetchError("too_large", f"over {max_bytes} bytes")
             if att.remaining() <= 0:
                 raise FetchError("timeout", "deadline passed while reading")
-        return FetchResult(url, bytes(buf), None, status, final_url)
+        return FetchResult(url, bytes(buf), None, status, final_url, headers=list(resp.raw.headers.items()),
+                           status_line=f"{status} {resp.reason or ''}".strip(),
+                           protocol="HTTP/1.0" if getattr(resp.raw, "version", 11) == 10 else "HTTP/1.1")
 
 
 def _drain(resp: requests.Response, att: Attempt, limit: int = CHUNK) -> None:

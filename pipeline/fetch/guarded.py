@@ -28,9 +28,9 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from filters.url_safety import host_allowed, is_blocked_ip
 from pipeline.fetch.dns import Resolver, default_resolver
 from pipeline.fetch.outcome import FetchError
+from pipeline.fetch.url_safety import host_allowed, is_blocked_ip
 
 # --- the deadline of one attempt, and the watchdog that enforces it -------------------------------
 
@@ -43,6 +43,7 @@ class Attempt:
         self.allow = allow or _NO_ALLOW
         self.resolver = resolver or default_resolver()
         self.status: int | None = None  # the last status line received
+        self.connected = False  # a connection to the host was open (the host was reached)
         self.socks: list[socket.socket] = []
         self.fired = False
         self.lock = threading.Lock()
@@ -175,11 +176,15 @@ class _GuardedConnectionMixin:
                 err = e
                 continue
             att.watch(sock)
+            att.connected = True
             return sock
         raise NewConnectionError(self, f"Failed to establish a new connection: {err}")
 
     def request(self, *args, **kwargs):  # a pooled connection reused by a new attempt
-        _current().watch(self.sock)
+        att = _current()
+        att.watch(self.sock)
+        if self.sock is not None:
+            att.connected = True
         return super().request(*args, **kwargs)
 
 

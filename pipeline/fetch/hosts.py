@@ -1,7 +1,16 @@
-"""Politeness within a task (``HostScheduler``, run by ``Fetcher.fetch_all``).
+"""Politeness within a task: ``HostScheduler`` runs a fetch callable (one attempt at a URL) over many
+URLs, paced host by host by a ``Politeness`` (the settings, and each host's pace kept from one run to
+the next). It knows nothing else of the fetcher: ``Fetcher.fetch_all`` hands it ``Fetcher.fetch_once``.
+
+**Each host's pace.** A host's interval between two request starts is the ``min_interval_s`` floor,
+raised by its robots.txt ``Crawl-delay`` (``Politeness.delay_of``, up to ``max_crawl_delay_s``; such a
+host also gets one connection at a time, as Heritrix and Nutch do) and paused by its Retry-After. A
+Crawl-delay learned during a host's first request (robots.txt is read then) spaces its second. A URL
+failed before its host was asked (``NOT_ASKED``: robots.txt said no, an unsafe address) spends none of
+the host's interval.
 
 The task's URLs are queued per host; a thread takes the earliest URL (input order) whose host is below
-``host_connections`` running requests and past its ``host_min_interval_s``, hosts not yet asked first
+its connection cap and past its interval, hosts not yet asked first
 (so dead hosts and DNS tarpits are found, and cost their timeouts, while the healthy work goes on
 rather than at the end). A host that has not answered yet gets one request at a time: a dead one then
 holds one thread, not ``host_connections``. Threads never idle while some host has work it may start,
@@ -12,9 +21,11 @@ A ``429``, or a ``503`` with ``Retry-After``, pauses the host for the time asked
 seconds or date; without it 1 s, doubling) and retries the URL if that fits the sample's budget,
 ``timeout_s * (retries + 1)`` from its first attempt; otherwise the URL fails as ``rate_limited``, and
 a host that asks for more than a whole budget fails its remaining URLs so at once. 5xx answers and
-timeouts are retried with backoff. After ``host_failure_limit`` consecutive attempts that got no
-answer at all (connect error, connect/DNS timeout, no status line), the host's circuit opens: its
-remaining URLs fail at once as ``host_unreachable`` instead of each costing a timeout.
+timeouts are retried with backoff. After ``failure_limit`` consecutive attempts that could not reach
+the host (DNS failure, connection refused, connect timeout: no connection was open), the host's
+circuit opens: its remaining URLs fail at once as ``host_unreachable`` instead of each costing a
+timeout. A slow answer on a connected socket is that URL's ``timeout``, not the host's failure (as
+Heritrix and Nutch count it): one hanging URL does not close a healthy host.
 ``rate_limited`` and ``host_unreachable`` are transient: ``wit download --retry-failed`` tries again.
 
 How the tasks of a job share one per-host cap (``task_host_cap``) is described in ``pipeline.fetch``'s docstring.
@@ -30,13 +41,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.fetch.outcome import RETRY_NOW, FetchResult
-
-if TYPE_CHECKING:
-    from pipeline.fetch.fetcher import Fetcher
+from pipeline.fetch.outcome import NOT_ASKED, RETRY_NOW, FetchResult
 
 RATE_LIMIT_WAIT_S = 1.0  # a 429 without Retry-After pauses its host this long, doubling while they repeat
 
@@ -75,21 +84,56 @@ def task_host_cap(host_connections: int, job_host_connections: int | None, concu
 # --- host-by-host scheduling ----------------------------------------------------------------------
 
 
+@dataclass
+class Politeness:
+    """How hard the scheduler may press each host, and each host's pace so far (shared by every
+    scheduler of one fetcher, so a host's interval holds from one ``fetch_all`` to the next)."""
+
+    connections: int = 2  # running requests per host
+    min_interval_s: float = 0.0  # the floor of every host's interval
+    max_crawl_delay_s: float = 10.0  # a Crawl-delay is honoured up to this
+    failure_limit: int = 3  # consecutive unreachable attempts that open a host's circuit (0: never)
+    retries: int = 2  # inline retries of a 5xx or timeout
+    backoff_s: float = 0.25  # their first backoff, doubling
+    budget_s: float = 30.0  # how long after its first attempt a URL may still be retried
+    delay_of: Callable[[str], float] | None = None  # host → its robots.txt Crawl-delay (0: none)
+    last_start: dict[str, float] = field(default_factory=dict, repr=False)  # host → its latest request's start
+    paused_until: dict[str, float] = field(default_factory=dict, repr=False)  # host → end of its Retry-After
+
+    def crawl_delay(self, host: str) -> float:
+        """The host's robots.txt Crawl-delay as honoured (capped at max_crawl_delay_s; 0: none)."""
+        delay = self.delay_of(host) if self.delay_of is not None else 0.0
+        return min(delay or 0.0, self.max_crawl_delay_s)
+
+    def interval(self, host: str) -> float:
+        return max(self.min_interval_s, self.crawl_delay(host))
+
+    def next_start(self, host: str) -> float:
+        """When the host may be asked again: its interval after its latest request, and not paused."""
+        last = self.last_start.get(host)
+        return max(self.paused_until.get(host, 0.0), 0.0 if last is None else last + self.interval(host))
+
+    def cap(self, host: str) -> int:
+        return 1 if self.crawl_delay(host) else self.connections
+
+
 class _Job:
     """One URL until its outcome is final."""
 
-    __slots__ = ("seq", "item", "url", "host", "attempts", "retries", "first_start", "skip")
+    __slots__ = ("seq", "item", "url", "host", "attempts", "retries", "first_start", "started", "before", "skip")
 
     def __init__(self, seq: int, item: Any, url: str, host: str):
         self.seq, self.item, self.url, self.host = seq, item, url, host
         self.attempts = 0  # requests made
         self.retries = 0  # of them, retries after a 5xx or a timeout
         self.first_start: float | None = None
+        self.started = 0.0  # when its latest attempt started
+        self.before: float | None = None  # the host's latest start before it
         self.skip: str | None = None  # fail without a request, for this reason
 
 
 class _Host:
-    __slots__ = ("fresh", "later", "active", "started", "answered", "not_before", "failures", "tripped", "rate_hits")
+    __slots__ = ("fresh", "later", "active", "started", "answered", "failures", "tripped", "rate_hits")
 
     def __init__(self):
         self.fresh: deque[_Job] = deque()  # never tried, in input order
@@ -97,8 +141,7 @@ class _Host:
         self.active = 0  # requests running
         self.started = False  # asked at least once
         self.answered = False  # has sent a status line: until then one request at a time
-        self.not_before = 0.0  # Retry-After and the minimum interval
-        self.failures = 0  # consecutive attempts that got no answer
+        self.failures = 0  # consecutive attempts that could not reach the host
         self.tripped: str | None = None  # its remaining URLs fail at once with this reason
         self.rate_hits = 0  # consecutive rate-limit answers
 
@@ -110,15 +153,13 @@ _DONE = object()
 
 
 class HostScheduler:
-    """Runs a task's fetches on a few threads, host by host (see the module docstring): per-host cap,
-    minimum interval, Retry-After, retries with backoff and the circuit breaker."""
+    """Runs ``fetch(url) -> FetchResult`` over a task's URLs on a few threads, host by host (see the
+    module docstring): per-host cap and interval, Retry-After, retries with backoff, the breaker."""
 
-    def __init__(self, fetcher: Fetcher, failure_limit: int | None = None):
-        self.fetcher = fetcher
-        self.cap = fetcher.host_connections
-        self.min_interval_s = fetcher.host_min_interval_s
-        self.failure_limit = fetcher.host_failure_limit if failure_limit is None else failure_limit
-        self.budget_s = fetcher.timeout_s * (fetcher.retries + 1)
+    def __init__(self, fetch: Callable[[str], FetchResult], politeness: Politeness, failure_limit: int | None = None):
+        self.fetch = fetch
+        self.pace = politeness
+        self.failure_limit = politeness.failure_limit if failure_limit is None else failure_limit
         self._hosts: dict[str, _Host] = {}
         self._ready: list[tuple[bool, int, str]] = []  # (asked before?, seq of its next job, host): may start now
         self._timers: list[tuple[float, int, str]] = []  # (when, id, host): may start then
@@ -134,7 +175,6 @@ class HostScheduler:
             host = self._hosts.get(key)
             if host is None:
                 host = self._hosts[key] = _Host()
-                host.not_before = self.fetcher.host_not_before.get(key, 0.0)
                 heapq.heappush(self._ready, (False, seq, key))
             host.fresh.append(_Job(seq, item, url, key))
             self._unfinished += 1
@@ -185,7 +225,7 @@ class HostScheduler:
             if job.skip is not None:
                 result = FetchResult(job.url, reason=job.skip, detail="host skipped", attempts=job.attempts)
             else:
-                result = self.fetcher.fetch_once(job.url)
+                result = self.fetch(job.url)
                 job.attempts += 1
                 result.attempts = job.attempts
             if self._done(job, result):
@@ -209,19 +249,19 @@ class HostScheduler:
                         return job
                 self._cv.wait(self._timers[0][0] - now if self._timers else None)
 
-    def _start_at(self, host: _Host, now: float) -> float | None:
+    def _start_at(self, key: str, host: _Host, now: float) -> float | None:
         """When the host's next job may start (None: it has none, or is at its cap)."""
         if not host.has_work():
             return None
         if host.tripped:
             return now
-        if host.active >= (self.cap if host.answered else 1):
+        if host.active >= (self.pace.cap(key) if host.answered else 1):
             return None
-        return max(now if host.fresh else host.later[0][0], host.not_before)
+        return max(now if host.fresh else host.later[0][0], self.pace.next_start(key))
 
     def _wake(self, key: str, now: float) -> None:
         host = self._hosts[key]
-        at = self._start_at(host, now)
+        at = self._start_at(key, host, now)
         if at is None:
             return
         if at <= now:
@@ -236,7 +276,7 @@ class HostScheduler:
 
     def _take(self, key: str, now: float) -> _Job | None:
         host = self._hosts[key]
-        at = self._start_at(host, now)
+        at = self._start_at(key, host, now)
         if at is None:
             return None  # woken again when a request of the host ends
         if at > now:
@@ -253,8 +293,8 @@ class HostScheduler:
             host.started = True
             if job.first_start is None:
                 job.first_start = now
-            if self.min_interval_s:
-                host.not_before = self.fetcher.host_not_before[key] = max(host.not_before, now + self.min_interval_s)
+            job.started, job.before = now, self.pace.last_start.get(key)
+            self.pace.last_start[key] = now
         self._wake(key, now)  # more of this host may start (below its cap, or skipped)
         return job
 
@@ -266,6 +306,8 @@ class HostScheduler:
             final = True
             if job.skip is None:
                 host.active -= 1
+                if result.reason in NOT_ASKED and not result.connected and self.pace.last_start.get(job.host) == job.started:
+                    self._unstart(job)  # decided before asking the host (robots.txt, safety): no interval spent
                 final = self._judge(job, host, result, now)
             if final:
                 self._unfinished -= 1
@@ -274,15 +316,22 @@ class HostScheduler:
             self._wake(job.host, now)
             return final
 
+    def _unstart(self, job: _Job) -> None:
+        if job.before is None:
+            del self.pace.last_start[job.host]
+        else:
+            self.pace.last_start[job.host] = job.before
+
     def _judge(self, job: _Job, host: _Host, result: FetchResult, now: float) -> bool:
         reason = result.reason
-        if reason in ("timeout", "connection_error") and result.http_status is None:
-            host.failures += 1  # no answer at all: dead, unresolvable or tarpitting
+        if reason in ("timeout", "connection_error") and not result.connected:
+            host.failures += 1  # the host was not reached: dead, unresolvable or not accepting
             if self.failure_limit and host.failures >= self.failure_limit:
                 host.tripped = "host_unreachable"
-        elif result.http_status is not None:
-            host.answered = True
-            host.failures = 0
+        elif result.connected or result.http_status is not None:
+            host.failures = 0  # reached: a slow URL is that URL's timeout, not the host's failure
+            if result.http_status is not None:
+                host.answered = True
             if host.tripped == "host_unreachable":
                 host.tripped = None
         if reason == "rate_limited":
@@ -290,19 +339,19 @@ class HostScheduler:
             wait = result.retry_after
             if wait is None:
                 wait = RATE_LIMIT_WAIT_S * 2 ** min(host.rate_hits - 1, 10)
-            wait = max(wait, self.fetcher.backoff_s)
-            host.not_before = self.fetcher.host_not_before[job.host] = max(host.not_before, now + wait)
-            if wait > self.budget_s:  # longer than any URL of the host may wait
+            wait = max(wait, self.pace.backoff_s)
+            self.pace.paused_until[job.host] = max(self.pace.paused_until.get(job.host, 0.0), now + wait)
+            if wait > self.pace.budget_s:  # longer than any URL of the host may wait
                 host.tripped = "rate_limited"
                 return True
-            if now + wait <= job.first_start + self.budget_s:
+            if now + wait <= job.first_start + self.pace.budget_s:
                 heapq.heappush(host.later, (now + wait, job.seq, job))
                 return False
             return True
         if result.http_status is not None:
             host.rate_hits = 0
-        if reason in RETRY_NOW and job.retries < self.fetcher.retries:
+        if reason in RETRY_NOW and job.retries < self.pace.retries:
             job.retries += 1
-            heapq.heappush(host.later, (now + self.fetcher.backoff_s * 2 ** (job.retries - 1), job.seq, job))
+            heapq.heappush(host.later, (now + self.pace.backoff_s * 2 ** (job.retries - 1), job.seq, job))
             return False
         return True

@@ -9,12 +9,16 @@ from dataclasses import dataclass
 REASONS = (
     "bad_url", "url_too_long", "userinfo", "blocked_scheme", "blocked_address", "too_many_redirects",
     "http_404", "http_4xx", "http_5xx", "http_other", "timeout", "connection_error", "too_large",
-    "opted_out", "robots_disallowed", "rate_limited", "host_unreachable",
+    "opted_out", "robots_disallowed", "robots_unavailable", "rate_limited", "host_unreachable",
     "redirected",  # only with Fetcher(follow_redirects=False): the crawler queues the target instead
 )
 # Failures worth trying again later (`wit download --retry-failed`); retried inline: RETRY_NOW.
-TRANSIENT = frozenset({"timeout", "http_5xx", "connection_error", "rate_limited", "host_unreachable"})
+TRANSIENT = frozenset({"timeout", "http_5xx", "connection_error", "rate_limited", "host_unreachable",
+                       "robots_unavailable"})
 RETRY_NOW = frozenset({"timeout", "http_5xx"})
+# Failures decided before the URL's host was asked (its robots.txt aside): they spend none of its interval.
+NOT_ASKED = frozenset({"bad_url", "url_too_long", "userinfo", "blocked_scheme", "blocked_address",
+                       "robots_disallowed", "robots_unavailable"})
 
 
 @dataclass
@@ -27,6 +31,10 @@ class FetchResult:
     detail: str = ""  # for logs only
     attempts: int = 0
     retry_after: float | None = None  # seconds, from a 429/503 Retry-After header
+    connected: bool = False  # a connection to the host was open: it was reached, whatever came after
+    headers: list[tuple[str, str]] | None = None  # the response's headers (a 2xx), for the crawler's WARC
+    status_line: str = ""  # "200 OK"
+    protocol: str = "HTTP/1.1"
 
     @property
     def ok(self) -> bool:
