@@ -297,7 +297,7 @@ def _writer_class(output_format: str):
 def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
     return {**row, "key": key, "shard": shard, "status": "failed", "error_message": None, "width": None,
             "height": None, "original_width": None, "original_height": None, "bytes": None, "sha256": None,
-            "phash": None, "colour_grid": None}
+            "phash": None, "colour_grid": None, "copy_thumb": None}
 
 
 class ShardJob:
@@ -377,7 +377,7 @@ class ShardJob:
                 return None, _RESIZER_REASONS.get(err, "decode_error"), len(r.data)
             meta.update(status="success", width=width, height=height, original_width=ow, original_height=oh,
                         bytes=len(img), sha256=hashlib.sha256(img).hexdigest())
-            meta["phash"], meta["colour_grid"] = near_dup.stored_signature_or_none(
+            meta["phash"], meta["colour_grid"], meta["copy_thumb"] = near_dup.stored_signature_or_none(
                 img, width, height, ow, oh, self.dl.resize_mode)
             return img, None, len(r.data)
 
