@@ -26,6 +26,7 @@ SIDE = 32  # thumbnail side: 32×32×3 bytes per image
 THUMB_BYTES = SIDE * SIDE * 3
 MAX_CROP = 0.12  # the largest crop (fraction off one side) a copy may have
 TRIM = 0.10  # the share of worst-matching pixels ignored (an overlay may cover them)
+MIN_CORRELATION = 0.6  # the aligned pixels (those the residual counts) of a copy correlate; two textures do not
 
 
 def thumbnail(img) -> bytes:
@@ -70,7 +71,7 @@ def _best_spans(profile_a: np.ndarray, profile_b: np.ndarray, top: int) -> np.nd
     return np.argsort(cost)[:top]
 
 
-def _crop_scores(a: np.ndarray, b: np.ndarray, top: int = 3) -> tuple[float, float]:
+def _crop_scores(a: np.ndarray, b: np.ndarray, top: int = 3) -> tuple[float, float, float]:
     """(trimmed residual, centre residual) of b against the crop of a that lines them up best: the
     crop is registered one axis at a time on the mean-colour profiles, then the ``top`` × ``top``
     combinations are compared pixel by pixel."""
@@ -85,7 +86,12 @@ def _crop_scores(a: np.ndarray, b: np.ndarray, top: int = 3) -> tuple[float, flo
     keep = int(round(flat.shape[1] * (1.0 - TRIM)))
     trimmed = np.partition(flat, keep - 1, axis=-1)[:, :keep].mean(axis=-1)
     best = int(np.argmin(trimmed))
-    return float(trimmed[best]), _peak(r.reshape(top * top, 3, SIDE, SIDE)[best], b.transpose(2, 0, 1))
+    aligned = r.reshape(top * top, 3, SIDE, SIDE)[best]
+    inside = flat[best] <= np.partition(flat[best], keep - 1)[keep - 1]  # the pixels the residual counts
+    corr = np.corrcoef(aligned.reshape(3, -1)[:, inside].ravel(), b.transpose(2, 0, 1).reshape(3, -1)[:, inside].ravel())[0, 1]
+    # A flat pair (no variation to correlate) counts as correlated: residual and peak judge it.
+    corr = 1.0 if not np.isfinite(corr) else float(corr)
+    return float(trimmed[best]), _peak(aligned, b.transpose(2, 0, 1)), corr
 
 
 def _peak(r: np.ndarray, b: np.ndarray) -> float:
@@ -109,11 +115,12 @@ def _peak(r: np.ndarray, b: np.ndarray) -> float:
     return float(blur[inner].max()) if inner.any() else float(blur[regions == 0].max(initial=0.0))
 
 
-def copy_scores(thumb_a: bytes, thumb_b: bytes) -> tuple[float, float]:
+def copy_scores(thumb_a: bytes, thumb_b: bytes) -> tuple[float, float, float]:
     """(residual, peak) of two thumbnails once the crop that best lines them up is undone (either may
     be the crop of the other): residual = the trimmed mean colour difference (0 identical, ~1–10 a
     re-encoded, cropped or overlaid copy); peak = the largest local difference away from the border
-    (a copy's is re-encoding noise, a look-alike's is an object that differs: its contrast)."""
+    (a copy's is re-encoding noise, a look-alike's is an object that differs: its contrast); corr =
+    the correlation of the pixels the residual counts (two low-contrast textures can be close in colour but not correlated)."""
     a, b = _as_array(thumb_a), _as_array(thumb_b)
     return min(_crop_scores(a, b), _crop_scores(b, a))
 
@@ -123,5 +130,5 @@ def is_copy(thumb_a: bytes | None, thumb_b: bytes | None, max_residual: float, m
     never confirms."""
     if thumb_a is None or thumb_b is None:
         return False
-    residual, peak = copy_scores(thumb_a, thumb_b)
-    return residual <= max_residual and peak <= max_peak
+    residual, peak, corr = copy_scores(thumb_a, thumb_b)
+    return residual <= max_residual and peak <= max_peak and corr >= MIN_CORRELATION
