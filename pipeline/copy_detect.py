@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SIDE = 32  # thumbnail side: 32×32×3 bytes per image
+SIDE = 64  # thumbnail side: SIDE×SIDE×3 bytes per image
 THUMB_BYTES = SIDE * SIDE * 3
 MAX_CROP = 0.12  # the largest crop (fraction off one side) a copy may have
 TRIM = 0.10  # the share of worst-matching pixels ignored (an overlay may cover them)
@@ -62,7 +62,8 @@ _SPANS = np.array([(lo, hi) for lo in np.arange(0.0, MAX_CROP + 1e-6, 0.01)
                    for hi in np.arange(0.0, MAX_CROP + 1e-6, 0.01)], dtype=np.float32)
 _WEIGHTS = _resample_matrix(_SPANS)  # every crop of one axis, 1 % steps: (169, SIDE, SIDE)
 REGION_LEVEL = 20.0  # a pixel differs when its 3×3-averaged difference is over this (0–255)
-BORDER = 2  # pixels: a region of difference within this of the border may be an overlay
+_MIDDLE = slice(round(SIDE * 0.3), SIDE - round(SIDE * 0.3))
+BORDER = SIDE // 16  # pixels: a region of difference within this of the border may be an overlay
 
 
 def _best_spans(profile_a: np.ndarray, profile_b: np.ndarray, top: int) -> np.ndarray:
@@ -96,39 +97,39 @@ def _crop_scores(a: np.ndarray, b: np.ndarray, top: int = 3) -> tuple[float, flo
 
 def _peak(r: np.ndarray, b: np.ndarray) -> float:
     """The largest local difference of two aligned (c, SIDE, SIDE) images away from their borders:
-    each pixel of b is compared with its closest colour among r's 3×3 neighbours (a copy's
+    each pixel of b is compared with the closest of r's 3×3 neighbourhood (a copy's
     sub-pixel misalignment then costs nothing, an object that is not there costs its contrast),
     averaged over 3×3, and regions of difference that touch the border (a credit line, a caption
-    bar, a logo in a corner: where overlays go) are left out."""
+    bar, a logo in a corner: where overlays go) are left out as far as they stay in the outer 30 %."""
     from scipy import ndimage
 
     pad = np.pad(r, ((0, 0), (1, 1), (1, 1)), mode="edge")
     d = np.min([np.abs(pad[:, 1 + dy:SIDE + 1 + dy, 1 + dx:SIDE + 1 + dx] - b).max(axis=0)
-                for dy, dx in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))], axis=0)
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
     blur = ndimage.uniform_filter(d, 3, mode="nearest")
-    regions, n = ndimage.label(blur > REGION_LEVEL, structure=np.ones((3, 3)))
-    if not n:
-        return float(blur.max())
+    regions, _ = ndimage.label(blur > REGION_LEVEL, structure=np.ones((3, 3)))
     edge = np.unique(np.concatenate([regions[:BORDER].ravel(), regions[-BORDER:].ravel(),
                                      regions[:, :BORDER].ravel(), regions[:, -BORDER:].ravel()]))
-    inner = (regions > 0) & ~np.isin(regions, edge)
-    return float(blur[inner].max()) if inner.any() else float(blur[regions == 0].max(initial=0.0))
+    excused = np.isin(regions, edge) & (regions > 0)
+    excused[_MIDDLE, _MIDDLE] = False  # an overlay stays in the outer 30 %; deeper, a difference counts
+    return float(blur[~excused].max(initial=0.0))
 
 
-def copy_scores(thumb_a: bytes, thumb_b: bytes) -> tuple[float, float, float]:
-    """(residual, peak) of two thumbnails once the crop that best lines them up is undone (either may
-    be the crop of the other): residual = the trimmed mean colour difference (0 identical, ~1–10 a
-    re-encoded, cropped or overlaid copy); peak = the largest local difference away from the border
-    (a copy's is re-encoding noise, a look-alike's is an object that differs: its contrast); corr =
-    the correlation of the pixels the residual counts (two low-contrast textures can be close in colour but not correlated)."""
+def copy_scores(thumb_a: bytes, thumb_b: bytes) -> list[tuple[float, float, float]]:
+    """(residual, peak, corr) of b against the best crop of a, and of a against the best crop of b
+    (either may be the crop of the other): residual = the trimmed mean colour difference (0
+    identical, ~1–10 a re-encoded, cropped or overlaid copy); peak = the largest local difference
+    away from the border (a copy's is re-encoding noise, a look-alike's is an object that differs:
+    its contrast); corr = the correlation of the pixels the residual counts (two low-contrast
+    textures can be close in colour but not correlated)."""
     a, b = _as_array(thumb_a), _as_array(thumb_b)
-    return min(_crop_scores(a, b), _crop_scores(b, a))
+    return [_crop_scores(a, b), _crop_scores(b, a)]
 
 
 def is_copy(thumb_a: bytes | None, thumb_b: bytes | None, max_residual: float, max_peak: float) -> bool:
-    """Whether the pair is a copy (residual and peak within their thresholds); a missing thumbnail
-    never confirms."""
+    """Whether the pair is a copy: in one direction, residual and peak within their thresholds and
+    the pixels correlated. A missing thumbnail never confirms."""
     if thumb_a is None or thumb_b is None:
         return False
-    residual, peak, corr = copy_scores(thumb_a, thumb_b)
-    return residual <= max_residual and peak <= max_peak and corr >= MIN_CORRELATION
+    return any(residual <= max_residual and peak <= max_peak and corr >= MIN_CORRELATION
+               for residual, peak, corr in copy_scores(thumb_a, thumb_b))

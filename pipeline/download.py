@@ -289,9 +289,24 @@ def _conform_rows(t: pa.Table, carried: pa.Schema, path: str) -> list[dict[str, 
 
 
 def _writer_class(output_format: str):
+    import json
+
     from img2dataset.writer import ParquetSampleWriter, WebDatasetSampleWriter
 
-    return WebDatasetSampleWriter if output_format == "webdataset" else ParquetSampleWriter
+    class WebDatasetWriter(WebDatasetSampleWriter):
+        """img2dataset's writer, whose per-sample JSON leaves out binary columns (the copy thumbnail):
+        they are in the shard's parquet only."""
+
+        def write(self, img_str, key, caption, meta):
+            if img_str is not None:
+                sample = {"__key__": key, self.encode_format: img_str,
+                          "json": json.dumps({k: v for k, v in meta.items() if not isinstance(v, bytes)}, indent=4)}
+                if self.save_caption:
+                    sample["txt"] = str(caption) if caption is not None else ""
+                self.tarwriter.write(sample)
+            self.buffered_parquet_writer.write(meta)
+
+    return WebDatasetWriter if output_format == "webdataset" else ParquetSampleWriter
 
 
 def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:

@@ -28,9 +28,9 @@ def _copy(a: bytes, b: bytes) -> bool:
 def test_identical_is_zero_and_bad_thumbnails_are_errors_or_unconfirmed():
     img = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8))
     t = thumbnail(img)
-    assert copy_scores(t, t)[:2] == (0.0, 0.0) and copy_scores(t, t)[2] == pytest.approx(1.0)
+    assert all(r[:2] == (0.0, 0.0) and r[2] == pytest.approx(1.0) for r in copy_scores(t, t))
     assert not is_copy(t, None, 255, 255)
-    with pytest.raises(ValueError, match="3072 bytes"):
+    with pytest.raises(ValueError, match="12288 bytes"):
         copy_scores(t, b"short")
 
 
@@ -52,13 +52,10 @@ def test_planted_copies_are_confirmed_and_look_alikes_are_not():
             merged[kind].append(_copy(original, other))
     recall = {k: float(np.mean(v)) for k, v in found.items()}
     wrong = {k: float(np.mean(v)) for k, v in merged.items()}
-    # Measured (seed 7): 1.00 on every kind but cropped_hard 0.96 and overlaid 0.88.
+    # Measured (seed 7): copies 1.00 but overlaid 0.96 and reencoded_hard 0.92; look-alikes
+    # same_background 0.04, same_object 0, same_layout 0.12 (a small shape swapped for another).
     assert min(recall.values()) >= 0.85 and np.mean(list(recall.values())) >= 0.95, recall
-    assert wrong["same_object"] == 0.0 and wrong["same_background"] <= 0.15, wrong
-    # A shape swapped for another of the same colour, at 32×32 and small sizes, is the hard case.
-    assert wrong["same_layout"] <= 0.5, wrong
-    assert np.mean([x for v in merged.values() for x in v]) <= 0.25, wrong
-
+    assert wrong["same_object"] == 0.0 and wrong["same_background"] <= 0.1 and wrong["same_layout"] <= 0.25, wrong
 
 # --- real photographs (scikit-image's data module ships them) ---------------------------------------
 
