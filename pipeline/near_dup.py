@@ -268,6 +268,36 @@ def propagate_min_label(edges, labels, max_rounds: int = 1000):
     raise RuntimeError(f"near-duplicate clusters did not settle in {max_rounds} rounds")
 
 
+INNER_MARGIN = 0.2  # the inner pHash hashes the thumbnail without this share off each side
+
+
+def inner_phash(thumb: bytes | None) -> int | None:
+    """The pHash of the middle 60 % of a copy thumbnail: a second candidate key, which crops and
+    border overlays (watermarks, caption bars) change far less than the whole picture's pHash
+    (bench/near_dup.py measured the candidate recall it adds)."""
+    from PIL import Image
+
+    from pipeline.copy_detect import SIDE, THUMB_BYTES
+
+    if thumb is None or len(thumb) != THUMB_BYTES:
+        return None
+    c = round(SIDE * INNER_MARGIN)
+    return phash_image(Image.frombytes("RGB", (SIDE, SIDE), thumb).crop((c, c, SIDE - c, SIDE - c)))
+
+
+def candidate_pairs(left, right, distance: int, bands: int, colour_tolerance: int | None, *, same: bool = False):
+    """(left_id, right_id) of the pairs ``match_pairs`` finds on the whole picture's pHash or on the
+    inner pHash (computed from ``copy_thumb`` in the workers): what copy detection then confirms."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    inner = F.udf(inner_phash, T.LongType())
+    whole = match_pairs(left, right, distance, bands, colour_tolerance, same=same)
+    middle = match_pairs(left.withColumn("phash", inner("copy_thumb")), right.withColumn("phash", inner("copy_thumb")),
+                         distance, bands, colour_tolerance, same=same)
+    return whole.select("left_id", "right_id").union(middle.select("left_id", "right_id")).distinct()
+
+
 def confirm_pairs(pairs, left_thumbs, right_thumbs, max_residual: float, max_peak: float):
     """The candidate ``pairs`` (left_id, right_id, …) that copy detection confirms: the two images'
     thumbnails (DataFrames (id, copy_thumb)) line up under some crop (pipeline/copy_detect.py). A pair

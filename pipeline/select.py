@@ -225,7 +225,7 @@ def _hash_rows(df):
     from pyspark.sql import functions as F
 
     return df.where(F.col(REASON).isNull() & F.col("phash").isNotNull()).select(
-        F.col("key").alias("id"), "phash", "colour_grid")  # copy thumbnails joined in only for candidates
+        F.col("key").alias("id"), "phash", "colour_grid", "copy_thumb")
 
 
 def _mark(df, keys, reason: str):
@@ -283,12 +283,13 @@ def _drop_hash_matches(spark, df, sel, extra: dict):
         n_refs = sum(n for n, _ in per_set.values())
         bands = sel.near_dup_bands or near_dup.choose_bands(max(n_rows, n_refs), d)
         ref_rows = refs.select(F.col("source").alias("id"), "phash", "colour_grid", "copy_thumb")
-        pairs = near_dup.match_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
-        if sel.copy_confirm:  # the hash proposes, copy detection confirms (pipeline/copy_detect.py)
-            pairs = near_dup.confirm_pairs(pairs, df.select(F.col("key").alias("id"), "copy_thumb"), ref_rows,
-                                           sel.copy_max_residual, sel.copy_max_peak)
+        if sel.copy_confirm:  # the hashes propose, copy detection confirms (pipeline/copy_detect.py)
+            pairs = near_dup.candidate_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
+            pairs = near_dup.confirm_pairs(pairs, rows, ref_rows, sel.copy_max_residual, sel.copy_max_peak)
+        else:
+            pairs = near_dup.match_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
         hits = (pairs.join(refs.select(F.col("source").alias("right_id"), "set"), "right_id")
-                .select(F.col("left_id").alias("key"), "set").distinct().cache())
+                .select(F.col("left_id").alias("key"), "set").distinct().localCheckpoint())
         overlap = {r["set"]: r["count"] for r in hits.groupBy("set").count().collect()}
         df = _mark(df, hits.select("key"), "eval_overlap")
         extra["eval_overlap"] = {s: overlap.get(s, 0) for s in sel.decontaminate}
@@ -321,12 +322,16 @@ def _drop_near_duplicates(df, sel, extra: dict):
         return df
     nodes = (df.where(F.col(REASON).isNull() & F.col("phash").isNotNull())
              .select(F.col("key").alias("id"), "phash", "colour_grid", "copy_thumb", label.alias("label")).cache())
-    pairs = near_dup.match_pairs(nodes, nodes, d, bands, tol, same=True).cache()
-    info["candidates"] = pairs.count()
     thumbs = nodes.select("id", "copy_thumb")
     if sel.copy_confirm:  # clusters from confirmed edges only
+        pairs = near_dup.candidate_pairs(nodes, nodes, d, bands, tol, same=True).localCheckpoint()
+        info["candidates"] = pairs.count()
         pairs = near_dup.confirm_pairs(pairs, thumbs, thumbs, sel.copy_max_residual, sel.copy_max_peak)
-    edges = pairs.select(F.col("left_id").alias("a"), F.col("right_id").alias("b")).cache()
+    else:
+        pairs = near_dup.match_pairs(nodes, nodes, d, bands, tol, same=True).cache()
+        info["candidates"] = pairs.count()
+    # Checkpointed: the rounds of label propagation then plan over a short lineage.
+    edges = pairs.select(F.col("left_id").alias("a"), F.col("right_id").alias("b")).localCheckpoint()
     info["pairs"] = n_edges = edges.count()
     if n_edges:
         labels, info["rounds"] = near_dup.propagate_min_label(edges, nodes.select("id", "label"))
