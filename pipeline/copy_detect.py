@@ -14,8 +14,8 @@ time on the mean-colour profiles, and the aligned pair gets two scores:
   neighbours (sub-pixel misalignment is free), leaving out regions that touch the border (where
   watermarks, caption bars and logos go): an object moved, swapped or recoloured shows here.
 A pair is a copy when both are within select.copy_max_residual and select.copy_max_peak (measured
-on planted copies and look-alikes: bench/near_dup.py, README "Near-duplicates"). Cost: ~3 ms a
-pair on one core, paid only by the hash's candidates.
+on planted copies and look-alikes: bench/near_dup.py, README "Near-duplicates"). Cost: ~8 ms a
+pair on one core (bench/near_dup.py), paid only by the hash's candidates.
 """
 
 from __future__ import annotations

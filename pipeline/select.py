@@ -9,7 +9,7 @@ over select.max_unsafe_score), then the image filters (filters/image.py, listed 
 filters/registry.py: ``too_small`` (shorter original side < select.min_side),
 ``bad_aspect_ratio`` (long/short side > select.max_aspect_ratio)), ``duplicate_image`` (same
 sha256 as a better-scored kept image), ``near_duplicate`` (in a near-duplicate cluster whose
-best-scored member stays, pipeline/near_dup.py), ``low_clip_score`` (the CLIP-score filter). The
+best-scored member stays: pHash candidates confirmed by copy detection, pipeline/near_dup.py and copy_detect.py), ``low_clip_score`` (the CLIP-score filter). The
 filters run as `wit filter`'s chain does, on Arrow batches in the workers; the hash rules are
 Spark joins over pHash bands, never all pairs.
 
@@ -405,7 +405,8 @@ def register(sub, common) -> None:
     flag(p, "--max-aspect-ratio", key="select.max_aspect_ratio", type=float, metavar="RATIO",
          help="drop images whose long side / short side is larger")
     flag(p, "--near-dup-distance", key="select.near_dup_distance", type=int, metavar="BITS",
-         help="most pHash bits near-duplicates differ in (also for --decontaminate and --blocklist-hashes)")
+         help="most pHash bits near-duplicate candidates differ in (also for --decontaminate and --blocklist-hashes); "
+         "copy detection then confirms them (select.copy_confirm)")
     flag(p, "--no-near-dup", key="select.near_dup", action="store_const", const=False,
          help="keep near-duplicate images (exact duplicates are still dropped)")
     flag(p, "--decontaminate", key="select.decontaminate", action="append", metavar="PATH",
