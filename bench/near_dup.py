@@ -46,6 +46,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 RESULTS = ROOT / "bench" / "results" / "near_dup.json"
 from pipeline.copy_detect import THUMB_BYTES  # noqa: E402  (after the sys.path line)
+
 DISTANCES = [0, 2, 4, 6, 8, 10, 12]
 TOLERANCES = [None, 8, 12, 16, 24, 32]
 
@@ -369,11 +370,9 @@ def confirm_rate(n: int = 2000) -> float:
 
 
 def measure_scale(quick: bool, workdir: str) -> dict:
-    from pipeline.config import SparkConfig
+    from pipeline.config import SelectConfig, SparkConfig
     from pipeline.near_dup import choose_bands, expected_candidates
     from pipeline.spark import get_spark
-
-    from pipeline.config import SelectConfig
 
     distance = SelectConfig().near_dup_distance
     n = 100_000 if quick else 1_000_000

@@ -81,9 +81,9 @@ def content_box(width: int, height: int, original_width: int | None, original_he
 def image_signature(data: bytes, box: tuple[int, int, int, int] | None = None) -> tuple[int, list[int], bytes]:
     """(phash, colour_grid, copy thumbnail) of encoded image bytes, of ``box`` only when given.
     Transparent pixels count as white (as download's resizer mattes them). Raises on undecodable bytes."""
-    from pipeline.copy_detect import thumbnail
-
     from PIL import Image
+
+    from pipeline.copy_detect import thumbnail
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
