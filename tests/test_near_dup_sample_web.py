@@ -107,9 +107,9 @@ def test_near_duplicates_are_found_and_the_best_copy_stays(selected):
     looks = {r["url"]: r["look_alike_kind"] for r in gt if r["look_alike_kind"]}
     wrongly = [m for m in nd if m["url"] in looks]
     print("look-alikes dropped", Counter(looks[m["url"]] for m in wrongly), "of", Counter(looks.values()))
-    assert len(wrongly) <= 0.1 * len(looks)  # measured 0 of 48
-    assert precision >= 0.85, precision  # measured 0.89 (pHash and colours alone: 0.80)
-    assert recall >= 0.85, recall  # measured 0.92
+    assert len(wrongly) <= 0.1 * len(looks)  # measured 0–2 of 48
+    assert precision >= 0.85, precision  # measured 0.89–0.91 over runs (pHash and colours alone: 0.80)
+    assert recall >= 0.85, recall  # measured 0.92–0.94
     info = stats["extra"]["near_dup"]
     assert info["exhaustive"] and info["dropped"] == len(nd) == stats["drops"]["near_duplicate"]
     for d in dropped:
