@@ -6,17 +6,21 @@ JPEG 95, then ``near_dup.stored_signature``), as select sees it:
 - coco_mini's 159 real photos (in the real test data that WIT_REAL_DATA names, when set), each
   with made copies: resized (×0.5), re-encoded (JPEG q30, WebP q50), cropped (3 % and 5 % off every side), watermarked (a
   credit line; a translucent box over 5 % of the picture);
-- the sample web (3,000 pairs, seed 0): its planted copies (scenes.COPY_KINDS, ground truth
+- the sample web (1,200 pairs, seed 0): its planted copies (scenes.COPY_KINDS, ground truth
   ``near_dup_of`` / ``eval_copy_of``) against their originals and eval images.
 For each (distance, colour tolerance): recall per kind of copy, the pairs of different pictures
 that would match ("false pairs", out of all pairs), and for the sample web the pictures a
-connected-components clustering would wrongly drop.
+connected-components clustering would wrongly drop. Then the two-step rule select runs (pHash
+candidates within select.near_dup_distance, confirmed by pipeline/copy_detect.py): recall per kind,
+false pairs that confirm, the sample web's planted look-alikes merged, and for the photos copy
+detection alone over every pair of 60 different photos (its own precision) with its cost per pair.
 
-Scale: 10^6 synthetic 64-bit hashes (uniform, with 10,000 planted near-duplicates at 1–8 bits)
+Scale: 10^6 synthetic 64-bit hashes (uniform, with 10,000 planted near-duplicates at 1–distance bits)
 through ``near_dup.match_pairs`` + ``propagate_min_label`` on Spark local[2], with the bands
 ``choose_bands`` picks for that size, and with distance + 1 bands (exhaustive) on a 20,000-hash
 subsample; recall of the planted pairs by bits flipped, hashes/s per core, the JVM's peak RSS. Baseline in the same run: brute-force
-all-pairs popcount in numpy (vectorised) on a 20,000-hash subsample, extrapolated to 10^6.
+all-pairs popcount in numpy (vectorised) on a 20,000-hash subsample, extrapolated to 10^6. The
+confirm step's cost at that scale: its measured pairs/s per core times the candidate pairs found.
 
   python -m bench near_dup [--quick]
 """
@@ -41,6 +45,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 RESULTS = ROOT / "bench" / "results" / "near_dup.json"
+from pipeline.copy_detect import THUMB_BYTES  # noqa: E402  (after the sys.path line)
+
 DISTANCES = [0, 2, 4, 6, 8, 10, 12]
 TOLERANCES = [None, 8, 12, 16, 24, 32]
 
@@ -49,7 +55,7 @@ TOLERANCES = [None, 8, 12, 16, 24, 32]
 
 
 def _stored_signer():
-    """bytes → (phash, colour grid) as download stores and hashes them (default config)."""
+    """bytes → (phash, colour grid, copy thumbnail) as download stores and hashes them (default config)."""
     from pipeline.config import DownloadConfig
     from pipeline.download import make_resizer
     from pipeline.near_dup import stored_signature
@@ -57,12 +63,12 @@ def _stored_signer():
     dl = DownloadConfig()
     resizer = make_resizer(dl)
 
-    def sign(data: bytes) -> tuple[int, np.ndarray]:
+    def sign(data: bytes) -> tuple[int, np.ndarray, bytes]:
         img, w, h, ow, oh, err = resizer(io.BytesIO(data))
         if err is not None:
             raise ValueError(err)
-        ph, grid = stored_signature(img, w, h, ow, oh, dl.resize_mode)
-        return ph, np.array(grid, dtype=np.int16)
+        ph, grid, thumb = stored_signature(img, w, h, ow, oh, dl.resize_mode)
+        return ph, np.array(grid, dtype=np.int16), thumb
 
     return sign
 
@@ -154,20 +160,61 @@ def quality_coco(sign) -> dict | None:
     files = sorted(glob.glob(str(folder / "coco_mini" / "*" / "*.jpg"))) if folder else []
     if not files:
         return None
-    hashes, grids, copies = [], [], {}
+    hashes, grids, thumbs, copies, confirmed = [], [], [], {}, {}
     for f in files:
         data = Path(f).read_bytes()
-        h, g = sign(data)
+        h, g, t = sign(data)
         hashes.append(h)
         grids.append(g)
+        thumbs.append(t)
         for kind, b in _made_copies(data).items():
-            ch, cg = sign(b)
+            ch, cg, ct = sign(b)
             copies.setdefault(kind, []).append((hamming(h, ch), int(_colour_diff(g, cg))))
+            confirmed.setdefault(kind, []).append((_inner_distance(t, ct), _confirmed(t, ct)))
     hashes_a, grids_a = np.array(hashes, dtype=np.int64), np.array(grids)
     false_pairs, n_pairs = _pair_table(hashes_a, grids_a, np.arange(len(files)), max(DISTANCES))
+    # Copy detection alone over every pair of different photos among the first 60 (no hash in front):
+    # its own precision, whatever the hash would have proposed.
+    every = [(i, j) for i in range(min(60, len(files))) for j in range(i + 1, min(60, len(files)))]
+    t0 = time.process_time()
+    false_confirmed = sum(_confirmed(thumbs[i], thumbs[j]) for i, j in every)
+    per_pair = (time.process_time() - t0) / len(every)
     return {"images": len(files), "pairs_of_different_pictures": n_pairs,
             "closest_different_pictures": _closest(hashes_a),
-            "grid": _grid(copies, false_pairs, n_pairs, None)}
+            "grid": _grid(copies, false_pairs, n_pairs, None),
+            "two_step": _two_step(copies, confirmed, false_pairs, thumbs),
+            "confirm_only": {"recall": {k: round(float(np.mean([ok for _, ok in v])), 4) for k, v in confirmed.items()},
+                             "false_pairs": int(false_confirmed), "of_pairs": len(every),
+                             "ms_per_pair_one_core": round(1000 * per_pair, 2)}}
+
+
+def _confirmed(a: bytes, b: bytes) -> bool:
+    from pipeline.config import SelectConfig
+    from pipeline.copy_detect import is_copy
+
+    sel = SelectConfig()
+    return is_copy(a, b, sel.copy_max_residual, sel.copy_max_peak)
+
+
+def _inner_distance(a: bytes, b: bytes) -> int:
+    from pipeline.near_dup import hamming, inner_phash
+
+    return hamming(inner_phash(a), inner_phash(b))
+
+
+def _two_step(copies: dict, confirmed: dict, false_pairs: np.ndarray, thumbs: list) -> dict:
+    """At the configured pHash distance (pHash only, select's default): recall per kind of copy of
+    candidate (whole or inner pHash) and confirm together, and the whole-pHash candidate pairs of
+    different pictures that confirm."""
+    from pipeline.config import SelectConfig
+
+    d = SelectConfig().near_dup_distance
+    recall = {k: round(float(np.mean([(c[0] <= d or inner <= d) and ok
+                                      for c, (inner, ok) in zip(copies[k], confirmed[k], strict=True)])), 4)
+              for k in copies}
+    cand = false_pairs[false_pairs[:, 2] <= d]
+    false = sum(_confirmed(thumbs[int(i)], thumbs[int(j)]) for i, j in cand[:, :2])
+    return {"distance": d, "recall": recall, "candidate_false_pairs": int(len(cand)), "confirmed_false_pairs": int(false)}
 
 
 def _closest(hashes: np.ndarray) -> int:
@@ -195,7 +242,7 @@ def quality_sample_web(sign, n_pairs: int, workdir: str) -> dict:
     for r in gt:
         if r["near_dup_of"] is not None:
             group_of_pair[r["pair_id"]] = group_of_pair[r["near_dup_of"]]
-    evals = sorted({r["eval_copy_of"] for r in gt if r["eval_copy_of"]})
+    evals = sorted({e for r in gt for e in (r["eval_copy_of"], r["eval_look_alike_of"]) if e})
     for e in evals:
         files.setdefault(e, len(files))
     group = {}
@@ -208,11 +255,21 @@ def quality_sample_web(sign, n_pairs: int, workdir: str) -> dict:
     sigs = [sign((root / p).read_bytes()) for p in paths]
     hashes = np.array([s[0] for s in sigs], dtype=np.int64)
     grids = np.array([s[1] for s in sigs])
+    thumbs = [s[2] for s in sigs]
     names = sorted(set(group.values()))
     gid = np.array([names.index(group[p]) for p in paths])
     index = {p: i for i, p in enumerate(paths)}
     copies: dict[str, list] = {}
+    confirmed: dict[str, list] = {}
+    looks: dict[str, list] = {}
     for r in gt:
+        source = r["look_alike_of"] if r["look_alike_of"] is not None else r["eval_look_alike_of"]
+        if r["look_alike_kind"] and r["junk_kind"] is None and r["image_path"]:
+            src = r["eval_look_alike_of"] or f"site/{next(o['image_path'] for o in gt if o['pair_id'] == source)}"
+            i, j = index[f"site/{r['image_path']}"], index[src]
+            looks.setdefault(r["look_alike_kind"], []).append(
+                (min(hamming(int(hashes[i]), int(hashes[j])), _inner_distance(thumbs[i], thumbs[j])),
+                 _confirmed(thumbs[i], thumbs[j])))
         if r["copy_kind"] is None:
             continue
         src = r["eval_copy_of"] or f"site/{next(o['image_path'] for o in gt if o['pair_id'] == r['near_dup_of'])}"
@@ -220,9 +277,17 @@ def quality_sample_web(sign, n_pairs: int, workdir: str) -> dict:
         kind = ("eval_" if r["eval_copy_of"] else "") + r["copy_kind"]
         copies.setdefault(kind, []).append((hamming(int(hashes[i]), int(hashes[j])),
                                             int(_colour_diff(grids[i], grids[j]))))
+        confirmed.setdefault(kind, []).append((_inner_distance(thumbs[i], thumbs[j]), _confirmed(thumbs[i], thumbs[j])))
     false_pairs, n_diff = _pair_table(hashes, grids, gid, max(DISTANCES))
+    from pipeline.config import SelectConfig
+
+    d = SelectConfig().near_dup_distance
+    two = _two_step(copies, confirmed, false_pairs, thumbs)
+    two["look_alikes_merged"] = {k: round(float(np.mean([h <= d and ok for h, ok in v])), 4) for k, v in looks.items()}
+    two["look_alikes"] = {k: len(v) for k, v in looks.items()}
     return {"pairs": n_pairs, "images": len(paths), "copies": {k: len(v) for k, v in sorted(copies.items())},
-            "pairs_of_different_pictures": n_diff, "grid": _grid(copies, false_pairs, n_diff, len(paths))}
+            "pairs_of_different_pictures": n_diff, "grid": _grid(copies, false_pairs, n_diff, len(paths)),
+            "two_step": two}
 
 
 # --- scale ----------------------------------------------------------------------------------------
@@ -293,12 +358,23 @@ def spark_search(spark, h: np.ndarray, distance: int, bands: int, workdir: str) 
             "components_rounds": rounds, "dropped": dropped, "wall_s": round(wall, 2), "_found": found}
 
 
+def confirm_rate(n: int = 2000) -> float:
+    """Pairs/s (one core) of copy detection on thumbnails (its cost does not depend on the content)."""
+    from pipeline.copy_detect import copy_scores
+
+    t = np.random.default_rng(0).integers(0, 256, (n + 1, THUMB_BYTES), dtype=np.uint8)
+    t0 = time.process_time()
+    for i in range(n):
+        copy_scores(t[i].tobytes(), t[i + 1].tobytes())
+    return n / (time.process_time() - t0)
+
+
 def measure_scale(quick: bool, workdir: str) -> dict:
-    from pipeline.config import SparkConfig
+    from pipeline.config import SelectConfig, SparkConfig
     from pipeline.near_dup import choose_bands, expected_candidates
     from pipeline.spark import get_spark
 
-    distance = 8
+    distance = SelectConfig().near_dup_distance
     n = 100_000 if quick else 1_000_000
     planted = n // 100
     h, truth = planted_hashes(n, planted, distance)
@@ -330,6 +406,16 @@ def measure_scale(quick: bool, workdir: str) -> dict:
     print(f"  exhaustive ({distance + 1} bands) on {sub_n:,}: recall {r['recall']:.3f} in {r['wall_s']:.1f}s", flush=True)
     res["jvm_peak_rss_mib"] = _jvm_peak_rss_mib(spark)
     res["runs"] = runs
+    # The confirm step (copy detection on each candidate within the distance), from its measured rate.
+    rate = confirm_rate()
+    auto_run = runs[0]
+    confirm_s = auto_run["pairs_found"] / rate / cores
+    res["confirm"] = {"pairs_per_s_per_core": round(rate, 1), "pairs": auto_run["pairs_found"],
+                      "estimated_s": round(confirm_s, 2),
+                      "share_of_time": round(confirm_s / (confirm_s + auto_run["wall_s"]), 4),
+                      "thumbnail_bytes_per_image": THUMB_BYTES}
+    print(f"  confirm: {rate:,.0f} pairs/s/core; {auto_run['pairs_found']:,} candidate pairs → ~{confirm_s:.1f}s "
+          f"({res['confirm']['share_of_time']:.1%} of the search)", flush=True)
     # Baseline: brute force, all pairs, numpy, one core.
     base_n = 5_000 if quick else 20_000
     rate, _ = brute_force_rate(h[:base_n], distance)
@@ -349,7 +435,7 @@ def main(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res["coco"] = quality_coco(sign)
-        res["sample_web"] = quality_sample_web(sign, 600 if quick else 3000, tmp)
+        res["sample_web"] = quality_sample_web(sign, 600 if quick else 1200, tmp)
         print(f"  quality measured in {time.perf_counter() - t0:.0f}s", flush=True)
         for name in ("coco", "sample_web"):
             q = res[name]
@@ -360,6 +446,9 @@ def main(quick: bool = False) -> dict:
                     print(f"  {name:10s} d<={row['distance']:2d} colour<={row['colour_tolerance']!s:4s} "
                           f"recall {json.dumps(row['recall'])} false pairs {row['false_pairs']}"
                           + (f" wrongly dropped {row['wrongly_dropped_share']:.1%}" if "wrongly_dropped" in row else ""))
+            print(f"  {name:10s} two-step {json.dumps(q['two_step'])}")
+            if "confirm_only" in q:
+                print(f"  {name:10s} confirm only {json.dumps(q['confirm_only'])}")
         res["scale"] = measure_scale(quick, tmp)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not quick:

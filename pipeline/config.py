@@ -303,10 +303,16 @@ class SelectConfig(Section):
     # the defaults were measured by bench/near_dup.py, README "Near-duplicates").
     near_dup: bool = Field(True, description="drop all but the best-scored image of each near-duplicate cluster")
     near_dup_distance: int = Field(
-        8, ge=0, le=32, description="most pHash bits two images may differ in to count as near-duplicates "
+        12, ge=0, le=32, description="most pHash bits two images may differ in to be near-duplicate candidates "
         "(also the distance for decontaminate and blocklist_hashes)")
     near_dup_colour_tolerance: int | None = Field(
-        12, ge=0, le=255, description="most two images' mean colours (2×2 grid, 0–255) may differ; None = pHash only")
+        None, ge=0, le=255, description="most two candidates' mean colours (2×2 grid, 0–255) may differ; None = pHash only")
+    copy_confirm: bool = Field(True, description="merge a near-duplicate or eval_overlap candidate only when copy "
+                               "detection confirms it (pipeline/copy_detect.py); False = the pHash (and colours) alone")
+    copy_max_residual: float = Field(
+        12.0, ge=0, le=255, description="copy detection: most trimmed mean colour difference of the aligned thumbnails")
+    copy_max_peak: float = Field(
+        45.0, ge=0, le=255, description="copy detection: most local difference away from the border (an object that differs)")
     near_dup_bands: int | None = Field(
         None, ge=1, le=64, description="pHash bands of the candidate search; None = distance + 1 (exhaustive) when "
         "affordable, fewer at very large scale")

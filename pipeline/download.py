@@ -289,15 +289,30 @@ def _conform_rows(t: pa.Table, carried: pa.Schema, path: str) -> list[dict[str, 
 
 
 def _writer_class(output_format: str):
+    import json
+
     from img2dataset.writer import ParquetSampleWriter, WebDatasetSampleWriter
 
-    return WebDatasetSampleWriter if output_format == "webdataset" else ParquetSampleWriter
+    class WebDatasetWriter(WebDatasetSampleWriter):
+        """img2dataset's writer, whose per-sample JSON leaves out binary columns (the copy thumbnail):
+        they are in the shard's parquet only."""
+
+        def write(self, img_str, key, caption, meta):
+            if img_str is not None:
+                sample = {"__key__": key, self.encode_format: img_str,
+                          "json": json.dumps({k: v for k, v in meta.items() if not isinstance(v, bytes)}, indent=4)}
+                if self.save_caption:
+                    sample["txt"] = str(caption) if caption is not None else ""
+                self.tarwriter.write(sample)
+            self.buffered_parquet_writer.write(meta)
+
+    return WebDatasetWriter if output_format == "webdataset" else ParquetSampleWriter
 
 
 def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
     return {**row, "key": key, "shard": shard, "status": "failed", "error_message": None, "width": None,
             "height": None, "original_width": None, "original_height": None, "bytes": None, "sha256": None,
-            "phash": None, "colour_grid": None}
+            "phash": None, "colour_grid": None, "copy_thumb": None}
 
 
 class ShardJob:
@@ -377,7 +392,7 @@ class ShardJob:
                 return None, _RESIZER_REASONS.get(err, "decode_error"), len(r.data)
             meta.update(status="success", width=width, height=height, original_width=ow, original_height=oh,
                         bytes=len(img), sha256=hashlib.sha256(img).hexdigest())
-            meta["phash"], meta["colour_grid"] = near_dup.stored_signature_or_none(
+            meta["phash"], meta["colour_grid"], meta["copy_thumb"] = near_dup.stored_signature_or_none(
                 img, width, height, ow, oh, self.dl.resize_mode)
             return img, None, len(r.data)
 

@@ -78,10 +78,12 @@ def content_box(width: int, height: int, original_width: int | None, original_he
     return left, top, left + cw, top + ch
 
 
-def image_signature(data: bytes, box: tuple[int, int, int, int] | None = None) -> tuple[int, list[int]]:
-    """(phash, colour_grid) of encoded image bytes, of ``box`` only when given. Transparent
-    pixels count as white (as download's resizer mattes them). Raises on undecodable bytes."""
+def image_signature(data: bytes, box: tuple[int, int, int, int] | None = None) -> tuple[int, list[int], bytes]:
+    """(phash, colour_grid, copy thumbnail) of encoded image bytes, of ``box`` only when given.
+    Transparent pixels count as white (as download's resizer mattes them). Raises on undecodable bytes."""
     from PIL import Image
+
+    from pipeline.copy_detect import thumbnail
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -99,23 +101,23 @@ def image_signature(data: bytes, box: tuple[int, int, int, int] | None = None) -
     if box is not None:
         fx, fy = img.size[0] / w, img.size[1] / h
         img = img.crop((round(box[0] * fx), round(box[1] * fy), round(box[2] * fx), round(box[3] * fy)))
-    return phash_image(img), colour_grid(img)
+    return phash_image(img), colour_grid(img), thumbnail(img)
 
 
 def stored_signature(data: bytes, width: int, height: int, original_width: int | None,
-                     original_height: int | None, resize_mode: str) -> tuple[int, list[int]]:
+                     original_height: int | None, resize_mode: str) -> tuple[int, list[int], bytes]:
     """The signature of an image as download stores it (its padding cut away)."""
     return image_signature(data, content_box(width, height, original_width, original_height, resize_mode))
 
 
 def stored_signature_or_none(data: bytes, width: int, height: int, original_width: int | None,
-                             original_height: int | None, resize_mode: str) -> tuple[int | None, list[int] | None]:
-    """``stored_signature``, or (None, None) for an image the hash cannot read: the sample is still
+                             original_height: int | None, resize_mode: str) -> tuple[int | None, list[int] | None, bytes | None]:
+    """``stored_signature``, or (None, None, None) for an image the hash cannot read: the sample is still
     good, select just cannot compare it (it counts such rows as ``unhashed``)."""
     try:
         return stored_signature(data, width, height, original_width, original_height, resize_mode)
     except Exception:
-        return None, None
+        return None, None, None
 
 
 # --- hashes as numbers and text -------------------------------------------------------------------
@@ -266,6 +268,51 @@ def propagate_min_label(edges, labels, max_rounds: int = 1000):
     raise RuntimeError(f"near-duplicate clusters did not settle in {max_rounds} rounds")
 
 
+INNER_MARGIN = 0.2  # the inner pHash hashes the thumbnail without this share off each side
+
+
+def inner_phash(thumb: bytes | None) -> int | None:
+    """The pHash of the middle 60 % of a copy thumbnail: a second candidate key, which crops and
+    border overlays (watermarks, caption bars) change far less than the whole picture's pHash
+    (bench/near_dup.py measured the candidate recall it adds)."""
+    from PIL import Image
+
+    from pipeline.copy_detect import SIDE, THUMB_BYTES
+
+    if thumb is None or len(thumb) != THUMB_BYTES:
+        return None
+    c = round(SIDE * INNER_MARGIN)
+    return phash_image(Image.frombytes("RGB", (SIDE, SIDE), thumb).crop((c, c, SIDE - c, SIDE - c)))
+
+
+def candidate_pairs(left, right, distance: int, bands: int, colour_tolerance: int | None, *, same: bool = False):
+    """(left_id, right_id) of the pairs ``match_pairs`` finds on the whole picture's pHash or on the
+    inner pHash (computed from ``copy_thumb`` in the workers): what copy detection then confirms."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    inner = F.udf(inner_phash, T.LongType())
+    whole = match_pairs(left, right, distance, bands, colour_tolerance, same=same)
+    middle = match_pairs(left.withColumn("phash", inner("copy_thumb")), right.withColumn("phash", inner("copy_thumb")),
+                         distance, bands, colour_tolerance, same=same)
+    return whole.select("left_id", "right_id").union(middle.select("left_id", "right_id")).distinct()
+
+
+def confirm_pairs(pairs, left_thumbs, right_thumbs, max_residual: float, max_peak: float):
+    """The candidate ``pairs`` (left_id, right_id, …) that copy detection confirms: the two images'
+    thumbnails (DataFrames (id, copy_thumb)) line up under some crop (pipeline/copy_detect.py). A pair
+    without both thumbnails is not confirmed. Runs in the Python workers, one pair at a time."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from pipeline.copy_detect import is_copy
+
+    check = F.udf(lambda a, b: is_copy(a, b, max_residual, max_peak), T.BooleanType())
+    lt = left_thumbs.select(F.col("id").alias("left_id"), F.col("copy_thumb").alias("_lt"))
+    rt = right_thumbs.select(F.col("id").alias("right_id"), F.col("copy_thumb").alias("_rt"))
+    return pairs.join(lt, "left_id").join(rt, "right_id").where(check("_lt", "_rt")).drop("_lt", "_rt")
+
+
 # --- reference sets: evaluation images and blocklists ----------------------------------------------
 
 
@@ -292,15 +339,15 @@ def reference_items(path: str) -> list[tuple[str, str]]:
     return items
 
 
-def _signature_or_none(data: bytes) -> tuple[int | None, list[int] | None]:
+def _signature_or_none(data: bytes) -> tuple[int | None, list[int] | None, bytes | None]:
     try:
         return image_signature(data)
     except Exception:  # an unreadable evaluation image is counted, not fatal
-        return None, None
+        return None, None, None
 
 
-def hash_reference_item(item: tuple[str, str, str]) -> Iterator[tuple[str, str, int | None, list[int] | None]]:
-    """Spark: (set, source, phash, colour_grid) for one image file or every image of one shard;
+def hash_reference_item(item: tuple[str, str, str]) -> Iterator[tuple]:
+    """Spark: (set, source, phash, colour_grid, copy_thumb) for one image file or every image of one shard;
     phash None for an image that does not decode."""
     from pipeline import storage
     from pipeline.shards import iter_tar
@@ -318,7 +365,7 @@ def hash_reference_item(item: tuple[str, str, str]) -> Iterator[tuple[str, str, 
 
 
 def reference_signatures(spark, paths: list[str]):
-    """DataFrame (set, source, phash, colour_grid) of every image under each of ``paths`` (the set
+    """DataFrame (set, source, phash, colour_grid, copy_thumb) of every image under each of ``paths`` (the set
     is the path as given), hashed in the executors."""
     from pyspark.sql import types as T
 
@@ -326,6 +373,7 @@ def reference_signatures(spark, paths: list[str]):
     schema = T.StructType([
         T.StructField("set", T.StringType(), False), T.StructField("source", T.StringType(), False),
         T.StructField("phash", T.LongType(), True), T.StructField("colour_grid", T.ArrayType(T.ShortType()), True),
+        T.StructField("copy_thumb", T.BinaryType(), True),
     ])
     slices = max(1, min(len(items), spark.sparkContext.defaultParallelism * 4))
     rdd = spark.sparkContext.parallelize(items, slices).flatMap(hash_reference_item)

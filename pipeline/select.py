@@ -9,7 +9,7 @@ over select.max_unsafe_score), then the image filters (filters/image.py, listed 
 filters/registry.py: ``too_small`` (shorter original side < select.min_side),
 ``bad_aspect_ratio`` (long/short side > select.max_aspect_ratio)), ``duplicate_image`` (same
 sha256 as a better-scored kept image), ``near_duplicate`` (in a near-duplicate cluster whose
-best-scored member stays, pipeline/near_dup.py), ``low_clip_score`` (the CLIP-score filter). The
+best-scored member stays: pHash candidates confirmed by copy detection, pipeline/near_dup.py and copy_detect.py), ``low_clip_score`` (the CLIP-score filter). The
 filters run as `wit filter`'s chain does, on Arrow batches in the workers; the hash rules are
 Spark joins over pHash bands, never all pairs.
 
@@ -75,7 +75,8 @@ def _apply_filters(df, filters: list):
                 Flag("--max-aspect-ratio", key="select.max_aspect_ratio", type=float, metavar="RATIO",
                      help="drop images whose long side / short side is larger"),
                 Flag("--near-dup-distance", key="select.near_dup_distance", type=int, metavar="BITS",
-                     help="most pHash bits near-duplicates differ in (also for --decontaminate and --blocklist-hashes)"),
+                     help="most pHash bits near-duplicate candidates differ in (also for --decontaminate and "
+                     "--blocklist-hashes); copy detection then confirms them (select.copy_confirm)"),
                 Flag("--no-near-dup", key="select.near_dup", action="store_const", const=False,
                      help="keep near-duplicate images (exact duplicates are still dropped)"),
                 Flag("--decontaminate", key="select.decontaminate", action="append", metavar="PATH",
@@ -192,7 +193,7 @@ def _hash_rows(df):
     from pyspark.sql import functions as F
 
     return df.where(F.col(REASON).isNull() & F.col("phash").isNotNull()).select(
-        F.col("key").alias("id"), "phash", "colour_grid")
+        F.col("key").alias("id"), "phash", "colour_grid", "copy_thumb")
 
 
 def _mark(df, keys, reason: str):
@@ -249,10 +250,14 @@ def _drop_hash_matches(spark, df, sel, extra: dict):
             F.count("phash").alias("images"), F.sum(F.col("phash").isNull().cast("int")).alias("unreadable")).collect()}
         n_refs = sum(n for n, _ in per_set.values())
         bands = sel.near_dup_bands or near_dup.choose_bands(max(n_rows, n_refs), d)
-        pairs = near_dup.match_pairs(rows, refs.select(F.col("source").alias("id"), "phash", "colour_grid"), d, bands,
-                                     sel.near_dup_colour_tolerance)
+        ref_rows = refs.select(F.col("source").alias("id"), "phash", "colour_grid", "copy_thumb")
+        if sel.copy_confirm:  # the hashes propose, copy detection confirms (pipeline/copy_detect.py)
+            pairs = near_dup.candidate_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
+            pairs = near_dup.confirm_pairs(pairs, rows, ref_rows, sel.copy_max_residual, sel.copy_max_peak)
+        else:
+            pairs = near_dup.match_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
         hits = (pairs.join(refs.select(F.col("source").alias("right_id"), "set"), "right_id")
-                .select(F.col("left_id").alias("key"), "set").distinct().cache())
+                .select(F.col("left_id").alias("key"), "set").distinct().localCheckpoint())
         overlap = {r["set"]: r["count"] for r in hits.groupBy("set").count().collect()}
         df = _mark(df, hits.select("key"), "eval_overlap")
         extra["eval_overlap"] = {s: overlap.get(s, 0) for s in sel.decontaminate}
@@ -277,25 +282,43 @@ def _drop_near_duplicates(df, sel, extra: dict):
     counts = df.where(F.col(REASON).isNull()).agg(F.count("phash").alias("hashed"), F.count("*").alias("all")).first()
     n = counts["hashed"]
     bands = sel.near_dup_bands or near_dup.choose_bands(n, d)
-    info = {"distance": d, "colour_tolerance": tol, "bands": bands, "exhaustive": bands > d, "hashed": n,
+    info = {"distance": d, "colour_tolerance": tol, "bands": bands, "copy_confirm": sel.copy_confirm,
+            "copy_max_residual": sel.copy_max_residual, "copy_max_peak": sel.copy_max_peak, "candidates": 0, "unguarded": 0, "exhaustive": bands > d, "hashed": n,
             "unhashed": counts["all"] - n, "pairs": 0, "clusters": 0, "rounds": 0, "dropped": 0}
     extra["near_dup"] = info
     if n < 2:
         return df
     nodes = (df.where(F.col(REASON).isNull() & F.col("phash").isNotNull())
-             .select(F.col("key").alias("id"), "phash", "colour_grid", label.alias("label")).cache())
-    edges = (near_dup.match_pairs(nodes, nodes, d, bands, tol, same=True)
-             .select(F.col("left_id").alias("a"), F.col("right_id").alias("b")).cache())
+             .select(F.col("key").alias("id"), "phash", "colour_grid", "copy_thumb", label.alias("label")).cache())
+    thumbs = nodes.select("id", "copy_thumb")
+    if sel.copy_confirm:  # clusters from confirmed edges only
+        pairs = near_dup.candidate_pairs(nodes, nodes, d, bands, tol, same=True).localCheckpoint()
+        info["candidates"] = pairs.count()
+        pairs = near_dup.confirm_pairs(pairs, thumbs, thumbs, sel.copy_max_residual, sel.copy_max_peak)
+    else:
+        pairs = near_dup.match_pairs(nodes, nodes, d, bands, tol, same=True).cache()
+        info["candidates"] = pairs.count()
+    # Checkpointed: the rounds of label propagation then plan over a short lineage.
+    edges = pairs.select(F.col("left_id").alias("a"), F.col("right_id").alias("b")).localCheckpoint()
     info["pairs"] = n_edges = edges.count()
     if n_edges:
         labels, info["rounds"] = near_dup.propagate_min_label(edges, nodes.select("id", "label"))
         losers = labels.where(F.col("label.key") != F.col("id")).select(
-            F.col("id").alias("key"), F.col("label.key").alias("_best")).cache()
+            F.col("id").alias("key"), F.col("label.key").alias("_best"))
+        if sel.copy_confirm:  # chain guard: a member goes only when it is a copy of the member that stays
+            guard = near_dup.confirm_pairs(losers.select(F.col("key").alias("left_id"), F.col("_best").alias("right_id")),
+                                           thumbs, thumbs, sel.copy_max_residual, sel.copy_max_peak)
+            kept_by_guard = losers.count()
+            losers = guard.select(F.col("left_id").alias("key"), F.col("right_id").alias("_best"))
+        losers = losers.cache()
         info["dropped"] = losers.count()
+        if sel.copy_confirm:
+            info["unguarded"] = kept_by_guard - info["dropped"]  # chained in, but not a copy of the one that stays
         info["clusters"] = labels.select("label").distinct().count()
         df = (_mark(df, losers.select("key"), "near_duplicate").join(losers, "key", "left")
               .withColumn(DUPLICATE_OF, F.when(F.col(REASON) == "near_duplicate", F.col("_best")).otherwise(F.col(DUPLICATE_OF)))
               .drop("_best"))
     nodes.unpersist()
+    pairs.unpersist()
     edges.unpersist()
     return df

@@ -79,19 +79,19 @@ def test_stored_signature_describes_the_picture_not_its_padding():
     assert err is None and (w, h, ow, oh) == (256, 256, 300, 150)
     assert near_dup.content_box(w, h, ow, oh, "border") == (0, 64, 256, 192)
     assert near_dup.content_box(w, h, ow, oh, "center_crop") is None
-    ph, grid = near_dup.stored_signature(stored, w, h, ow, oh, dl.resize_mode)
-    ph0, grid0 = near_dup.image_signature(jpg(img))
+    ph, grid, _ = near_dup.stored_signature(stored, w, h, ow, oh, dl.resize_mode)
+    ph0, grid0, _ = near_dup.image_signature(jpg(img))
     assert near_dup.hamming(ph, ph0) <= 2 and max(abs(a - b) for a, b in zip(grid, grid0, strict=True)) <= 3
-    padded, _ = near_dup.image_signature(stored)  # the padding, hashed along, is another picture
+    padded, *_ = near_dup.image_signature(stored)  # the padding, hashed along, is another picture
     assert near_dup.hamming(padded, ph0) > 8
     assert len(grid) == 12 and all(0 <= v <= 255 for v in grid)
 
 
 def test_copies_stay_close_and_other_pictures_far():
     base = photo(11)
-    ph, grid = near_dup.image_signature(jpg(base))
+    ph, grid, _ = near_dup.image_signature(jpg(base))
     for copy in (resized(base), cropped(base), watermarked(base), base):
-        cp, cg = near_dup.image_signature(jpg(copy, quality=40))
+        cp, cg, _ = near_dup.image_signature(jpg(copy, quality=40))
         assert near_dup.hamming(ph, cp) <= 8 and max(abs(a - b) for a, b in zip(grid, cg, strict=True)) <= 12
     others = [near_dup.image_signature(jpg(photo(s)))[0] for s in range(100, 140)]
     assert min(near_dup.hamming(ph, o) for o in others) > 8
@@ -104,7 +104,7 @@ def test_transparent_pixels_count_as_white_and_junk_raises():
     assert near_dup.image_signature(buf.getvalue())[1] == [255] * 12
     with pytest.raises(OSError):  # PIL.UnidentifiedImageError
         near_dup.image_signature(b"not an image")
-    assert near_dup.stored_signature_or_none(b"not an image", 10, 10, 10, 10, "border") == (None, None)
+    assert near_dup.stored_signature_or_none(b"not an image", 10, 10, 10, 10, "border") == (None, None, None)
 
 
 def test_bands_and_their_cost():
@@ -178,10 +178,11 @@ def add_signatures(shards, rows, images):
     for path in sorted(shards.glob("*.parquet")):
         t = pq.read_table(path)
         keys = t.column("key").to_pylist()
-        sigs = [near_dup.image_signature(images[k]) if images.get(k) else (None, None) for k in keys]
+        sigs = [near_dup.image_signature(images[k]) if images.get(k) else (None, None, None) for k in keys]
         t = t.set_column(t.schema.get_field_index("phash"), "phash", pa.array([s[0] for s in sigs], pa.int64()))
         t = t.set_column(t.schema.get_field_index("colour_grid"), "colour_grid",
                          pa.array([s[1] for s in sigs], t.schema.field("colour_grid").type))
+        t = t.set_column(t.schema.get_field_index("copy_thumb"), "copy_thumb", pa.array([s[2] for s in sigs], pa.binary()))
         pq.write_table(t, path)
 
 
@@ -237,7 +238,7 @@ def test_select_drops_blocklisted_eval_copies_and_near_duplicates(spark, tmp_pat
     assert extra["blocklist"]["matched"] == 3 and extra["blocklist"]["matched_exact"] == 1
     nd = extra["near_dup"]
     assert nd["clusters"] == 2 and nd["dropped"] == 4 and nd["unhashed"] == 1 and nd["exhaustive"]
-    assert nd["distance"] == 8 and nd["colour_tolerance"] == 12
+    assert nd["distance"] == 12 and nd["colour_tolerance"] is None and nd["copy_confirm"]
     assert all(m["phash"] is not None for m in manifest if m["text"] != "no hash")
     json.dumps(stats)  # _stats.json material
     dropped = pq.read_table(tmp_path / "final" / "dropped.parquet")

@@ -1,11 +1,12 @@
 """Near-duplicates and evaluation-set copies on the sample web, graded against its ground truth.
 
-The sample web plants copies (resized, re-encoded, cropped, watermarked) of pictures from earlier
-pages (``near_dup_of``) and of its labelled splits' images (``eval_copy_of``). Every fault-free
+The sample web plants copies (resized, re-encoded, cropped, watermarked, overlaid, harder crops and
+re-encodes) of pictures from earlier pages (``near_dup_of``) and of its labelled splits' images
+(``eval_copy_of``), and look-alikes (distinct pictures sharing a background, an object or a layout). Every fault-free
 image is downloaded for real (signatures computed by `wit download`), scored with a fixed
 pseudo-random score, and selected with decontamination against eval/ and eval_background/; the
 drops in final/dropped.parquet are then graded. The bounds sit below what bench/near_dup.py and
-this test measured at the default distance and colour tolerance (README "Near-duplicates").
+this test measured with select's defaults: pHash candidates confirmed by copy detection (README "Near-duplicates").
 """
 
 from __future__ import annotations
@@ -75,13 +76,15 @@ def test_eval_copies_are_found_and_counted_per_set(selected):
     assert len(planted) >= 15
     precision = len(flagged & planted) / len(flagged)
     recall = len(flagged & planted) / len(planted)
-    # Measured 0.72 and 0.85: the misses are watermarks and crops; the false hits are look-alikes (same
-    # shape and colours, nearly the same place), which the 450 evaluation images meet often on this web.
-    assert precision >= 0.6, (precision, sorted(flagged - planted)[:5])
-    assert recall >= 0.7, (recall, Counter(r["copy_kind"] for r in gt if r["url"] in planted - flagged))
+    print(f"eval_overlap precision {precision:.3f} recall {recall:.3f} ({len(flagged)} flagged, {len(planted)} planted)")
+    # Measured 0.88 and 0.92 (pHash alone: 0.72 and 0.85): the false hits are pictures drawn at random
+    # that nearly repeat an eval image (same shape, colours and place), not the planted look-alikes.
+    assert precision >= 0.8, (precision, sorted(flagged - planted)[:5])
+    assert recall >= 0.85, (recall, Counter(r["copy_kind"] for r in gt if r["url"] in planted - flagged))
     per_set = stats["extra"]["eval_overlap"]
     assert set(per_set) == {str(sample / "eval"), str(sample / "eval_background")}
-    assert sum(per_set.values()) >= len(flagged) and stats["drops"]["eval_overlap"] == len(flagged)
+    rows = [d for d in dropped if d["drop_reason"] == "eval_overlap"]
+    assert sum(per_set.values()) >= len(flagged) and stats["drops"]["eval_overlap"] == len(rows)
     assert stats["extra"]["eval_images"] == {str(sample / "eval"): 200, str(sample / "eval_background"): 250}
 
 
@@ -100,8 +103,13 @@ def test_near_duplicates_are_found_and_the_best_copy_stays(selected):
     found = sum(min(len(v) - 1, sum(reason.get(m["key"]) == "near_duplicate" for m in v)) for v in by_picture.values())
     assert should_drop >= 30
     precision, recall = len(true) / len(nd), found / should_drop
-    assert precision >= 0.65, precision  # measured 0.80
-    assert recall >= 0.75, recall  # measured 0.91
+    print(f"near_duplicate precision {precision:.3f} recall {recall:.3f} ({len(nd)} dropped, {should_drop} to drop)")
+    looks = {r["url"]: r["look_alike_kind"] for r in gt if r["look_alike_kind"]}
+    wrongly = [m for m in nd if m["url"] in looks]
+    print("look-alikes dropped", Counter(looks[m["url"]] for m in wrongly), "of", Counter(looks.values()))
+    assert len(wrongly) <= 0.1 * len(looks)  # measured 0–2 of 48
+    assert precision >= 0.85, precision  # measured 0.89–0.91 over runs (pHash and colours alone: 0.80)
+    assert recall >= 0.85, recall  # measured 0.92–0.94
     info = stats["extra"]["near_dup"]
     assert info["exhaustive"] and info["dropped"] == len(nd) == stats["drops"]["near_duplicate"]
     for d in dropped:

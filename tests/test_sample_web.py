@@ -233,6 +233,32 @@ def test_ground_truth_columns_and_shares(sample, gt):
             assert r["true_caption"].lower() in r["text"].lower()
 
 
+def test_copies_and_look_alikes_are_planted_and_labelled(sample, gt):
+    """Copies (near_dup_of / eval_copy_of, copy_kind) and look-alikes (look_alike_of /
+    eval_look_alike_of, look_alike_kind): each labelled with what it copies or resembles, which is
+    another picture for a look-alike (a different scene, same label rules as any picture)."""
+    from pipeline.sample_web.scenes import COPY_KINDS, LOOK_ALIKE_KINDS
+
+    out, _, _ = sample
+    by_id = {r["pair_id"]: r for r in gt}
+    copies = [r for r in gt if r["copy_kind"] and r["junk_kind"] is None]
+    looks = [r for r in gt if r["look_alike_kind"] and r["junk_kind"] is None]
+    assert copies and looks
+    assert {r["copy_kind"] for r in copies} <= set(COPY_KINDS) and {r["look_alike_kind"] for r in looks} <= set(LOOK_ALIKE_KINDS)
+    for r in copies:
+        assert (r["near_dup_of"] is None) != (r["eval_copy_of"] is None) and r["look_alike_kind"] is None
+    for r in looks:
+        assert (r["look_alike_of"] is None) != (r["eval_look_alike_of"] is None) and r["copy_kind"] is None
+        if r["look_alike_of"] is not None:
+            source = by_id[r["look_alike_of"]]
+            assert source["pair_id"] < r["pair_id"]
+            a, b = (Image.open(out / "site" / x["image_path"]).convert("RGB") for x in (source, r))
+            assert a.resize((48, 48)).tobytes() != b.resize((48, 48)).tobytes()  # another picture
+        else:
+            assert r["eval_look_alike_of"].split("/", 1)[0] in ("eval", "eval_background")
+    assert 0.02 < len(looks) / len(gt) < 0.10
+
+
 def test_small_sample_has_every_fault(tmp_path):
     s = generate_sample_web(str(tmp_path / "s"), n_pairs=200, seed=3)
     assert set(s["counts"]["fault"]) == set(FAULTS) | {"none"}

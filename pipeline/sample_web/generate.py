@@ -56,6 +56,12 @@ GROUND_TRUTH = pa.schema([
     pa.field("near_dup_of", pa.int64()),
     pa.field("eval_copy_of", pa.string()),
     pa.field("copy_kind", pa.string()),
+    # Look-alikes: distinct pictures that share a background, an object or a layout with an earlier
+    # picture (``look_alike_of``, its pair id) or an eval image (``eval_look_alike_of``), and how
+    # (scenes.LOOK_ALIKE_KINDS): labelled distinct, so copy detection's precision is measured where it is hard.
+    pa.field("look_alike_of", pa.int64()),
+    pa.field("eval_look_alike_of", pa.string()),
+    pa.field("look_alike_kind", pa.string()),
 ])
 EVAL_PAIRS = pa.schema([("image", pa.string()), ("caption", pa.string()), ("label", pa.int64())])
 
@@ -72,6 +78,10 @@ BATCH_ROWS = 10_000
 # labelled splits (eval/, eval_background/): what near-duplicate search and decontamination must find.
 COPY_SHARE = 0.08
 EVAL_COPY_SHARE = 0.3
+# Shares of the other fault-free pairs whose picture is a look-alike of an earlier one, and of
+# those, the share resembling an eval image.
+LOOK_ALIKE_SHARE = 0.06
+EVAL_LOOK_ALIKE_SHARE = 0.3
 
 
 def clean_text(raw: str | None) -> str:
@@ -114,7 +124,7 @@ class _Writer:
         self.gt = pq.ParquetWriter(root / "ground_truth.parquet", GROUND_TRUTH, compression="zstd")
         self.rows: list[dict] = []
         self.counts: dict[str, Counter] = {k: Counter() for k in ("lang", "junk_kind", "fault", "text_source", "matches_image",
-                                                                  "copy_kind")}
+                                                                  "copy_kind", "look_alike_kind")}
         self.n_images = self.n_pages = self.n_rows = self.image_bytes = 0
         self.faults: dict[str, str] = {}
         self.warcinfo_id = _record_id(seed, "warcinfo")
@@ -151,6 +161,7 @@ class _Writer:
         self.counts["text_source"][r["text_source"]] += 1
         self.counts["matches_image"][str(r["matches_image"]).lower()] += 1
         self.counts["copy_kind"][r["copy_kind"] or "none"] += 1
+        self.counts["look_alike_kind"][r["look_alike_kind"] or "none"] += 1
         if len(self.rows) >= BATCH_ROWS:
             self.flush()
 
@@ -310,6 +321,8 @@ class _Page:
         if not fault and g.copy_rng.random() < COPY_SHARE and self.add_copy(i):
             return
         scene = scenes.random_scene(rng)
+        look = self.look_alike(scene) if not fault else (scene, None, None, None)
+        scene = look[0]
         true_caption = scenes.english(scene)
         fmt = "png" if fault == "bomb" else ("jpg" if fault else rng.choices(["jpg", "png", "webp"], [0.7, 0.15, 0.15])[0])
         g.counts_format[fmt] += 1
@@ -405,7 +418,24 @@ class _Page:
             "matches_image": matches, "lang": lang, "junk_kind": junk, "fault": fault,
             "expected_status": FAULT_STATUS[fault] if fault else "success", "label": scene.label,
             "image_path": image_path, "near_dup_of": None, "eval_copy_of": None, "copy_kind": None,
+            "look_alike_of": look[1], "eval_look_alike_of": look[2], "look_alike_kind": look[3],
         })
+
+    def look_alike(self, scene: scenes.Scene) -> tuple:
+        """(scene, look_alike_of, eval_look_alike_of, kind): ``scene`` as drawn, or (at
+        LOOK_ALIKE_SHARE) a look-alike of an earlier picture or an eval image. Draws only from ``look_rng``."""
+        g = self.g
+        lrng = g.look_rng
+        if lrng.random() >= LOOK_ALIKE_SHARE:
+            return scene, None, None, None
+        kind = lrng.choice(scenes.LOOK_ALIKE_KINDS)
+        if lrng.random() < EVAL_LOOK_ALIKE_SHARE:
+            split, rel_eval, source = lrng.choice(g.eval_sources)
+            return scenes.look_alike(source, kind, lrng), None, f"{split}/{rel_eval}", kind
+        if not self.n_older:
+            return scene, None, None, None
+        pair_id, source, *_ = g.originals[lrng.randrange(self.n_older)]
+        return scenes.look_alike(source, kind, lrng), pair_id, None, kind
 
     def add_copy(self, i: int) -> bool:
         """Pair ``i`` shows a copy of a picture from an earlier page or from a labelled split, with
@@ -436,6 +466,7 @@ class _Page:
             "text_source": "alt", "true_caption": scenes.english(scene), "matches_image": True, "lang": "en",
             "junk_kind": None, "fault": None, "expected_status": "success", "label": scene.label, "image_path": rel,
             "near_dup_of": near, "eval_copy_of": eval_of, "copy_kind": kind,
+            "look_alike_of": None, "eval_look_alike_of": None, "look_alike_kind": None,
         })
         return True
 
@@ -483,6 +514,7 @@ class _Generator:
         self.rng = random.Random(seed)
         # Copies draw from their own generator: the rest of the web is what it would be without them.
         self.copy_rng = random.Random(f"{seed}-copies")
+        self.look_rng = random.Random(f"{seed}-look-alikes")
         self.originals: list[tuple[int, scenes.Scene, int, int, str]] = []  # (pair_id, scene, w, h, format)
         self.eval_sources = [(name, rel, scene) for name in LABELLED_SPLITS
                              for rel, scene, _ in labelled_scenes(name, seed, eval_per_class)]

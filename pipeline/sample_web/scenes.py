@@ -117,14 +117,23 @@ def encode(img: Image.Image, fmt: str) -> bytes:
 
 # --- copies: how the same picture reappears elsewhere on the web ---------------------------------
 
-COPY_KINDS = ["resized", "reencoded", "cropped", "watermarked"]
+COPY_KINDS = ["resized", "reencoded", "cropped", "watermarked", "cropped_hard", "overlaid", "reencoded_hard"]
 WATERMARK = "\u00a9 shapes.example"
+
+
+def _crop(img: Image.Image, rng: random.Random, lo: float, hi: float) -> Image.Image:
+    w, h = img.size
+    left, right = (round(w * rng.uniform(lo, hi)) for _ in range(2))
+    top, bottom = (round(h * rng.uniform(lo, hi)) for _ in range(2))
+    return img.crop((left, top, w - right, h - bottom))
 
 
 def copy_image(data: bytes, kind: str, rng: random.Random) -> tuple[bytes, str]:
     """(bytes, extension) of a copy of the encoded image ``data``: ``resized`` (×0.5 to ×2),
-    ``reencoded`` (JPEG quality 30–60 or WebP), ``cropped`` (1–4 % off each side) or
-    ``watermarked`` (a translucent credit line in a bottom corner)."""
+    ``reencoded`` (JPEG quality 30–60 or WebP), ``cropped`` (1–4 % off each side),
+    ``watermarked`` (a translucent credit line in a bottom corner), and harder ones:
+    ``cropped_hard`` (5–10 % off each side), ``overlaid`` (a translucent banner over 4–8 % of the
+    picture: a caption bar or a logo box in a corner) and ``reencoded_hard`` (resized ×0.6–0.8, then JPEG quality 15–25)."""
     with Image.open(io.BytesIO(data)) as im:
         img = im.convert("RGB")
     w, h = img.size
@@ -135,22 +144,68 @@ def copy_image(data: bytes, kind: str, rng: random.Random) -> tuple[bytes, str]:
             return buf.getvalue(), "jpg"
         img.save(buf, "WEBP", quality=50, method=4, lossless=False)
         return buf.getvalue(), "webp"
+    if kind == "reencoded_hard":
+        f = rng.uniform(0.6, 0.8)
+        img = img.resize((max(16, round(w * f)), max(16, round(h * f))), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=rng.randint(15, 25), optimize=False, progressive=False, subsampling=2)
+        return buf.getvalue(), "jpg"
     if kind == "resized":
         f = rng.choice([0.5, 0.75, 1.5, 2.0])
         img = img.resize((max(16, round(w * f)), max(16, round(h * f))), Image.Resampling.LANCZOS)
     elif kind == "cropped":
-        left, right = (round(w * rng.uniform(0.01, 0.04)) for _ in range(2))
-        top, bottom = (round(h * rng.uniform(0.01, 0.04)) for _ in range(2))
-        img = img.crop((left, top, w - right, h - bottom))
+        img = _crop(img, rng, 0.01, 0.04)
+    elif kind == "cropped_hard":
+        img = _crop(img, rng, 0.05, 0.10)
     elif kind == "watermarked":
         layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
         d = ImageDraw.Draw(layer)
         x = 2 if rng.random() < 0.5 else max(2, w - 6 * len(WATERMARK))
         d.text((x, h - 13), WATERMARK, fill=(255, 255, 255, 150) if rng.random() < 0.5 else (0, 0, 0, 150))
         img = Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+    elif kind == "overlaid":
+        layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        fill = (255, 255, 255, 140) if rng.random() < 0.5 else (0, 0, 0, 140)
+        if rng.random() < 0.5:  # a caption bar along the bottom edge
+            d.rectangle([0, round(h * (1 - rng.uniform(0.05, 0.08))), w, h], fill=fill)
+        else:  # a logo box in a corner
+            bw, bh = round(w * rng.uniform(0.18, 0.24)), round(h * rng.uniform(0.18, 0.24))
+            x0 = 0 if rng.random() < 0.5 else w - bw
+            y0 = 0 if rng.random() < 0.5 else h - bh
+            d.rectangle([x0, y0, x0 + bw, y0 + bh], fill=fill)
+        img = Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
     else:  # pragma: no cover - programming error
         raise ValueError(kind)
     return encode(img, "jpg"), "jpg"
+
+
+# --- look-alikes: other pictures that share a background, an object or a layout -------------------
+
+LOOK_ALIKE_KINDS = ["same_background", "same_object", "same_layout"]
+
+
+def look_alike(scene: Scene, kind: str, rng: random.Random) -> Scene:
+    """A different picture that a perceptual hash confuses with ``scene``: ``same_background`` (the
+    same objects, shape and colour on the same background, placed elsewhere), ``same_object`` (the
+    same objects at the same places on another background) or ``same_layout`` (the same places and
+    background, another shape or colour). Never equal to ``scene``."""
+    if kind == "same_background":
+        while True:
+            other = random_scene(rng)
+            other = Scene(scene.shape, scene.colour, scene.background, other.count, other.size, other.objects)
+            if other.objects != scene.objects:
+                return other
+    if kind == "same_object":
+        bg = rng.choice([c for c in COLOUR_NAMES if c not in (scene.colour, scene.background)])
+        return Scene(scene.shape, scene.colour, bg, scene.count, scene.size, scene.objects)
+    if kind == "same_layout":
+        if rng.random() < 0.5:
+            return Scene(rng.choice([s for s in SHAPES if s != scene.shape]), scene.colour, scene.background,
+                         scene.count, scene.size, scene.objects)
+        colour = rng.choice([c for c in COLOUR_NAMES if c not in (scene.colour, scene.background)])
+        return Scene(scene.shape, colour, scene.background, scene.count, scene.size, scene.objects)
+    raise ValueError(kind)  # pragma: no cover - programming error
 
 
 # --- captions ----------------------------------------------------------------------------------

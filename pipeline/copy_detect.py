@@ -1,0 +1,135 @@
+"""Copy confirmation: is one image a copy (resized, re-encoded, cropped, overlaid) of another, or
+only a look-alike (another picture on the same background, with the same object or layout)?
+
+A perceptual hash cannot tell: on a flat background a picture's hash is mostly its background, so
+a small object moved, recoloured or swapped leaves the hash within a few bits (DESIGN "Copy
+detection"). The hash only proposes candidate pairs (pipeline/near_dup.py); this module confirms
+them by *registration*: each image keeps a small colour thumbnail (``thumbnail``, SIDE×SIDE RGB,
+box-averaged so any resize of the picture gives nearly the same thumbnail); the crop of one (up to
+``MAX_CROP`` off each side, 1 % steps) that best lines it up with the other is found one axis at a
+time on the mean-colour profiles, and the aligned pair gets two scores:
+- ``residual``: the mean colour difference of the best ``1 - TRIM`` of the pixels (the rest may be
+  an overlay): a look-alike on another background, or a different scene, is far off;
+- ``peak``: the largest 3×3-averaged local difference, each pixel compared with the closest of its
+  neighbours (sub-pixel misalignment is free), leaving out regions that touch the border (where
+  watermarks, caption bars and logos go): an object moved, swapped or recoloured shows here.
+A pair is a copy when both are within select.copy_max_residual and select.copy_max_peak (measured
+on planted copies and look-alikes: bench/near_dup.py, README "Near-duplicates"). Cost: ~8 ms a
+pair on one core (bench/near_dup.py), paid only by the hash's candidates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIDE = 64  # thumbnail side: SIDE×SIDE×3 bytes per image
+THUMB_BYTES = SIDE * SIDE * 3
+MAX_CROP = 0.12  # the largest crop (fraction off one side) a copy may have
+TRIM = 0.10  # the share of worst-matching pixels ignored (an overlay may cover them)
+MIN_CORRELATION = 0.6  # the aligned pixels (those the residual counts) of a copy correlate; two textures do not
+
+
+def thumbnail(img) -> bytes:
+    """The SIDE×SIDE RGB thumbnail of a PIL RGB image (box-averaged), as bytes."""
+    from PIL import Image
+
+    return img.resize((SIDE, SIDE), Image.Resampling.BOX).tobytes()
+
+
+def _as_array(thumb: bytes) -> np.ndarray:
+    if len(thumb) != THUMB_BYTES:
+        raise ValueError(f"a copy thumbnail has {THUMB_BYTES} bytes, got {len(thumb)}")
+    return np.frombuffer(thumb, dtype=np.uint8).reshape(SIDE, SIDE, 3).astype(np.float32)
+
+
+def _resample_matrix(spans: np.ndarray) -> np.ndarray:
+    """(H, SIDE, SIDE) bilinear weights: matrix h samples the span [lo, 1 - hi] (``spans[h]``) of an
+    axis at SIDE evenly spaced pixel centres."""
+    k = (np.arange(SIDE) + 0.5) / SIDE
+    lo, hi = spans[:, :1], spans[:, 1:]
+    pos = np.clip((lo + (1.0 - lo - hi) * k[None, :]) * SIDE - 0.5, 0.0, SIDE - 1.0)  # (H, SIDE)
+    left = np.floor(pos).astype(np.int64)
+    frac = (pos - left).astype(np.float32)
+    right = np.minimum(left + 1, SIDE - 1)
+    w = np.zeros((len(spans), SIDE, SIDE), dtype=np.float32)
+    hyp, out = np.indices(pos.shape)
+    np.add.at(w, (hyp, out, left), 1.0 - frac)
+    np.add.at(w, (hyp, out, right), frac)
+    return w
+
+
+_SPANS = np.array([(lo, hi) for lo in np.arange(0.0, MAX_CROP + 1e-6, 0.01)
+                   for hi in np.arange(0.0, MAX_CROP + 1e-6, 0.01)], dtype=np.float32)
+_WEIGHTS = _resample_matrix(_SPANS)  # every crop of one axis, 1 % steps: (169, SIDE, SIDE)
+REGION_LEVEL = 20.0  # a pixel differs when its 3×3-averaged difference is over this (0–255)
+_MIDDLE = slice(round(SIDE * 0.3), SIDE - round(SIDE * 0.3))
+BORDER = SIDE // 16  # pixels: a region of difference within this of the border may be an overlay
+
+
+def _best_spans(profile_a: np.ndarray, profile_b: np.ndarray, top: int) -> np.ndarray:
+    """The ``top`` crops of one axis of a whose mean-colour profile (SIDE, 3) best matches b's."""
+    cost = np.abs(_WEIGHTS @ profile_a - profile_b).max(axis=-1).mean(axis=-1)
+    return np.argsort(cost)[:top]
+
+
+def _crop_scores(a: np.ndarray, b: np.ndarray, top: int = 3) -> tuple[float, float, float]:
+    """(trimmed residual, centre residual) of b against the crop of a that lines them up best: the
+    crop is registered one axis at a time on the mean-colour profiles, then the ``top`` × ``top``
+    combinations are compared pixel by pixel."""
+    xs = _best_spans(a.mean(axis=0), b.mean(axis=0), top)
+    ys = _best_spans(a.mean(axis=1), b.mean(axis=1), top)
+    wx, wy = _WEIGHTS[xs], _WEIGHTS[ys]  # (top, SIDE out, SIDE in)
+    planes = a.transpose(2, 0, 1)  # (c, rows, cols)
+    cols = planes[None] @ wx.transpose(0, 2, 1)[:, None]  # (top x, c, rows, cols out)
+    r = wy[:, None, None] @ cols[None]  # (top y, top x, c, rows out, cols out)
+    d = np.abs(r - b.transpose(2, 0, 1)).max(axis=2).reshape(top * top, SIDE, SIDE)
+    flat = d.reshape(top * top, -1)
+    keep = int(round(flat.shape[1] * (1.0 - TRIM)))
+    trimmed = np.partition(flat, keep - 1, axis=-1)[:, :keep].mean(axis=-1)
+    best = int(np.argmin(trimmed))
+    aligned = r.reshape(top * top, 3, SIDE, SIDE)[best]
+    inside = flat[best] <= np.partition(flat[best], keep - 1)[keep - 1]  # the pixels the residual counts
+    corr = np.corrcoef(aligned.reshape(3, -1)[:, inside].ravel(), b.transpose(2, 0, 1).reshape(3, -1)[:, inside].ravel())[0, 1]
+    # A flat pair (no variation to correlate) counts as correlated: residual and peak judge it.
+    corr = 1.0 if not np.isfinite(corr) else float(corr)
+    return float(trimmed[best]), _peak(aligned, b.transpose(2, 0, 1)), corr
+
+
+def _peak(r: np.ndarray, b: np.ndarray) -> float:
+    """The largest local difference of two aligned (c, SIDE, SIDE) images away from their borders:
+    each pixel of b is compared with the closest of r's 3×3 neighbourhood (a copy's
+    sub-pixel misalignment then costs nothing, an object that is not there costs its contrast),
+    averaged over 3×3, and regions of difference that touch the border (a credit line, a caption
+    bar, a logo in a corner: where overlays go) are left out as far as they stay in the outer 30 %."""
+    from scipy import ndimage
+
+    pad = np.pad(r, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    d = np.min([np.abs(pad[:, 1 + dy:SIDE + 1 + dy, 1 + dx:SIDE + 1 + dx] - b).max(axis=0)
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    blur = ndimage.uniform_filter(d, 3, mode="nearest")
+    regions, _ = ndimage.label(blur > REGION_LEVEL, structure=np.ones((3, 3)))
+    edge = np.unique(np.concatenate([regions[:BORDER].ravel(), regions[-BORDER:].ravel(),
+                                     regions[:, :BORDER].ravel(), regions[:, -BORDER:].ravel()]))
+    excused = np.isin(regions, edge) & (regions > 0)
+    excused[_MIDDLE, _MIDDLE] = False  # an overlay stays in the outer 30 %; deeper, a difference counts
+    return float(blur[~excused].max(initial=0.0))
+
+
+def copy_scores(thumb_a: bytes, thumb_b: bytes) -> list[tuple[float, float, float]]:
+    """(residual, peak, corr) of b against the best crop of a, and of a against the best crop of b
+    (either may be the crop of the other): residual = the trimmed mean colour difference (0
+    identical, ~1–10 a re-encoded, cropped or overlaid copy); peak = the largest local difference
+    away from the border (a copy's is re-encoding noise, a look-alike's is an object that differs:
+    its contrast); corr = the correlation of the pixels the residual counts (two low-contrast
+    textures can be close in colour but not correlated)."""
+    a, b = _as_array(thumb_a), _as_array(thumb_b)
+    return [_crop_scores(a, b), _crop_scores(b, a)]
+
+
+def is_copy(thumb_a: bytes | None, thumb_b: bytes | None, max_residual: float, max_peak: float) -> bool:
+    """Whether the pair is a copy: in one direction, residual and peak within their thresholds and
+    the pixels correlated. A missing thumbnail never confirms."""
+    if thumb_a is None or thumb_b is None:
+        return False
+    return any(residual <= max_residual and peak <= max_peak and corr >= MIN_CORRELATION
+               for residual, peak, corr in copy_scores(thumb_a, thumb_b))

@@ -1,0 +1,114 @@
+"""Copy detection (pipeline/copy_detect.py) on planted copies and look-alikes, and on real photographs.
+
+Every image goes through the signature download computes (near_dup.image_signature), and pairs
+are judged at the configured thresholds (select.copy_max_residual, select.copy_max_peak).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipeline import near_dup
+from pipeline.config import SelectConfig
+from pipeline.copy_detect import copy_scores, is_copy, thumbnail
+from pipeline.sample_web import scenes
+
+SEL = SelectConfig()
+
+
+def _copy(a: bytes, b: bytes) -> bool:
+    return is_copy(near_dup.image_signature(a)[2], near_dup.image_signature(b)[2], SEL.copy_max_residual, SEL.copy_max_peak)
+
+
+def test_identical_is_zero_and_bad_thumbnails_are_errors_or_unconfirmed():
+    img = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8))
+    t = thumbnail(img)
+    assert all(r[:2] == (0.0, 0.0) and r[2] == pytest.approx(1.0) for r in copy_scores(t, t))
+    assert not is_copy(t, None, 255, 255)
+    with pytest.raises(ValueError, match="12288 bytes"):
+        copy_scores(t, b"short")
+
+
+def test_planted_copies_are_confirmed_and_look_alikes_are_not():
+    """The sample web's own kinds: every copy kind (scenes.COPY_KINDS) against its original, every
+    look-alike kind (scenes.LOOK_ALIKE_KINDS) against the picture it resembles."""
+    rng = random.Random(7)
+    found = {k: [] for k in scenes.COPY_KINDS}
+    merged = {k: [] for k in scenes.LOOK_ALIKE_KINDS}
+    for _ in range(25):
+        scene = scenes.random_scene(rng)
+        w = rng.choice([64, 96, 128, 160, 192])
+        h = w if rng.random() < 0.7 else w * 3 // 4
+        original = scenes.encode(scenes.render(scene, w, h), rng.choice(["jpg", "png", "webp"]))
+        for kind in scenes.COPY_KINDS:
+            found[kind].append(_copy(original, scenes.copy_image(original, kind, rng)[0]))
+        for kind in scenes.LOOK_ALIKE_KINDS:
+            other = scenes.encode(scenes.render(scenes.look_alike(scene, kind, rng), w, h), "jpg")
+            merged[kind].append(_copy(original, other))
+    recall = {k: float(np.mean(v)) for k, v in found.items()}
+    wrong = {k: float(np.mean(v)) for k, v in merged.items()}
+    # Measured (seed 7): copies 1.00 but overlaid 0.96 and reencoded_hard 0.92; look-alikes
+    # same_background 0.04, same_object 0, same_layout 0.12 (a small shape swapped for another).
+    assert min(recall.values()) >= 0.85 and np.mean(list(recall.values())) >= 0.95, recall
+    assert wrong["same_object"] == 0.0 and wrong["same_background"] <= 0.1 and wrong["same_layout"] <= 0.25, wrong
+
+# --- real photographs (scikit-image's data module ships them) ---------------------------------------
+
+PHOTOS = ["astronaut", "camera", "chelsea", "coffee", "coins", "horse", "moon", "page", "text", "rocket", "clock",
+          "grass", "gravel", "brick", "immunohistochemistry", "hubble_deep_field", "colorwheel"]  # "cat" is chelsea
+
+
+def _photos() -> dict[str, Image.Image]:
+    data = pytest.importorskip("skimage.data", reason="scikit-image (the dev extra) ships the photos")
+    out = {}
+    for name in PHOTOS:
+        a = getattr(data, name)()
+        img = Image.fromarray(a).convert("RGB")
+        img.thumbnail((400, 400))
+        out[name] = img
+    return out
+
+
+def _jpg(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **{"quality": 90, **kw})
+    return buf.getvalue()
+
+
+def _real_copies(img: Image.Image) -> dict[str, bytes]:
+    w, h = img.size
+    box = img.convert("RGBA")
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    ImageDraw.Draw(layer).rectangle([int(w * 0.6), int(h * 0.82), int(w * 0.97), int(h * 0.97)], fill=(255, 255, 255, 140))
+    text = img.copy()
+    ImageDraw.Draw(text).text((int(w * 0.05), int(h * 0.9)), "\u00a9 photos.example", fill=(255, 255, 255))
+    dx, dy = int(w * 0.05), int(h * 0.05)
+    return {"resized": _jpg(img.resize((w // 2, h // 2), Image.Resampling.LANCZOS)),
+            "reencoded": _jpg(img, quality=30), "cropped_5pct": _jpg(img.crop((dx, dy, w - dx, h - dy))),
+            "watermarked_text": _jpg(text), "watermarked_box": _jpg(Image.alpha_composite(box, layer).convert("RGB"))}
+
+
+def test_real_photos_copies_found_and_no_distinct_photo_merged():
+    photos = _photos()
+    thumbs, owner = [], []
+    for name, img in photos.items():
+        original = near_dup.image_signature(_jpg(img))[2]
+        thumbs.append(original)
+        owner.append(name)
+        for kind, data in _real_copies(img).items():
+            t = near_dup.image_signature(data)[2]
+            assert is_copy(original, t, SEL.copy_max_residual, SEL.copy_max_peak), (name, kind, copy_scores(original, t))
+            thumbs.append(t)
+            owner.append(name)
+    # No photo, original or copy, is confirmed as a copy of another photo's original. (Two copies of
+    # different low-contrast textures that both carry the same white box can still meet: measured
+    # grass–brick and moon–brick, README "Near-duplicates".)
+    originals = [i for i in range(len(thumbs)) if i == 0 or owner[i] != owner[i - 1]]
+    false = [(owner[i], owner[j]) for i in originals for j in range(len(thumbs))
+             if owner[i] != owner[j] and is_copy(thumbs[i], thumbs[j], SEL.copy_max_residual, SEL.copy_max_peak)]
+    assert false == []
