@@ -21,7 +21,7 @@ def _results(tmp_path: Path, cpu_rate: float = 100.0) -> Path:
     stages = [{"stage": s, "rows_per_s_per_core": cpu_rate} for s in plan.CPU_STAGES]
     (tmp_path / "e2e.json").write_text(json.dumps({
         "local_1000": {"pairs": 1000, "master": "local[*]", "cores": 2, "stages": stages},
-        "real_archive_yield": {"pages": 10, "pairs": 20}}))
+        "real_archive_yield": {"pages_trimmed": 10, "pairs_trimmed": 20}}))
     (tmp_path / "download.json").write_text(json.dumps({
         "machine": {"cpus": 2}, "web": {"hosts": 2000, "params": {"processes": 2},
                                         "ours": {"all": {"images_per_s": 200.0}}}}))
@@ -34,12 +34,15 @@ def _results(tmp_path: Path, cpu_rate: float = 100.0) -> Path:
 def test_plan_arithmetic_from_the_results(tmp_path):
     rates = plan.load_rates(str(_results(tmp_path)))
     assert rates.pairs_per_page == 2.0 and rates.download_images_per_s_per_core == 100.0
-    a = plan.Assumptions(top_fraction=0.5, download_success=0.5, curation_keep=0.5, epochs=1)
+    a = plan.Assumptions(top_fraction=0.5, download_success=0.5, curation_keep=0.5, epochs=1, node_gbit=1000)
     p = plan.plan(1_000_000, nodes=10, cores=10, rates=rates, a=a, gpus=2)
     assert p["scored"] == 2e6 and p["download_attempts"] == 4e6 and p["candidates"] == 8e6
     assert p["wat_files"] == -(-8e6 // (plan.PAGES_PER_WAT * 2.0))
     assert p["cpu_hours_wall"]["extract"] == pytest.approx(8e6 / (100 * 100) / 3600)
-    assert p["cpu_hours_wall"]["download"] == pytest.approx(4e6 / (100 * 100) / 3600)
+    assert p["cpu_hours_wall"]["download"] == pytest.approx(4e6 / (100 * 100) / 3600) and p["download_bound"] == "CPU"
+    slow_link = plan.plan(1_000_000, 10, 10, rates, plan.Assumptions(**{**vars(a), "node_gbit": 0.01, "image_kb": 100}))
+    assert slow_link["download_bound"] == "bandwidth"
+    assert slow_link["cpu_hours_wall"]["download"] == pytest.approx(4e6 * 100 * 8e3 / (0.01e9 * 10) / 3600)
     assert p["gpu_hours"]["score ViT-B-32"] == pytest.approx(2e6 / 1000 / 3600)
     assert p["gpu_wall_hours"]["score ViT-B-32"] == pytest.approx(p["gpu_hours"]["score ViT-B-32"] / 2)
     assert p["gpu_hours"]["train ViT-B-32 (1 epochs)"] == pytest.approx(1e6 / 4000 / 3600)
@@ -66,7 +69,7 @@ def test_cli_prints_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "400.0M final pairs on 10 node(s) × 32 cores" in out and "WAT files to read" in out
-    assert "score ViT-B-32" in out and "download bandwidth" in out
+    assert "score ViT-B-32" in out and "-bound at 2 Gbit/s per node" in out
 
 
 def test_cli_without_results_exits_2_with_one_line(tmp_path, capsys):
