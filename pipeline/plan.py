@@ -147,7 +147,8 @@ def format_plan(p: dict) -> str:
              f"({p['gpu']} rates)",
              f"  WAT files to read        {p['wat_files']:,}  ({_n(p['candidates'])} candidate pairs)",
              f"  downloads attempted      {_n(p['download_attempts'])}  → scored {_n(p['scored'])} → kept {_n(p['pairs'])}",
-             "  wall hours per CPU stage (all nodes together):"]
+             "  wall hours per CPU stage (all nodes together; an upper bound: the e2e rates include each stage's "
+             "fixed start-up cost):"]
     lines += [f"    {s:9s} {h:10.1f} h" for s, h in p["cpu_hours_wall"].items()]
     lines += [f"    {'total':9s} {sum(p['cpu_hours_wall'].values()):10.1f} h"]
     lines += [f"  download                 {p['download_bound']}-bound at {p['assumptions']['node_gbit']:g} Gbit/s "
