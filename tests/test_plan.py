@@ -50,6 +50,20 @@ def test_plan_arithmetic_from_the_results(tmp_path):
     assert twice["cpu_hours_wall"]["filter"] == pytest.approx(p["cpu_hours_wall"]["filter"] / 2)
 
 
+def test_each_stage_rate_comes_from_the_largest_run_that_has_it(tmp_path):
+    _results(tmp_path)
+    e2e = json.loads((tmp_path / "e2e.json").read_text())
+    e2e["local_big"] = {"pairs": 10**5, "master": "local[2]", "cores": 2,
+                        "stages": [{"stage": "extract", "rows_per_s_per_core": 500.0}]}  # stopped after extract
+    (tmp_path / "e2e.json").write_text(json.dumps(e2e))
+    rates = plan.load_rates(str(tmp_path))
+    assert rates.cpu_rows_per_s_per_core["extract"] == 500.0 and rates.cpu_rows_per_s_per_core["select"] == 100.0
+    del e2e["local_1000"]
+    (tmp_path / "e2e.json").write_text(json.dumps(e2e))
+    with pytest.raises(UserError, match="no local run has stage 'filter'"):
+        plan.load_rates(str(tmp_path))
+
+
 def test_missing_results_file_names_it_and_its_bench(tmp_path):
     _results(tmp_path)
     (tmp_path / "score_gpu.json").unlink()
