@@ -178,6 +178,7 @@ def register(sub, common) -> None:
     d = Assumptions()
     for name in vars(d):
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"plan_{name}", type=float, default=getattr(d, name),
+                       metavar=name.upper(),
                        help=f"assumption (default {getattr(d, name):g}; docs/scaling.md)")
 
     def command(args, cfg) -> int:
