@@ -174,9 +174,10 @@ class SparkTasks:
         self._before: set[int] | None = None
 
     def __call__(self) -> tuple[int, int, Counter]:
-        from pyspark import SparkContext
-
-        sc = SparkContext._active_spark_context
+        # Never import pyspark here: this thread would race the step's own first import of it (a partly
+        # initialised module). Not imported yet means no SparkContext yet.
+        context = getattr(sys.modules.get("pyspark.context"), "SparkContext", None)
+        sc = getattr(context, "_active_spark_context", None)
         if sc is None and self._before is None:
             self._before = set()  # Spark starts after us (a step asking for ctx.spark): every stage is ours
         if sc is not None:
