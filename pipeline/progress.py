@@ -134,8 +134,10 @@ class Watch:
                 self._show()
             except Exception:
                 pass
-        if self._shown:
+        if self._shown and (exc[0] is None or not self.defer):
             self.progress.close()
+        elif self.progress._bar is not None:  # a failed stage: its error is the last line, not a count
+            self.progress._bar.close()
 
 
 class StatusFiles:

@@ -11,6 +11,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import progress
 from pipeline.config import load_config
@@ -141,6 +142,15 @@ def test_task_progress_stays_quiet_while_a_stage_shows_rows():
         pass
     assert "download: 10/10 rows (100%)" in rows.getvalue()
     assert tasks.getvalue() == ""
+
+
+def test_a_failed_stage_ends_with_its_error_not_a_task_count():
+    out = io.StringIO()
+    with pytest.raises(ValueError):
+        with progress.Watch(progress.Progress("extract", None, unit="tasks", stream=out, every_s=3600),
+                            lambda: (1, 4, Counter()), poll_s=3600, defer=True):
+            raise ValueError("damaged input")
+    assert out.getvalue() == ""
 
 
 def test_task_progress_prints_nothing_for_a_stage_without_spark():
