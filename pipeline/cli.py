@@ -34,6 +34,7 @@ Data flow (each stage reads the previous one's output under --output-dir):
   train/eval     train a small CLIP on the result; zero-shot and retrieval evaluation
   report         one self-contained HTML page of the whole run
   run / demo     all stages in order / the whole thing on the built-in sample
+  plan           what a build of N pairs needs on a cluster, from measured rates
 """
 
 
@@ -158,7 +159,7 @@ JOB_EPILOG = ("Under spark-submit the stage comes first: spark-submit jobs/wit.p
 def build_parser(prog: str = "wit", epilog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from pipeline import __version__, run, sample_web
+    from pipeline import __version__, plan, run, sample_web
 
     parser.add_argument("--version", action="version", version=f"wit-builder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -172,6 +173,7 @@ def build_parser(prog: str = "wit", epilog: str | None = None) -> argparse.Argum
         else:
             add_stage(sub, common, spec, groups)
     run.register(sub, common)  # run, demo
+    plan.register(sub, common)  # plan: a capacity estimate, not a stage
     return parser
 
 

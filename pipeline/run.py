@@ -52,7 +52,12 @@ def run_pipeline(cfg: RunConfig, stages: list[StageSpec] | None = None, spark=No
     if spark is None and any(s.spark for s in stages):
         from pipeline.spark import get_spark
 
-        spark = get_spark(cfg.spark)
+        # A run is long: its Spark UI is on unless the config says otherwise (single stages keep it off).
+        spark = get_spark(cfg.spark.model_copy(update={"conf": {"spark.ui.enabled": "true", **cfg.spark.conf}}))
+    if spark is not None:
+        from pipeline.spark import ui_line
+
+        log.info(ui_line(spark))
     results = []
     t0 = time.perf_counter()
     for i, stage in enumerate(stages, 1):

@@ -97,6 +97,14 @@ def get_spark(cfg: SparkConfig, master: str | None = None, submitted: bool = Fal
     return spark
 
 
+def ui_line(spark) -> str:
+    """Where a person follows the job: the Spark UI's address, or how to turn the UI on."""
+    url = spark.sparkContext.uiWebUrl
+    if url:
+        return f"Spark UI: {url} (application {spark.sparkContext.applicationId})"
+    return "Spark UI: off (set spark.conf {spark.ui.enabled: 'true'} in the run config to follow the job there)"
+
+
 # --- datasets ------------------------------------------------------------------------------------
 def read_parquet(spark, path: str):
     """A Parquet dataset folder or file; _stats.json and other non-Parquet files beside the data are skipped."""

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import log, storage
+from pipeline import log, progress, storage
 from pipeline.registry import Flag, Option, StageSpec, register
 from pipeline.stats import STATS_FILE, StageStats, read_stats
 
@@ -96,6 +96,7 @@ def stage(name: str, *, input: PathDefault, output: PathDefault, writes: str = "
 
     def wrap(step: Callable[..., dict | None]) -> Callable[..., dict]:
         params = list(inspect.signature(step).parameters.values())[1:]  # the step's own keyword options
+        original, step = step, progress.with_task_progress(name, step)  # a line per stage of its Spark tasks
 
         @functools.wraps(step)
         def run(cfg, spark=None, input=None, output=None, overwrite: bool = False, **opts) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def stage(name: str, *, input: PathDefault, output: PathDefault, writes: str = "
              *(inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
                for n, d in (("spark", None), ("input", None), ("output", None), ("overwrite", False))),
              *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params)])
-        run.step = step
+        run.step = original
         run.stage_name = name
         if order is not None:
             register(StageSpec(name, order, run, input_rule=input_rule, options=list(options), **command))

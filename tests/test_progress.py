@@ -11,6 +11,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import progress
 from pipeline.config import load_config
@@ -102,3 +103,92 @@ def test_download_reports_progress(spark, tmp_path, capfd):
     assert f"download: {n}/{n} rows (100%)" in lines[-1]
     for reason in stats["drops"]:
         assert f"{reason}=" in lines[-1]
+
+
+def _slow_job(spark, parts: int = 4, seconds: float = 1.5) -> int:
+    """A Spark job that outlasts a couple of status polls: ``parts`` tasks of ``seconds`` each."""
+    import time
+
+    return spark.sparkContext.parallelize(range(parts), parts).map(lambda x: time.sleep(seconds) or x).count()
+
+
+def test_spark_tasks_are_counted_from_the_status_tracker(spark):
+    tasks = progress.SparkTasks()
+    assert tasks() == (0, 0, Counter())  # nothing of ours has run yet
+    out = io.StringIO()
+    with progress.Watch(progress.Progress("job", None, unit="tasks", stream=out, every_s=0), tasks, poll_s=0.2,
+                        defer=True):
+        assert _slow_job(spark) == 4
+    done, total, failures = tasks()
+    assert (done, total) == (4, 4) and not failures
+    assert "job: 4/4 tasks (100%)" in out.getvalue().splitlines()[-1]
+
+
+def test_every_stage_shows_its_spark_tasks(spark, capfd):
+    """The stage executor wraps each step: a line of its Spark tasks on stderr (not a TTY here)."""
+    step = progress.with_task_progress("filter", lambda n: _slow_job(spark, n))
+    assert step(4) == 4
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if "filter:" in ln]
+    assert lines and "filter: 4/4 tasks (100%)" in lines[-1]
+
+
+def test_task_progress_stays_quiet_while_a_stage_shows_rows():
+    """Download shows rows; the task line of the same stage would only repeat it."""
+    rows, tasks = io.StringIO(), io.StringIO()
+    row_watch = progress.Watch(progress.Progress("download", 10, stream=rows, every_s=0), lambda: (10, Counter()))
+    task_watch = progress.Watch(progress.Progress("download", None, unit="tasks", stream=tasks, every_s=0),
+                                lambda: (3, 5, Counter()), defer=True)
+    with row_watch, task_watch:
+        pass
+    assert "download: 10/10 rows (100%)" in rows.getvalue()
+    assert tasks.getvalue() == ""
+
+
+def test_a_failed_stage_ends_with_its_error_not_a_task_count():
+    out = io.StringIO()
+    with pytest.raises(ValueError):
+        with progress.Watch(progress.Progress("extract", None, unit="tasks", stream=out, every_s=3600),
+                            lambda: (1, 4, Counter()), poll_s=3600, defer=True):
+            raise ValueError("damaged input")
+    assert out.getvalue() == ""
+
+
+def test_task_progress_prints_nothing_for_a_stage_without_spark():
+    out = io.StringIO()
+    with progress.Watch(progress.Progress("train", None, unit="tasks", stream=out, every_s=0),
+                        lambda: (0, 0, Counter()), defer=True):
+        pass
+    assert out.getvalue() == ""
+
+
+def test_task_bar_on_a_terminal_grows_its_total():
+    out = _Terminal()
+    p = progress.Progress("extract", None, unit="tasks", stream=out)
+    w = progress.Watch(p, iter([(1, 2, Counter()), (3, 6, Counter({"task_retried": 1})), (6, 6, Counter())]).__next__,
+                       poll_s=3600, defer=True)
+    w._show()
+    w._show()
+    w._show()
+    p.close()
+    text = out.getvalue()
+    assert "\r" in text and re.search(r"6(\.00)?/6", text) and "task_retried=1" in text
+
+
+def test_run_prints_the_spark_ui_address(tmp_path):
+    """`wit run` turns the Spark UI on and says where it is before the first stage (its own JVM here)."""
+    import os
+    import subprocess
+    import sys
+
+    pq.write_table(pa.Table.from_pylist([{"url": "http://example.com/a.jpg", "text": "a red bicycle by the lake"}]),
+                   tmp_path / "c.parquet")
+    (tmp_path / "run.yaml").write_text(f"output_dir: {tmp_path / 'o'}\nextract: {{inputs: [{tmp_path / 'c.parquet'}]}}\n"
+                                       "spark: {master: 'local[1]', conf: {spark.ui.port: '0'}}\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-c", str(tmp_path / "run.yaml"), "--only", "extract"],
+                       capture_output=True, text=True, cwd=root, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])})
+    assert r.returncode == 0, r.stderr[-2000:]
+    ui = [ln for ln in r.stderr.splitlines() if "Spark UI:" in ln]
+    assert ui and re.search(r"Spark UI: http://[^ ]+:\d+ \(application ", ui[0]), r.stderr[-2000:]
+    assert r.stderr.index("Spark UI:") < r.stderr.index("[1/1] extract")
