@@ -353,6 +353,7 @@ class ShardJob:
             "new_successes": totals["new_ok"],
             "images_per_s": round(totals["new_ok"] / duration, 2) if duration else 0.0,
             "start_time": started, "end_time": time.time(), "retried": retried,
+            "consent_files_fetched": totals["consent_files"],
         }
         storage.write_json(self.path("_stats.json", tmp), stats)
         self._commit(tmp, replacing=done)
@@ -396,6 +397,7 @@ class ShardJob:
                     totals["written"] += len(img)
                 writer.write(img, meta["key"], meta["text"], meta)
         finally:
+            totals["consent_files"] += fetcher.robots.fetched if fetcher.robots is not None else 0
             fetcher.close()
 
     def _carry_over(self, writer, counts: Counter, totals: Counter) -> list | None:
@@ -564,6 +566,8 @@ def _aggregate(stats, results: list[dict[str, Any]], wall: float, n_rows: int, d
         "images_per_s": round(fetched_ok / wall, 2) if wall and fresh else 0.0,
         "retried": sum(r.get("retried", 0) for r in fresh),
         "output_format": dl.output_format, "image_size": dl.image_size, "threads": dl.threads,
+        "consent": dl.consent, "honour_ai_tokens": dl.consent and dl.honour_ai_tokens,
+        "consent_origins_fetched": sum(r.get("consent_files_fetched", 0) for r in fresh),
         "per_shard": [{k: r.get(k) for k in ("shard", "count", "successes", "success_rate", "images_per_s", "skipped")}
                       for r in sorted(results, key=lambda r: r.get("shard", 0))],
     }
@@ -585,7 +589,8 @@ def register(sub, common) -> None:
         sub, common, run_download, help="fetch and resize images into webdataset shards (safe fetcher)",
         description="Fetch every image of a pair dataset (default <output_dir>/balanced; any Parquet with url and "
         "text) through the safe fetcher (http/https only, no private addresses unless allowed, deadline, size "
-        "cap, X-Robots-Tag opt-outs), resize with img2dataset's resizer and write img2dataset-layout shards to "
+        "cap) honouring each site's robots.txt and AI-training opt-outs (robots.txt AI groups, TDMRep, X-Robots-Tag; "
+        "--no-consent switches them off), resize with img2dataset's resizer and write img2dataset-layout shards to "
         "<output_dir>/shards: NNNNN.tar (key.jpg/.txt/.json) or Parquet, NNNNN.parquet metadata (status and "
         "failure reason per sample), NNNNN_stats.json, _stats.json. Resumable: a rerun skips complete shards.",
         input_help="input dataset (default: <output_dir>/balanced)",
@@ -603,6 +608,8 @@ def register(sub, common) -> None:
     flag(p, "--timeout", key="download.timeout_s", type=float, metavar="SECONDS", help="total deadline per request, seconds")
     flag(p, "--allow-host", key="download.allow_hosts", action="append", metavar="HOST[:PORT]",
          help="fetch from this host even if it is a private/loopback address (repeatable), e.g. 127.0.0.1:8765")
-    flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True,
-         help="ask each host's robots.txt first (RFC 9309: 4xx allows all; 5xx, 429 or unreachable disallows the "
-         "host for robots.unavailable_s as robots_unavailable; a Crawl-delay paces the host)")
+    flag(p, "--no-consent", key="download.consent", action="store_const", const=False,
+         help="do not honour the sites' consent signals, on by default (download.consent=false): robots.txt "
+         "(RFC 9309: robots_disallowed; 5xx, 429 or unreachable → robots_unavailable for robots.unavailable_s; "
+         "Crawl-delay paces the host), AI-training opt-outs (opted_out_robots_ai, opted_out_tdmrep from "
+         "tdmrep.json or the tdm-reservation header, opted_out_header from X-Robots-Tag). The report says so")
