@@ -303,10 +303,11 @@ def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
 class ShardJob:
     """Download one shard: threads fetch, check headers, resize and hash; this thread writes."""
 
-    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int, robots=None):
+    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int, robots=None, robots_table=()):
         from PIL import Image
 
         self.dl, self.robots, self.out, self.spec = dl, robots, out.rstrip("/"), spec
+        self.robots_table = robots_table  # the job's OriginRecords (pipeline.fetch.robots_table)
         self.name = shard_name(spec.shard, n_shards)
         self.digits = shard_digits(n_shards)  # img2dataset's writers name the files with it
         self.key_of = lambda index: sample_key(spec.shard, index, n_shards, dl.shard_size)
@@ -363,6 +364,8 @@ class ShardJob:
         """Fetch host by host (pipeline.fetch.HostScheduler: per-host cap, Retry-After, circuit
         breaker); the image work runs in the fetch threads after the host's connection is free."""
         fetcher = Fetcher.from_config(self.dl, self.robots)
+        if fetcher.robots is not None:
+            fetcher.robots.preload(self.robots_table)
         resizer = make_resizer(self.dl)
 
         def work(item, r):
@@ -490,9 +493,29 @@ def _shard_task(args: tuple) -> dict[str, Any]:
     """Spark task: one shard (module-level so it pickles by reference)."""
     from pipeline.config import DownloadConfig, RobotsConfig
 
-    dl_dict, robots_dict, out, spec, n_shards, retry_failed = args
+    dl_dict, robots_dict, out, spec, n_shards, retry_failed, table = args
     dl, robots = DownloadConfig.model_validate(dl_dict), RobotsConfig.model_validate(robots_dict)
-    return ShardJob(dl, out, spec, n_shards, robots).run(retry_failed)
+    return ShardJob(dl, out, spec, n_shards, robots, table.value if table is not None else ()).run(retry_failed)
+
+
+def _spec_origins(spec: ShardSpec) -> list[str]:
+    """Spark task: the origins of one shard's URLs."""
+    from pipeline.fetch.robots_table import origins_of
+
+    return sorted(origins_of(r.get("url") for r in read_shard_rows(spec)))
+
+
+def _robots_table(ctx: StageContext, specs: list[ShardSpec], dl):
+    """The job's robots table (pipeline.fetch.robots_table), broadcast; None with consent off."""
+    if not dl.consent:
+        return None
+    from pipeline.fetch import robots_table
+
+    sc = ctx.spark.sparkContext
+    sc.setJobDescription("wit download: the job's origins")
+    origins = sc.parallelize(specs, len(specs)).flatMap(_spec_origins).distinct().collect()
+    records = robots_table.build(ctx.spark, origins, ctx.cfg.path(robots_table.TABLE_DIR), dl, ctx.cfg.robots)
+    return sc.broadcast(records)
 
 
 # --- the stage ----------------------------------------------------------------------------------------
@@ -526,7 +549,9 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
         if dl.job_host_connections and dl.concurrent_tasks is None:  # each task's share of the job-wide host cap
             dl = dl.model_copy(update={"concurrent_tasks": min(len(specs), sc.defaultParallelism)})
         robots = ctx.cfg.robots.model_dump(mode="json")
-        tasks = [(dl.model_dump(mode="json"), robots, out, s, len(specs), retry) for s in specs]
+        table = _robots_table(ctx, specs, dl)  # each origin's robots.txt and tdmrep.json, once per job
+        sc.setJobDescription(f"wit download: {len(specs)} shards")
+        tasks = [(dl.model_dump(mode="json"), robots, out, s, len(specs), retry, table) for s in specs]
         with progress.watch_folder("download", n_rows, out, pattern="[0-9]*_stats.json"):  # shards' own stats files
             results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
     wall = time.perf_counter() - t0
