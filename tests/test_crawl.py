@@ -86,7 +86,7 @@ def test_reaches_every_page_in_scope_and_none_out(web):
 
 def test_honours_robots_txt(web):
     hits = web["hits"]
-    assert 1 <= hits["/robots.txt"] <= web["stats"]["extra"]["rounds"]  # once per host per round (its task's cache)
+    assert hits["/robots.txt"] == 1 and hits["/.well-known/tdmrep.json"] == 1  # once per job: the robots table
     assert not any(p.startswith(("/private/", "/cgi-bin/")) for p in hits)  # disallowed: never asked
     assert web["stats"]["drops"]["robots_disallowed"] == 2
 
