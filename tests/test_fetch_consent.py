@@ -81,3 +81,25 @@ def test_the_report_says_first_when_consent_was_off(tmp_path):
     st.extra = {"consent": False}
     st.write(cfg.path("shards"))
     assert "consent checks OFF" in consent_note(cfg)
+
+
+def test_a_crawled_page_that_opts_out_is_not_stored_but_its_links_are_followed(tmp_path):
+    from pipeline.crawl.pages import outcome
+    from pipeline.crawl.warc import WarcPart
+    from pipeline.fetch import FetchResult
+
+    pages = {"meta": (b'<html><head><meta name="robots" content="noimageai"></head>'
+                      b'<body><a href="/next">n</a></body></html>', "opted_out_meta"),
+             "tdm": (b'<html><head><meta name="tdm-reservation" content="1"></head><body></body></html>',
+                     "opted_out_tdmrep"),
+             "other-bot": (b'<html><head><meta name="otherbot" content="noai"></head><body></body></html>', None)}
+    warc = WarcPart(str(tmp_path / "p.warc.gz"), "p.warc.gz", "wit-builder/1.0", str(tmp_path))
+    got = {}
+    for name, (body, _) in pages.items():
+        result = FetchResult(f"http://a.test/{name}", body, None, 200, f"http://a.test/{name}",
+                             headers=[("Content-Type", "text/html")], status_line="200 OK")
+        got[name] = outcome({"url": result.url, "depth": 0}, result, warc, "wit-builder/1.0", ("CCBot",))
+    warc.close()
+    assert {n: o["reason"] for n, o in got.items()} == {n: reason for n, (_, reason) in pages.items()}
+    assert got["meta"]["links"] == ["http://a.test/next"]
+    assert [row["url"] for row in warc.index] == ["http://a.test/other-bot"]  # only the page that may be used
