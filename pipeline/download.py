@@ -5,6 +5,8 @@ absent, other schema columns become null). Rows are split, in input order (files
 rows in file order), into shards of ``download.shard_size``; one Spark task per shard reads its
 own rows from the input files by row range, so a task's memory does not grow with the input.
 Each task fetches with ``download.threads`` threads through the safe fetcher (pipeline/fetch/),
+honouring the sites' consent (``download.consent``, on by default: robots.txt and the AI-training
+opt-outs, each origin's files read once per job from the robots table, ``pipeline.fetch.robots_table``),
 checks the image header before decoding (pixel cap, real image format, complete file), resizes
 with img2dataset's Resizer and writes with img2dataset's sample writers:
 
