@@ -161,7 +161,7 @@ class _Http(asyncio.Protocol):
         if self.st.kind == "ratelimit" and not self.st.take_token():
             self.st.too_many += 1
             status, extra, body = b"429 Too Many Requests", b"Retry-After: 1\r\n", b""
-        elif path == b"/robots.txt":
+        elif path in (b"/robots.txt", b"/.well-known/tdmrep.json"):  # no consent files: everything allowed
             status, extra, body = b"404 Not Found", b"", b""
         else:
             self.st.ok += 1

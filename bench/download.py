@@ -31,6 +31,10 @@ Each tool runs on all URLs and on the healthy hosts' URLs alone (same order), ea
 fresh server. Reported: images/s, the share of healthy-host images fetched, the most connections
 any host saw at once, and total time over the time of the healthy work alone.
 
+"consent": ours with the sites' consent checks on (the default: robots.txt and tdmrep.json once per
+origin through the job's robots table, the opt-out headers) and off (download.consent=false), on the
+simulated web's healthy hosts: requests added per image (goal ≤ 2%) and images/s on vs off.
+
   python -m bench download [--quick]
   python -m bench.download [--quick] [--sets clean,faults,memory,web] [--web-hosts N] [--web-images N]
 """
@@ -206,7 +210,7 @@ print("SECONDS", time.perf_counter() - t0)
 """
 
 
-def _web_ours(spark, src: Path, out: Path, p: dict, dns: str, names: list[str]) -> float:
+def _web_ours(spark, src: Path, out: Path, p: dict, dns: str, names: list[str], consent: bool = True) -> float:
     from pipeline.config import load_config
     from pipeline.download import run_download
 
@@ -215,10 +219,10 @@ def _web_ours(spark, src: Path, out: Path, p: dict, dns: str, names: list[str]) 
         "download.image_size": p["image_size"], "download.resize_mode": "border", "download.encode_format": "jpg",
         "download.timeout_s": p["timeout"], "download.retries": p["retries"], "download.allow_hosts": names,
         "download.dns_servers": [dns], "download.job_host_connections": p["job_host_connections"],
-        "download.concurrent_tasks": p["processes"],
+        "download.concurrent_tasks": p["processes"], "download.consent": consent,
     })
     t0 = time.perf_counter()
-    run_download(cfg, spark, input=str(src), overwrite=True)
+    run_download(cfg, spark, input=str(src), overwrite=True)  # the robots table too (fresh output_dir per run)
     return time.perf_counter() - t0
 
 
@@ -306,6 +310,48 @@ def web(tmp: Path, n_hosts: int, n_images: int, p: dict = WEB) -> dict:
     return res
 
 
+def consent_cost(tmp: Path, n_hosts: int, n_images: int, p: dict = WEB) -> dict:
+    """Ours with consent on (robots.txt and tdmrep.json once per origin, through the job's robots table)
+    and off, on the simulated web's healthy hosts (no robots.txt or tdmrep.json there: 404s, so every
+    image is allowed and the runs fetch the same images): requests added per image and images/s."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench._simweb import SimWeb, free_port, make_urls, plan_web
+    from pipeline.config import SparkConfig
+    from pipeline.spark import get_spark
+
+    p = dict(p, shard_size=min(p["shard_size"], -(-n_images // (2 * p["processes"]))))
+    hosts = [h for h in plan_web(n_hosts, seed=0) if h["kind"] == "healthy"]
+    port = free_port()
+    urls = make_urls(hosts, n_images, port)
+    d = tmp / "consent"
+    d.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"url": u["url"], "text": "x"} for u in urls]), d / "in.parquet")
+    spark = get_spark(SparkConfig(master=f"local[{p['processes']}]", driver_memory="2g"))
+    names = [h["name"] for h in hosts]
+    res: dict = {"hosts": len(hosts), "images": len(urls), "params": p, "runs": []}
+    for i, on in enumerate((False, True, False, True)):  # alternated: Spark's first job warms up for the rest
+        label = "on" if on else "off"
+        with SimWeb(hosts, port, d / f"srv_{i}") as w:
+            secs = _web_ours(spark, d / "in.parquet", d / f"run{i}", p, w.dns, names, consent=on)
+        ok = sum(v == "success" for v in _outcomes_ours(d / f"run{i}" / "shards").values())
+        run = {"consent": label, "seconds": round(secs, 2), "successes": ok, "images_per_s": round(ok / secs, 1),
+               "requests": sum(s["requests"] for s in w.stats.values())}
+        res["runs"].append(run)
+        print(f"  consent {label:3s} {secs:7.1f}s  {ok}/{len(urls)} ok  {ok / secs:7.1f} images/s  "
+              f"{run['requests']} requests", flush=True)
+    for label in ("off", "on"):
+        runs = [r for r in res["runs"] if r["consent"] == label][1 if label == "off" else 0:]  # off's first: warm-up
+        res[label] = {"images_per_s": round(sum(r["images_per_s"] for r in runs) / len(runs), 1),
+                      "requests": runs[-1]["requests"], "successes": runs[-1]["successes"]}
+    res["requests_added_per_image"] = round((res["on"]["requests"] - res["off"]["requests"]) / max(1, len(urls)), 4)
+    res["images_per_s_on_over_off"] = round(res["on"]["images_per_s"] / max(res["off"]["images_per_s"], 1e-9), 3)
+    print(f"  consent: {res['requests_added_per_image']:.2%} requests added per image, images/s on/off "
+          f"{res['images_per_s_on_over_off']}", flush=True)
+    return res
+
+
 # Peak RSS of this process image (VmHWM; ru_maxrss would include the parent's peak at fork).
 _HWM = "def HWM():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024\n"
 _OURS_MEM = _HWM + """
@@ -350,7 +396,7 @@ def memory(tmp: Path, sizes: list[int], shard_size: int) -> dict:
     return out
 
 
-SETS = ("clean", "faults", "memory", "web")
+SETS = ("clean", "faults", "memory", "web", "consent")
 
 
 def main(quick: bool = False, sets: tuple[str, ...] = SETS, web_hosts: int | None = None,
@@ -376,6 +422,11 @@ def main(quick: bool = False, sets: tuple[str, ...] = SETS, web_hosts: int | Non
             hosts = web_hosts or (300 if quick else 2000)
             images = web_images or (3000 if quick else 100_000)
             result["web"] = {**web(tmp, hosts, images), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
+        if "consent" in sets:
+            hosts = web_hosts or (300 if quick else 2000)
+            images = web_images or (3000 if quick else 100_000)
+            result["consent"] = {**consent_cost(tmp, hosts, images),
+                                 "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from filters.registry import CHAIN_NAMES
 from pipeline.errors import ConfigError
+from pipeline.fetch.consent import AI_TOKENS
 from pipeline.rules import MAX_URL_LENGTH, split_dns_server  # the rules below the config (pipeline/rules.py)
 
 
@@ -212,10 +213,17 @@ class DownloadConfig(Section):
     retries: int = Field(2, ge=0)
     user_agent: str = "wit-builder/0.1 (+https://github.com/wit-builder/wit-builder)"
     contact_url: str | None = None
-    respect_robots_txt: bool = False
+    consent: bool = Field(True, description="honour the sites' consent signals (README \"Consent\"): robots.txt "
+                          "(RFC 9309), /.well-known/tdmrep.json, the tdm-reservation and X-Robots-Tag headers; "
+                          "false = none of them (the report says so in its first lines). The crawl always honours them")
+    honour_ai_tokens: bool = Field(True, description="a robots.txt group naming one of ai_tokens that disallows a URL "
+                                   "opts it out (opted_out_robots_ai); X-Robots-Tag scoped to one of them counts too")
+    ai_tokens: list[str] = Field(default_factory=lambda: list(AI_TOKENS), description="product tokens of AI-training "
+                                 "crawlers (default: pipeline.fetch.consent.AI_TOKENS: CCBot, GPTBot, "
+                                 "Google-Extended, ClaudeBot, anthropic-ai, Applebot-Extended, meta-externalagent, …)")
     disallowed_header_directives: list[str] = Field(
-        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"]
-    )
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"],
+        description="X-Robots-Tag directives that opt an image out (opted_out_header), as img2dataset reads them")
     allow_hosts: list[str] = Field(default_factory=list, description="host or host:port allowed despite private IP")
     retry_failed: bool = False
     # Politeness and DNS (pipeline/fetch/hosts.py and dns.py say how they work together).

@@ -5,6 +5,8 @@ absent, other schema columns become null). Rows are split, in input order (files
 rows in file order), into shards of ``download.shard_size``; one Spark task per shard reads its
 own rows from the input files by row range, so a task's memory does not grow with the input.
 Each task fetches with ``download.threads`` threads through the safe fetcher (pipeline/fetch/),
+honouring the sites' consent (``download.consent``, on by default: robots.txt and the AI-training
+opt-outs, each origin's files read once per job from the robots table, ``pipeline.fetch.robots_table``),
 checks the image header before decoding (pixel cap, real image format, complete file), resizes
 with img2dataset's Resizer and writes with img2dataset's sample writers:
 
@@ -318,10 +320,11 @@ def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
 class ShardJob:
     """Download one shard: threads fetch, check headers, resize and hash; this thread writes."""
 
-    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int, robots=None):
+    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int, robots=None, robots_table=()):
         from PIL import Image
 
         self.dl, self.robots, self.out, self.spec = dl, robots, out.rstrip("/"), spec
+        self.robots_table = robots_table  # the job's OriginRecords (pipeline.fetch.robots_table)
         self.name = shard_name(spec.shard, n_shards)
         self.digits = shard_digits(n_shards)  # img2dataset's writers name the files with it
         self.key_of = lambda index: sample_key(spec.shard, index, n_shards, dl.shard_size)
@@ -368,6 +371,7 @@ class ShardJob:
             "new_successes": totals["new_ok"],
             "images_per_s": round(totals["new_ok"] / duration, 2) if duration else 0.0,
             "start_time": started, "end_time": time.time(), "retried": retried,
+            "consent_files_fetched": totals["consent_files"],
         }
         storage.write_json(self.path("_stats.json", tmp), stats)
         self._commit(tmp, replacing=done)
@@ -377,6 +381,8 @@ class ShardJob:
         """Fetch host by host (pipeline.fetch.HostScheduler: per-host cap, Retry-After, circuit
         breaker); the image work runs in the fetch threads after the host's connection is free."""
         fetcher = Fetcher.from_config(self.dl, self.robots)
+        if fetcher.robots is not None:
+            fetcher.robots.preload(self.robots_table)
         resizer = make_resizer(self.dl)
 
         def work(item, r):
@@ -411,6 +417,7 @@ class ShardJob:
                     totals["written"] += len(img)
                 writer.write(img, meta["key"], meta["text"], meta)
         finally:
+            totals["consent_files"] += fetcher.robots.fetched if fetcher.robots is not None else 0
             fetcher.close()
 
     def _carry_over(self, writer, counts: Counter, totals: Counter) -> list | None:
@@ -503,9 +510,29 @@ def _shard_task(args: tuple) -> dict[str, Any]:
     """Spark task: one shard (module-level so it pickles by reference)."""
     from pipeline.config import DownloadConfig, RobotsConfig
 
-    dl_dict, robots_dict, out, spec, n_shards, retry_failed = args
+    dl_dict, robots_dict, out, spec, n_shards, retry_failed, table = args
     dl, robots = DownloadConfig.model_validate(dl_dict), RobotsConfig.model_validate(robots_dict)
-    return ShardJob(dl, out, spec, n_shards, robots).run(retry_failed)
+    return ShardJob(dl, out, spec, n_shards, robots, table.value if table is not None else ()).run(retry_failed)
+
+
+def _spec_origins(spec: ShardSpec) -> list[str]:
+    """Spark task: the origins of one shard's URLs."""
+    from pipeline.fetch.robots_table import origins_of
+
+    return sorted(origins_of(r.get("url") for r in read_shard_rows(spec)))
+
+
+def _robots_table(ctx: StageContext, specs: list[ShardSpec], dl):
+    """The job's robots table (pipeline.fetch.robots_table), broadcast; None with consent off."""
+    if not dl.consent:
+        return None
+    from pipeline.fetch import robots_table
+
+    sc = ctx.spark.sparkContext
+    sc.setJobDescription("wit download: the job's origins")
+    origins = sc.parallelize(specs, len(specs)).flatMap(_spec_origins).distinct().collect()
+    records = robots_table.build(ctx.spark, origins, ctx.cfg.path(robots_table.TABLE_DIR), dl, ctx.cfg.robots)
+    return sc.broadcast(records)
 
 
 # --- the stage ----------------------------------------------------------------------------------------
@@ -539,7 +566,9 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
         if dl.job_host_connections and dl.concurrent_tasks is None:  # each task's share of the job-wide host cap
             dl = dl.model_copy(update={"concurrent_tasks": min(len(specs), sc.defaultParallelism)})
         robots = ctx.cfg.robots.model_dump(mode="json")
-        tasks = [(dl.model_dump(mode="json"), robots, out, s, len(specs), retry) for s in specs]
+        table = _robots_table(ctx, specs, dl)  # each origin's robots.txt and tdmrep.json, once per job
+        sc.setJobDescription(f"wit download: {len(specs)} shards")
+        tasks = [(dl.model_dump(mode="json"), robots, out, s, len(specs), retry, table) for s in specs]
         with progress.watch_folder("download", n_rows, out, pattern="[0-9]*_stats.json"):  # shards' own stats files
             results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
     wall = time.perf_counter() - t0
@@ -579,6 +608,8 @@ def _aggregate(stats, results: list[dict[str, Any]], wall: float, n_rows: int, d
         "images_per_s": round(fetched_ok / wall, 2) if wall and fresh else 0.0,
         "retried": sum(r.get("retried", 0) for r in fresh),
         "output_format": dl.output_format, "image_size": dl.image_size, "threads": dl.threads,
+        "consent": dl.consent, "honour_ai_tokens": dl.consent and dl.honour_ai_tokens,
+        "consent_origins_fetched": sum(r.get("consent_files_fetched", 0) for r in fresh),
         "per_shard": [{k: r.get(k) for k in ("shard", "count", "successes", "success_rate", "images_per_s", "skipped")}
                       for r in sorted(results, key=lambda r: r.get("shard", 0))],
     }
@@ -600,7 +631,8 @@ def register(sub, common) -> None:
         sub, common, run_download, help="fetch and resize images into webdataset shards (safe fetcher)",
         description="Fetch every image of a pair dataset (default <output_dir>/balanced; any Parquet with url and "
         "text) through the safe fetcher (http/https only, no private addresses unless allowed, deadline, size "
-        "cap, X-Robots-Tag opt-outs), resize with img2dataset's resizer and write img2dataset-layout shards to "
+        "cap) honouring each site's robots.txt and AI-training opt-outs (robots.txt AI groups, TDMRep, X-Robots-Tag; "
+        "--no-consent switches them off), resize with img2dataset's resizer and write img2dataset-layout shards to "
         "<output_dir>/shards: NNNNN.tar (key.jpg/.txt/.json) or Parquet, NNNNN.parquet metadata (status and "
         "failure reason per sample), NNNNN_stats.json, _stats.json. Resumable: a rerun skips complete shards.",
         input_help="input dataset (default: <output_dir>/balanced)",
@@ -618,6 +650,8 @@ def register(sub, common) -> None:
     flag(p, "--timeout", key="download.timeout_s", type=float, metavar="SECONDS", help="total deadline per request, seconds")
     flag(p, "--allow-host", key="download.allow_hosts", action="append", metavar="HOST[:PORT]",
          help="fetch from this host even if it is a private/loopback address (repeatable), e.g. 127.0.0.1:8765")
-    flag(p, "--respect-robots-txt", key="download.respect_robots_txt", action="store_const", const=True,
-         help="ask each host's robots.txt first (RFC 9309: 4xx allows all; 5xx, 429 or unreachable disallows the "
-         "host for robots.unavailable_s as robots_unavailable; a Crawl-delay paces the host)")
+    flag(p, "--no-consent", key="download.consent", action="store_const", const=False,
+         help="do not honour the sites' consent signals, on by default (download.consent=false): robots.txt "
+         "(RFC 9309: robots_disallowed; 5xx, 429 or unreachable → robots_unavailable for robots.unavailable_s; "
+         "Crawl-delay paces the host), AI-training opt-outs (opted_out_robots_ai, opted_out_tdmrep from "
+         "tdmrep.json or the tdm-reservation header, opted_out_header from X-Robots-Tag). The report says so")

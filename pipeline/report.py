@@ -82,6 +82,31 @@ def _missing(what: str) -> str:
     return f'<p class="missing">{html.escape(what)} has not run (no output found).</p>'
 
 
+CONSENT_REASONS = ("robots_disallowed", "robots_unavailable", "opted_out_robots_ai", "opted_out_tdmrep",
+                   "opted_out_header", "opted_out_meta")
+
+
+def consent_note(cfg: RunConfig) -> str:
+    """The report's first lines on consent: a warning when the download or extraction ran with the sites'
+    consent checks off, else how many URLs their owners' signals removed, by reason."""
+    notes, dropped = [], {}
+    dl = read_stats(cfg.path("shards"))
+    if dl is not None and (dl.get("extra") or {}).get("consent") is False:
+        notes.append("download ran with consent checks OFF (download.consent=false / --no-consent): robots.txt, "
+                     "tdmrep.json, tdm-reservation and X-Robots-Tag were not honoured")
+    ex = read_stats(cfg.path("candidates"))
+    if ex is not None and not cfg.extract.honour_opt_outs:
+        notes.append("extract ran with page opt-outs OFF (extract.honour_opt_outs=false)")
+    for folder in ("candidates", "shards"):
+        st = read_stats(cfg.path(folder)) or {}
+        for k, v in (st.get("drops") or {}).items():
+            if k in CONSENT_REASONS:
+                dropped[k] = dropped.get(k, 0) + v
+    warn = "".join(f'<p class="verdict missing">⚠ {html.escape(n)}</p>' for n in notes)
+    counts = ", ".join(f"{k}: {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
+    return warn + (f'<p class="sub">consent: {html.escape(counts)}</p>' if counts else "")
+
+
 def funnel_section(cfg: RunConfig) -> str:
     rows, labels, counts = [], [], []
     for label, folder in FUNNEL:
@@ -399,10 +424,14 @@ def render_report(cfg: RunConfig, failed: list[str] | None = None) -> str:
                                  make.__name__))
     nav = " ".join(f'<a href="#{a}">{a}</a>' for a in ["funnel", "fidelity", "languages", "balance", "scores", "sizes", "grid", "training", "config"])
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        consent = consent_note(cfg)
+    except Exception as e:  # as a section: never lose the report over it
+        consent = f"<p class=missing>consent: could not read: {html.escape(str(e))}</p>"
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>WIT builder report</title>"
         f"<style>{STYLE}</style></head><body><h1>WIT builder report</h1>"
-        f'<p class="sub">{html.escape(cfg.output_dir)} · {now}</p><nav>{nav}</nav>{"".join(body)}</body></html>'
+        f'<p class="sub">{html.escape(cfg.output_dir)} · {now}</p>{consent}<nav>{nav}</nav>{"".join(body)}</body></html>'
     )
 
 

@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from filters.url_safety import UrlSafetyFilter, check_url, host_allowed, is_blocked_ip
-from pipeline.fetch import Fetcher, is_opted_out, user_agent_token
+from pipeline.fetch import Fetcher
+from pipeline.fetch.consent import header_opt_out
+from pipeline.fetch.robots_rules import product_token
 
 
 def _jpeg(w=64, h=48) -> bytes:
@@ -362,17 +364,20 @@ def test_byte_cap(server):
 def test_x_robots_tag_opt_outs(server):
     f = fetcher(server)
     got = {k: f.fetch(f"{server.url}/xrt/{k}").reason for k in ("noai", "noimageindex", "other", "ours", "fine", "multi")}
-    assert got == {"noai": "opted_out", "noimageindex": "opted_out", "other": None, "ours": "opted_out",
-                   "fine": None, "multi": "opted_out"}
+    out = "opted_out_header"
+    assert got == {"noai": out, "noimageindex": out, "other": None, "ours": out, "fine": None, "multi": out}
 
 
 def test_opt_out_rule_like_img2dataset():
     d = {"noai", "noimageai", "noindex", "noimageindex"}
-    assert is_opted_out(["noindex, nofollow"], "wit-builder", d)
-    assert not is_opted_out(["googlebot: noindex"], "wit-builder", d)
-    assert is_opted_out(["WIT-Builder: NoAI"], "wit-builder", d)
-    assert not is_opted_out(["nofollow", "noarchive"], "wit-builder", d)
-    assert user_agent_token("img2dataset/1.0") == "img2dataset"
+    def opted(*values):
+        return header_opt_out([("X-Robots-Tag", v) for v in values], "wit-builder/1.0", (), d) is not None
+
+    assert opted("noindex, nofollow")
+    assert not opted("googlebot: noindex")
+    assert opted("WIT-Builder: NoAI")
+    assert not opted("nofollow", "noarchive")
+    assert product_token("img2dataset/1.0") == "img2dataset"
 
 
 def test_robots_txt_optional_and_cached(server):

@@ -143,7 +143,8 @@ def outcomes(fetcher: Fetcher, urls: list[str], threads: int = 8) -> dict[str, s
 
 
 def from_config(**kw) -> Fetcher:
-    return Fetcher.from_config(DownloadConfig(**kw))
+    """A download fetcher; consent (robots.txt, tdmrep.json) off unless asked: these tests count requests."""
+    return Fetcher.from_config(DownloadConfig(**{"consent": False, **kw}))
 
 
 # --- DNS ------------------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_tarpit_names_do_not_starve_good_urls_in_the_download_stage(hosts, spark
     src = write_input(tmp_path / "in", [{"url": u, "text": f"caption {i}"} for i, u in enumerate(urls)])
     defaults = DownloadConfig()
     with DnsServer({"good.test": ["127.0.0.70"]}, tarpit=tarpits) as dns:
-        cfg = cfg_for(tmp_path, ["good.test", "127.0.0.71"], dns_servers=[dns.address], timeout_s=5,
+        cfg = cfg_for(tmp_path, ["good.test", "127.0.0.71"], dns_servers=[dns.address], timeout_s=5, consent=False,
                       shard_size=len(urls), threads=defaults.threads, retries=defaults.retries)
         run_download(cfg, spark, input=str(src))
         asked = set(dns.queries)
@@ -423,11 +424,11 @@ def test_robots_txt_once_per_host_and_the_address_judged_first(hosts):
                  if path == "/robots.txt" else (200, {}, JPEG))
     evil = hosts("127.0.0.51")
     with DnsServer({"site.test": ["127.0.0.50"], "evil.test": ["127.0.0.51"]}) as dns:
-        f = from_config(dns_servers=[dns.address], respect_robots_txt=True, allow_hosts=["site.test"], timeout_s=10)
+        f = from_config(dns_servers=[dns.address], consent=True, allow_hosts=["site.test"], timeout_s=10)
         urls = [site.url(f"/{i}.jpg", "site.test") for i in range(20)] + [site.url("/private/p.jpg", "site.test")]
         got = outcomes(f, urls, threads=8)
         assert [got[u] for u in urls] == ["ok"] * 20 + ["robots_disallowed"]
-        assert site.hits["/robots.txt"] == 1
+        assert site.hits["/robots.txt"] == 1 and site.hits["/.well-known/tdmrep.json"] == 1
         # A name that resolves to a forbidden address is an attack on that address, not a robots.txt matter.
         assert f.fetch(evil.url("/x.jpg", "evil.test")).reason == "blocked_address"
         assert evil.connections == 0

@@ -38,7 +38,8 @@ round at the same depth, through the scope rules, robots.txt and the seen-URL ch
 **Traps** (endless calendars, session ids, link farms) are bounded by URL normalisation (session-id
 parameters stripped, fragments dropped), the scope rules, ``max_depth`` and the per-host and total
 page budgets. Every URL not crawled has a reason in ``_stats.json`` drops, counted once per URL:
-the fetcher's reasons (robots_disallowed and robots_unavailable among them), not_html, redirected,
+the fetcher's reasons (robots_disallowed, robots_unavailable and the AI-training opt-outs
+opted_out_robots_ai, opted_out_tdmrep, opted_out_header among them), opted_out_meta, not_html, redirected,
 out_of_scope, max_depth, budget_exhausted.
 
 One module per part: ``scope`` (URL normalisation, registered domains by the Public Suffix List, the
@@ -56,7 +57,7 @@ from pipeline.crawl.warc import WarcPart
 
 # Crawl decisions, beside the fetcher's REASONS.
 CRAWL_REASONS = ("robots_disallowed", "robots_unavailable", "out_of_scope", "budget_exhausted", "not_html",
-                 "max_depth")
+                 "max_depth", "opted_out_robots_ai", "opted_out_tdmrep", "opted_out_header", "opted_out_meta")
 
 __all__ = [
     "CRAWL_REASONS", "FRONTIER", "INDEX", "PAGES", "REJECTED", "CrawlFiles", "Crawler", "Rounds", "Scope",

@@ -3,7 +3,10 @@
 ``Crawler`` is one task's ``pipeline.fetch.Fetcher``, set up with public settings only: HTML asked
 for (``accept``), a 2xx that is not HTML refused before its body is read (``check_response`` →
 ``not_html``), no redirect followed (a 3xx ends as ``redirected``, its target queued like a link:
-scope, robots.txt and the seen-URL check apply, so no page is stored twice), robots.txt always on.
+scope, robots.txt and the seen-URL check apply, so no page is stored twice), consent always on:
+robots.txt, the AI-training opt-outs before the request (robots.txt AI groups, tdmrep.json) and after
+it (tdm-reservation, X-Robots-Tag), and a page's own metas (``opted_out_meta`` / ``opted_out_tdmrep``:
+the page is not stored, its links are still followed).
 Its one host scheduler paces every host of the task at its own interval (``crawl.min_interval_s``,
 raised by the host's Crawl-delay up to ``crawl.max_crawl_delay_s``) and keeps that pace from one
 part to the next. ``crawl_group`` is the Spark task: a host group of a round, part by part.
@@ -24,6 +27,7 @@ from pipeline.crawl.layout import INDEX, PAGES, CrawlFiles, move, round_name, te
 from pipeline.crawl.scope import origin_of
 from pipeline.crawl.warc import ACCEPT, WarcPart
 from pipeline.fetch import Fetcher, FetchError, FetchResult
+from pipeline.fetch.consent import html_metas, page_opt_out
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<\s*(!doctype\s+html|html|head|body)\b", re.I | re.S)
@@ -67,7 +71,8 @@ class Crawler:
         self.cfg, self.cc = cfg, cfg.crawl
         self.fetcher = Fetcher.from_config(
             cfg.download, cfg.robots, max_bytes=self.cc.max_bytes, user_agent=user_agent(cfg), follow_redirects=False,
-            respect_robots_txt=True, host_connections=cfg.download.host_connections,
+            respect_robots_txt=True, tdmrep=True,  # consent always on for the crawl
+            opt_out_directives=frozenset(cfg.download.disallowed_header_directives), host_connections=cfg.download.host_connections,
             host_min_interval_s=self.cc.min_interval_s, max_crawl_delay_s=self.cc.max_crawl_delay_s, accept=ACCEPT,
             check_response=html_only)
 
@@ -133,7 +138,7 @@ def page_links(body: bytes, content_type: str, base_url: str) -> list[str]:
 # --- the fetch task ----------------------------------------------------------------------------------
 
 
-def outcome(row: dict, result: FetchResult, warc: WarcPart) -> dict:
+def outcome(row: dict, result: FetchResult, warc: WarcPart, ua: str = "", ai_tokens: tuple[str, ...] = ()) -> dict:
     """A frontier URL's row in pages/: its reason (None: stored in the WARC) and the links to follow
     (a redirect's one link is its target)."""
     url, depth = row["url"], row["depth"]
@@ -142,8 +147,11 @@ def outcome(row: dict, result: FetchResult, warc: WarcPart) -> dict:
         out["links"] = [result.detail]
     if not result.ok:
         return out
-    warc.add(result, depth)
     out["links"] = page_links(result.data, _content_type(result), url)
+    # the page's own opt-out (robots / AI-token / tdm-reservation metas): not stored, its links still followed
+    out["reason"] = page_opt_out(html_metas(result.data), None, ua, url, tokens=ai_tokens)
+    if out["reason"] is None:
+        warc.add(result, depth)
     return out
 
 
@@ -157,7 +165,7 @@ def crawl_part(files: CrawlFiles, cfg, r: int, g: int, c: int, rows: list[dict],
     outcomes = []
     try:
         for row, result in crawler.fetch(rows):
-            outcomes.append(outcome(row, result, warc))
+            outcomes.append(outcome(row, result, warc, crawler.fetcher.user_agent, crawler.fetcher.ai_tokens))
     finally:
         warc.close()
     write_table(warc.index, INDEX, index_path)
@@ -168,17 +176,29 @@ def crawl_part(files: CrawlFiles, cfg, r: int, g: int, c: int, rows: list[dict],
     log.info(f"crawl: {round_name(r, g, c)}: {stored}/{len(rows)} pages stored in {time.perf_counter() - t0:.1f}s")
 
 
+def group_origins(task: tuple) -> list[str]:
+    """A Spark task: the origins of host group g of round r (for the robots table)."""
+    from pipeline import storage
+    from pipeline.config import RunConfig
+    from pipeline.fetch.robots_table import origins_of
+
+    cfg_json, out, r, g = task
+    storage.configure(RunConfig.model_validate_json(cfg_json).storage)
+    return sorted(origins_of(row["url"] for rows in CrawlFiles(out).group_chunks(r, g, 10_000) for row in rows))
+
+
 def crawl_group(task: tuple) -> None:
     """A Spark task: fetch group g of round r (every URL of its hosts), part by part, skipping the
     complete parts. A host is in one group, so its politeness holds for the whole job."""
     from pipeline import storage
     from pipeline.config import RunConfig
 
-    cfg_json, out, r, g = task
+    cfg_json, out, r, g, table = task
     cfg = RunConfig.model_validate_json(cfg_json)
     storage.configure(cfg.storage)
     files = CrawlFiles(out)
     crawler = Crawler(cfg)
+    crawler.fetcher.robots.preload(table.value)  # the round's origins, asked once for the job
     try:
         for c, rows in enumerate(files.group_chunks(r, g, cfg.crawl.part_pages)):
             if not files.exists("pages", r, g, c):  # complete: a rerun never fetches it again

@@ -78,7 +78,9 @@ def register(sub, common) -> None:
         "a url column) into WARC files (output/warc/*.warc.gz, which `wit extract` reads) with a CDX-style index "
         "(output/index), each round's frontier and every URL's outcome; the output may be any path or URL "
         "(s3:// …). robots.txt is always honoured (RFC 9309: an unreachable one disallows its site for "
-        "robots.unavailable_s), each host at most one request per crawl.min_interval_s, or per its Crawl-delay "
+        "robots.unavailable_s), read once per origin per job from the robots table (<output_dir>/robots, reused "
+        "while fresh), and so are the AI-training opt-outs (robots.txt AI-token groups, tdmrep.json, "
+        "tdm-reservation and X-Robots-Tag headers, noai/noimageai page metas: each URL's reason recorded), each host at most one request per crawl.min_interval_s, or per its Crawl-delay "
         "up to crawl.max_crawl_delay_s. Resumable: a rerun skips complete rounds and parts.",
         input_help="seed URLs or files (default: config crawl.seeds)",
         output_help="output folder or URL (default: <output_dir>/crawl)", positional_input="*",

@@ -12,8 +12,9 @@ One module per part (each one's docstring says how it works):
   cached, the system resolver or ``dns_servers``.
 - ``hosts``: ``HostScheduler`` runs a fetch callable host by host under a ``Politeness``: each host's
   own interval (floor, Crawl-delay, Retry-After), connection cap and circuit breaker; ``task_host_cap``.
-- ``robots``: ``X-Robots-Tag`` opt-outs and ``RobotsCache`` (robots.txt fetched and kept per RFC 9309,
-  parsed behind ``parse_robots``).
+- ``robots``: ``RobotsCache``, an origin's robots.txt (fetched and kept per RFC 9309) and tdmrep.json;
+  ``robots_rules`` parses robots.txt (RFC 9309 exactly), ``consent`` judges the AI-training opt-outs
+  (robots.txt AI groups, TDMRep, X-Robots-Tag), ``robots_table`` fetches them once per job.
 - ``url_safety``: which URLs may be asked at all (scheme, userinfo, IP literals, IDNA-mapped names);
   the caption filter ``filters.url_safety`` wraps it.
 - ``outcome``: ``FetchResult``, ``FetchError`` and the fixed vocabulary of failure reasons
@@ -36,12 +37,12 @@ from pipeline.fetch.fetcher import Fetcher
 from pipeline.fetch.guarded import AllowList, GuardedAdapter, vetted_addresses
 from pipeline.fetch.hosts import HostScheduler, Politeness, host_key, retry_after_seconds, task_host_cap
 from pipeline.fetch.outcome import NOT_ASKED, REASONS, RETRY_NOW, TRANSIENT, FetchError, FetchResult
-from pipeline.fetch.robots import RobotsCache, RobotsRules, is_opted_out, parse_robots, user_agent_token
+from pipeline.fetch.robots import OriginRecord, RobotsCache, RobotsRules, parse_robots
 from pipeline.fetch.url_safety import check_url
 
 __all__ = [
     "NOT_ASKED", "REASONS", "RETRY_NOW", "TRANSIENT", "AllowList", "FetchError", "FetchResult", "Fetcher",
     "GuardedAdapter", "HostScheduler", "Politeness", "Resolver", "RobotsCache", "RobotsRules", "check_url",
-    "default_resolver", "host_key", "is_opted_out", "parse_robots", "resolver_for", "retry_after_seconds",
-    "task_host_cap", "user_agent_token", "vetted_addresses",
+    "OriginRecord", "default_resolver", "host_key", "parse_robots", "resolver_for", "retry_after_seconds",
+    "task_host_cap", "vetted_addresses",
 ]

@@ -26,11 +26,13 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 import urllib3
 
+from pipeline.fetch.consent import AI_TOKENS, header_opt_out, tdmrep_opt_out
 from pipeline.fetch.dns import resolver_for
 from pipeline.fetch.guarded import WATCHDOG, AllowList, Attempt, GuardedAdapter, this_thread, vetted_addresses
 from pipeline.fetch.hosts import HostScheduler, Politeness, host_key, retry_after_seconds, task_host_cap
 from pipeline.fetch.outcome import FetchError, FetchResult
-from pipeline.fetch.robots import MAX_ROBOTS_BYTES, ROBOTS_REDIRECTS, RobotsCache, is_opted_out, user_agent_token
+from pipeline.fetch.robots import MAX_ROBOTS_BYTES, ROBOTS_REDIRECTS, RobotsCache
+from pipeline.fetch.robots_rules import product_token
 from pipeline.fetch.url_safety import ascii_url, check_url, split_url
 from pipeline.rules import MAX_URL_LENGTH
 
@@ -55,8 +57,11 @@ class Fetcher:
     backoff_s: float = 0.25
     user_agent: str = "wit-builder/0.1"
     allow_hosts: tuple[str, ...] = ()
+    # X-Robots-Tag directives that opt an image out (img2dataset's list); empty: the header is not read
     opt_out_directives: frozenset[str] = frozenset({"noai", "noimageai", "noindex", "noimageindex"})
     respect_robots_txt: bool = False
+    ai_tokens: tuple[str, ...] = AI_TOKENS  # robots.txt groups naming these opt out (with respect_robots_txt)
+    tdmrep: bool = True  # TDMRep: tdmrep.json per origin (with respect_robots_txt), tdm-reservation header
     max_url_length: int = MAX_URL_LENGTH
     host_connections: int = 2
     host_min_interval_s: float = 0.0
@@ -77,10 +82,12 @@ class Fetcher:
         self.allow = AllowList(self.allow_hosts)
         self.dns_servers = tuple(self.dns_servers)
         self.opt_out_directives = frozenset(d.strip().lower() for d in self.opt_out_directives)
-        self.ua_token = user_agent_token(self.user_agent)
+        self.ai_tokens = tuple(self.ai_tokens)
+        self.ua_token = product_token(self.user_agent)
         self.robots = RobotsCache(
             self.read_side_file, self.ua_token, max_age_s=self.robots_max_age_s,
             unavailable_s=self.robots_unavailable_s, max_bytes=self.robots_max_bytes, wait_s=2 * self.timeout_s,
+            ai_tokens=self.ai_tokens, tdmrep=self.tdmrep,
         ) if self.respect_robots_txt else None
         self.resolver = resolver_for(self.dns_servers, self.dns_negative_ttl_s, self.timeout_s)
         # the pace of every host this fetcher asked, kept from one fetch_all to the next (the crawler's parts)
@@ -94,12 +101,14 @@ class Fetcher:
     @classmethod
     def from_config(cls, dl, robots=None, **overrides) -> Fetcher:
         """From a pipeline.config.DownloadConfig and RobotsConfig (the per-host cap is this task's share of
-        the job's); ``overrides`` set any other field (the crawler's)."""
+        the job's); ``overrides`` set any other field (the crawler's). ``download.consent`` off switches
+        off robots.txt, tdmrep.json and the opt-out headers together."""
         ua = dl.user_agent + (f" (+{dl.contact_url})" if dl.contact_url else "")
         settings = dict(
             timeout_s=dl.timeout_s, max_bytes=dl.max_bytes, max_redirects=dl.max_redirects, retries=dl.retries,
-            user_agent=ua, allow_hosts=tuple(dl.allow_hosts),
-            opt_out_directives=frozenset(dl.disallowed_header_directives), respect_robots_txt=dl.respect_robots_txt,
+            user_agent=ua, allow_hosts=tuple(dl.allow_hosts), respect_robots_txt=dl.consent, tdmrep=dl.consent,
+            opt_out_directives=frozenset(dl.disallowed_header_directives if dl.consent else ()),
+            ai_tokens=tuple(dl.ai_tokens if dl.honour_ai_tokens else ()),
             host_connections=task_host_cap(dl.host_connections, dl.job_host_connections, dl.concurrent_tasks),
             host_min_interval_s=dl.host_min_interval_s, host_failure_limit=dl.host_failure_limit,
             dns_servers=tuple(dl.dns_servers), dns_negative_ttl_s=dl.dns_negative_ttl_s,
@@ -267,10 +276,11 @@ class Fetcher:
         if not 200 <= status < 300:
             raise FetchError("http_other", str(status))
         if not side_file:
-            if self.opt_out_directives and is_opted_out(
-                resp.raw.headers.getlist("X-Robots-Tag"), self.ua_token, self.opt_out_directives
-            ):
-                raise FetchError("opted_out", "X-Robots-Tag")
+            # tdm-reservation: 1, then X-Robots-Tag (urllib3's headers: repeated ones kept apart)
+            reason = ((self.tdmrep and tdmrep_opt_out(final_url, None, resp.raw.headers))
+                      or header_opt_out(resp.raw.headers, self.user_agent, self.ai_tokens, self.opt_out_directives))
+            if reason:
+                raise FetchError(reason, final_url)
             if self.check_response is not None:
                 self.check_response(resp)
             declared = resp.headers.get("Content-Length", "")

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 REASONS = (
     "bad_url", "url_too_long", "userinfo", "blocked_scheme", "blocked_address", "too_many_redirects",
     "http_404", "http_4xx", "http_5xx", "http_other", "timeout", "connection_error", "too_large",
-    "opted_out", "robots_disallowed", "robots_unavailable", "rate_limited", "host_unreachable",
+    "robots_disallowed", "robots_unavailable", "rate_limited", "host_unreachable",
+    # AI-training opt-outs (pipeline/fetch/consent.py): robots.txt AI groups, TDMRep, X-Robots-Tag
+    "opted_out_robots_ai", "opted_out_tdmrep", "opted_out_header",
     "redirected",  # only with Fetcher(follow_redirects=False): the crawler queues the target instead
 )
 # Failures worth trying again later (`wit download --retry-failed`); retried inline: RETRY_NOW.
@@ -18,7 +20,7 @@ TRANSIENT = frozenset({"timeout", "http_5xx", "connection_error", "rate_limited"
 RETRY_NOW = frozenset({"timeout", "http_5xx"})
 # Failures decided before the URL's host was asked (its robots.txt aside): they spend none of its interval.
 NOT_ASKED = frozenset({"bad_url", "url_too_long", "userinfo", "blocked_scheme", "blocked_address",
-                       "robots_disallowed", "robots_unavailable"})
+                       "robots_disallowed", "robots_unavailable", "opted_out_robots_ai", "opted_out_tdmrep"})
 
 
 @dataclass

@@ -36,7 +36,7 @@ FAULT_STATUS = {
     "redirect_other_port": "blocked_address",
     "redirect_private": "blocked_address",
     "redirect_file": "blocked_scheme",
-    "noai": "opted_out",
+    "noai": "opted_out_header",
     "bomb": "decompression_bomb",
     "huge_body": "too_large",
 }
