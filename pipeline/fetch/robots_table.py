@@ -64,14 +64,12 @@ def write_table(folder: str, records: Iterable[OriginRecord]) -> None:
 
 def _fetch_origins(args: tuple) -> list[OriginRecord]:
     """Spark task: each origin's consent files, once, through one fetcher's host scheduler."""
-    from pipeline.config import DownloadConfig, RobotsConfig
     from pipeline.fetch.fetcher import Fetcher
     from pipeline.fetch.hosts import HostScheduler
     from pipeline.fetch.outcome import FetchResult
 
-    dl_dict, robots_dict, overrides, origins = args
-    fetcher = Fetcher.from_config(DownloadConfig.model_validate(dl_dict), RobotsConfig.model_validate(robots_dict),
-                                  **overrides)
+    dl, robots, overrides, origins = args  # the run's config sections, pickled (fetch/ imports no config)
+    fetcher = Fetcher.from_config(dl, robots, **overrides)
     cache = fetcher.robots
     assert cache is not None
     records: list[OriginRecord] = []
@@ -106,8 +104,7 @@ def build(spark, origins: Iterable[str], folder: str, dl, robots, **fetcher_over
         groups: list[list[str]] = [[] for _ in range(n)]
         for o in missing:  # every origin of a host in one task: the host's pace holds
             groups[hash(host_key(o + "/")) % n].append(o)
-        dl_json, robots_json = dl.model_dump(mode="json"), robots.model_dump(mode="json")
-        tasks = [(dl_json, robots_json, fetcher_overrides, g) for g in groups if g]
+        tasks = [(dl, robots, fetcher_overrides, g) for g in groups if g]
         sc.setJobDescription(f"wit robots: {len(missing)} origins")
         for rec in sc.parallelize(tasks, len(tasks)).flatMap(_fetch_origins).collect():
             fresh[rec.origin] = rec
