@@ -50,13 +50,14 @@ def port() -> int:
 
 
 @contextmanager
-def served_sample_web(root: Path, n_pairs: int, seed: int):
-    """Generate a sample web under ``root/sample`` for a free port and serve it there: (folder, server)."""
+def served_sample_web(root: Path, n_pairs: int, seed: int, crawl_delay: float = 0.0):
+    """Generate a sample web under ``root/sample`` for a free port and serve it there: (folder, server);
+    ``crawl_delay``: the Crawl-delay its robots.txt asks (none by default)."""
     from pipeline.sample_web import SampleWebServer, generate_sample_web
 
     port = free_port()
     generate_sample_web(str(root / "sample"), n_pairs=n_pairs, seed=seed, base_url=f"http://127.0.0.1:{port}")
-    with SampleWebServer(str(root / "sample" / "site"), port=port) as server:
+    with SampleWebServer(str(root / "sample" / "site"), port=port, crawl_delay=crawl_delay) as server:
         yield root / "sample", server
 
 

@@ -48,7 +48,7 @@ def crawl_config(out: Path, port: int, **over):
 @pytest.fixture(scope="module")
 def web(tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("crawl")
-    with served_sample_web(root, n_pairs=60, seed=0) as (sample, server):
+    with served_sample_web(root, n_pairs=60, seed=0, crawl_delay=1) as (sample, server):
         cfg = crawl_config(root, server.port)
         stats = run_crawl(cfg, spark, input=[server.url + "/"])
         yield {"root": root, "sample": sample, "server": server, "cfg": cfg, "stats": stats,

@@ -2,7 +2,7 @@
 
 Faults are keyed by URL path in ``site/faults.json`` (written by the generator). For the crawler it
 also serves a home page ``/`` linking to every page, a robots.txt (Disallow /private/ and /cgi-bin/,
-Crawl-delay 1, a Sitemap: index → page list) and crawler traps: an endless calendar, session-id URLs and a link farm. Handlers that
+a Crawl-delay when the server is started with one, a Sitemap: index → page list) and crawler traps: an endless calendar, session-id URLs and a link farm. Handlers that
 stall (slow_first_byte, slow_drip, huge_body) stop as soon as the client disconnects or the
 server stops, so tests can start and stop servers many times without leaking threads.
 """
@@ -59,7 +59,7 @@ HTML_BODY = b"<!DOCTYPE html><html><head><title>Not found</title></head><body><p
 
 # The crawl side of the sample web (`wit crawl`): a home page linking to every page, robots.txt, and
 # crawler traps that only the crawler's scope rules and budgets keep finite.
-ROBOTS_TXT = b"User-agent: *\nCrawl-delay: 1\nDisallow: /private/\nDisallow: /cgi-bin/\n"
+ROBOTS_TXT = b"User-agent: *\nDisallow: /private/\nDisallow: /cgi-bin/\n"
 TRAP_PREFIXES = ("/calendar/", "/farm/", "/private/")
 FARM_SIZE = 100_000  # link farm pages /farm/0 … /farm/99999, each linking to FARM_LINKS others
 FARM_LINKS = 8
@@ -97,7 +97,8 @@ class _Handler(SimpleHTTPRequestHandler):
         if parts.path == "/":
             return self._html(self._home(), head)
         if parts.path == "/robots.txt":
-            body = ROBOTS_TXT + f"Sitemap: {self._origin()}/sitemap.xml\n".encode()
+            delay = f"Crawl-delay: {self.server.crawl_delay:g}\n" if self.server.crawl_delay else ""
+            body = ROBOTS_TXT + f"{delay}Sitemap: {self._origin()}/sitemap.xml\n".encode()
             return self._send(200, body, "text/plain; charset=utf-8", head)
         if parts.path in ("/sitemap.xml", "/sitemap-pages.xml"):
             return self._send(200, self._sitemap(parts.path), "application/xml", head)
@@ -304,7 +305,9 @@ class SampleWebServer:
     ...     requests.get(srv.url + "/pages/0000000.html")
     """
 
-    def __init__(self, site_dir: str | Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, site_dir: str | Path, host: str = "127.0.0.1", port: int = 0, crawl_delay: float = 0.0):
+        """``crawl_delay``: a Crawl-delay for robots.txt (none by default: like most hosts, and a polite download
+        of the whole one-host sample would otherwise take an hour; the crawl tests ask for one)."""
         site = Path(site_dir)
         if (site / "site").is_dir():  # the sample folder itself was given
             site = site / "site"
@@ -316,6 +319,7 @@ class SampleWebServer:
         self.host = host
         try:
             self._server = _Server((host, port), partial(_Handler, directory=str(site)), faults, site)
+            self._server.crawl_delay = crawl_delay
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         self._thread: threading.Thread | None = None
