@@ -220,7 +220,11 @@ def fidelity_section(cfg: RunConfig) -> str:
     if copies:
         rows = [f"<tr><td>{reason}</td><td class=num>{_fmt(c['targets'])}</td><td class=num>{_fmt(c['dropped'])}</td>"
                 f"<td class=num>{_fmt(c['precision'])}</td><td class=num>{_fmt(c['recall'])}</td></tr>"
-                for reason, c in copies.items()]
+                for reason, c in copies.items() if "targets" in c]
+        # planted look-alikes (distinct pictures): how many the rule saw, and how many it wrongly dropped
+        rows += [f"<tr><td>{reason.replace('_', ' ')} (distinct)</td><td class=num>0 of {_fmt(c['reached'])}</td>"
+                 f"<td class=num>{_fmt(c['dropped'])}</td><td class=num>—</td><td class=num>—</td></tr>"
+                 for reason, c in copies.items() if "targets" not in c]
         body += ("<table><tr><th>select rule</th><th>planted copies</th><th>rows it dropped</th><th>precision</th>"
                  "<th>recall</th></tr>" + "".join(rows) + "</table>")
     sc = m.get("clip_score")
