@@ -17,7 +17,7 @@ ViT-B/32 on a GPU); say so when quoting the score row.
 
   python -m bench.e2e [--pairs 2000] [--hosts 200] [--master local[*]] [--out bench/results/e2e.json]
   python -m bench.e2e --pairs 10000 --workers 1 --stages extract,filter,queries,match,balance,select   # scaling
-  python -m bench.e2e --real-yield   # candidate pairs per page on the real archives (../shared/data)
+  python -m bench.e2e --real-yield   # candidate pairs per page on the real archives (WIT_REAL_DATA)
 """
 
 from __future__ import annotations
@@ -227,16 +227,17 @@ def run_e2e(n_pairs: int, n_hosts: int, master: str, tmp: Path, stages: list[str
                                             key=lambda r: r["wall_s"], default=bottleneck)["stage"]}
 
 
-REAL = (real_data() or ROOT.parent / "shared" / "data") / "warc"  # WIT_REAL_DATA, else ../shared/data
-
-
-def real_archive_yield(tmp: Path, folder: Path = REAL) -> dict:
-    """Candidate pairs per HTML page when extracting the real Common Crawl/web archives in ../shared/data
+def real_archive_yield(tmp: Path, folder: Path | None = None) -> dict:
+    """Candidate pairs per HTML page when extracting the real Common Crawl/web archives under WIT_REAL_DATA
     (WARC and WAT; cut files read leniently): the yield the capacity plan scales by pages per WAT."""
     from pipeline import registry
     from pipeline.config import RunConfig
     from pipeline.spark import get_spark
 
+    if folder is None:
+        if real_data() is None:
+            raise SystemExit("--real-yield reads real archives: set WIT_REAL_DATA to the real-data folder (`make bench` does)")
+        folder = real_data() / "warc"
     files = sorted(str(p) for p in folder.glob("*") if ".war" in p.name and "clipped" not in p.name)
     if not files:
         raise SystemExit(f"no archives under {folder}")

@@ -6,7 +6,7 @@ the simulated web, the GPU scoring and training benches) or from a flag whose de
 plan works backwards from the final pairs: select keeps ``select.top_fraction`` of the scored pairs, a
 download succeeds with ``--download-success``, filter+match+balance keep ``--curation-keep`` of the
 candidates, and a WAT file gives ``pages per WAT`` × the candidate pairs per page measured on the real
-archives in ../shared/data.
+archives (bench/e2e.py --real-yield, recorded in bench/results/e2e.json).
 """
 
 from __future__ import annotations

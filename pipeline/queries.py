@@ -33,34 +33,13 @@ from typing import Any
 
 from pipeline import inputs, log, storage
 from pipeline.errors import UserError
+from pipeline.query_text import _STRIP, _WRAP, spacing, valid_entry  # noqa: F401 (match and tests import them here)
 from pipeline.stage import Flag, StageContext, stage
 
 PARQUET_NAME = "queries.parquet"
 METADATA_NAME = "metadata.json"
 WORDNET_FILES = ["data.noun", "data.verb", "data.adj", "data.adv"]
 WIKI_SOURCES = ("unigrams", "bigrams", "titles")
-_WRAP = ",.;:?!`"
-_BLANK = "\t\r\n"
-_STRIP = "\"'()[]{}<>«»“”‘’"
-
-
-def spacing(text: str) -> str:
-    """MetaCLIP's text normalisation: pad with spaces, space-wrap ``, . ; : ? ! ` ``, blank tab/CR/LF."""
-    s = f" {text} "
-    for c in _WRAP:
-        if c in s:
-            s = s.replace(c, f" {c} ")
-    for c in _BLANK:
-        if c in s:
-            s = s.replace(c, " ")
-    return s
-
-
-def valid_entry(entry: str) -> bool:
-    """Entries that are empty/blank or a single punctuation/symbol character are dropped."""
-    return bool(entry.strip()) and not (len(entry) == 1 and not entry.isalnum())
-
-
 # --------------------------------------------------------------------------- sources
 def wordnet_entries(wordnet_dir: str) -> list[str]:
     """First lemma of every WordNet synset, database file order, ``_`` → space, markers like ``(a)`` cut."""
