@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 import uuid
 import warnings
@@ -291,22 +292,37 @@ def _conform_rows(t: pa.Table, carried: pa.Schema, path: str) -> list[dict[str, 
 
 
 def _writer_class(output_format: str):
-    import json
+    from img2dataset.writer import BufferedParquetWriter, ParquetSampleWriter
 
-    from img2dataset.writer import ParquetSampleWriter, WebDatasetSampleWriter
+    from pipeline.shards import SampleTarWriter
 
-    class WebDatasetWriter(WebDatasetSampleWriter):
-        """img2dataset's writer, whose per-sample JSON leaves out binary columns (the copy thumbnail):
-        they are in the shard's parquet only."""
+    class WebDatasetWriter:
+        """img2dataset's webdataset layout (NNNNN.tar + NNNNN.parquet of every row), the tar written by
+        ``SampleTarWriter`` (no pax record per member); the per-sample JSON leaves out binary columns
+        (the copy thumbnail): they are in the shard's parquet only."""
+
+        def __init__(self, shard_id, output_folder, save_caption, oom_shard_count, schema, encode_format):
+            name = f"{shard_id:0{oom_shard_count}d}"
+            fs, folder = storage.fs_for(output_folder)
+            self._fd = fs.open(f"{folder}/{name}.tar", "wb")
+            self._tar = SampleTarWriter(self._fd)
+            self._rows = BufferedParquetWriter(f"{output_folder}/{name}.parquet", schema, 100)
+            self.save_caption, self.encode_format = save_caption, encode_format
 
         def write(self, img_str, key, caption, meta):
             if img_str is not None:
-                sample = {"__key__": key, self.encode_format: img_str,
-                          "json": json.dumps({k: v for k, v in meta.items() if not isinstance(v, bytes)}, indent=4)}
+                members = {self.encode_format: img_str,
+                           "json": json.dumps({k: v for k, v in meta.items() if not isinstance(v, bytes)},
+                                              indent=4).encode()}
                 if self.save_caption:
-                    sample["txt"] = str(caption) if caption is not None else ""
-                self.tarwriter.write(sample)
-            self.buffered_parquet_writer.write(meta)
+                    members["txt"] = (str(caption) if caption is not None else "").encode()
+                self._tar.write(key, members)
+            self._rows.write(meta)
+
+        def close(self):
+            self._rows.close()
+            self._tar.close()
+            self._fd.close()
 
     return WebDatasetWriter if output_format == "webdataset" else ParquetSampleWriter
 

@@ -10,14 +10,12 @@ pipeline.shards' rule. Everything goes under the stage's temporary folder (pipel
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import schemas
 from pipeline import storage
 from pipeline.errors import UserError
-from pipeline.shards import index_digits, shard_name, shard_name_column
+from pipeline.shards import SampleTarWriter, index_digits, shard_name, shard_name_column
 
 KEY_INDEX_DIGITS = 4  # final keys pad the in-shard index to at least 4 digits
 
@@ -117,13 +115,9 @@ def _write_final_tar(out_dir: str, n_final: int, part: int, items) -> list:
         return []
     name = f"{shard_name(part, n_final)}.tar"
     fs, p = storage.fs_for(f"{out_dir.rstrip('/')}/{name}")
-    with fs.open(p, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+    with fs.open(p, "wb") as f, SampleTarWriter(f) as tar:
         for _, (_, key, members) in rows:
-            for ext in sorted(members, key=lambda e: (e == "json", e == "txt", e)):  # image, txt, json
-                data = members[ext]
-                ti = tarfile.TarInfo(f"{key}.{ext}")
-                ti.size, ti.mode, ti.mtime = len(data), 0o644, 0
-                tf.addfile(ti, io.BytesIO(data))
+            tar.write(key, members)
     return [(name, len(rows))]
 
 

@@ -1,7 +1,8 @@
 """pipeline.shards: the one shard naming rule (names and keys, past 100,000 shards too) and the
 listing built on it; iter_tar reads what Python's tarfile writes (ustar, GNU, pax; long and
 non-ASCII names, directories, links, empty and big members) as tarfile reads it, and a cut or
-damaged tar ends with the samples before the damage."""
+damaged tar ends with the samples before the damage. SampleTarWriter writes plain ustar tars that
+webdataset and iter_tar read back, one header per member and the same bytes for the same samples."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.shards import (
+    SampleTarWriter,
     index_digits,
     iter_tar,
     list_shards,
@@ -170,3 +172,42 @@ def test_random_damage_never_raises():
             damaged[rng.randrange(min(len(data), 8192))] = rng.randrange(256)  # headers sit in the first blocks
         got = list(iter_tar(io.BytesIO(bytes(damaged[:rng.randrange(len(data) + 1)]))))
         assert all(isinstance(k, str) and isinstance(s, dict) for _, k, s in got)
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+def _written(samples) -> bytes:
+    buf = io.BytesIO()
+    with SampleTarWriter(buf) as tar:
+        for key, members in samples:
+            tar.write(key, members)
+    return buf.getvalue()
+
+
+def test_sample_tar_writer_reads_back_with_one_header_per_member(tmp_path):
+    import webdataset as wds
+
+    samples = [(f"{i:09d}", {"jpg": bytes([i]) * (100 + i), "txt": f"caption {i} é".encode(), "json": b"{}"})
+               for i in range(5)]
+    data = _written(samples)
+    # 512-byte header + data padded to 512 per member, then the two end blocks (tarfile pads the
+    # archive to its 10 KiB record): no pax record anywhere
+    members = len(samples) * 3
+    assert data.count(b"ustar") == members and b"PaxHeader" not in data
+    assert len(data) % tarfile.RECORDSIZE == 0 and len(data) >= members * 1024 + 1024
+    got = [(key, sample) for _, key, sample in iter_tar(io.BytesIO(data))]
+    assert got == samples
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        names = tf.getnames()
+        assert names[:3] == ["000000000.jpg", "000000000.txt", "000000000.json"]  # image, txt, json
+        assert {m.mtime for m in tf.getmembers()} == {0} and {m.mode for m in tf.getmembers()} == {0o644}
+    (tmp_path / "00000.tar").write_bytes(data)
+    read = list(wds.WebDataset(str(tmp_path / "00000.tar"), shardshuffle=False))
+    assert [r["__key__"] for r in read] == [k for k, _ in samples] and read[2]["txt"] == samples[2][1]["txt"]
+    assert _written(samples) == data  # the same samples, the same bytes
+
+
+def test_sample_tar_writer_refuses_a_name_ustar_cannot_hold():
+    with pytest.raises(ValueError):
+        _written([("k" * 200, {"jpg": b"x"})])
