@@ -421,7 +421,8 @@ def main(quick: bool = False, sets: tuple[str, ...] = SETS, web_hosts: int | Non
         if "web" in sets:
             hosts = web_hosts or (300 if quick else 2000)
             images = web_images or (3000 if quick else 100_000)
-            result["web"] = {**web(tmp, hosts, images), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
+            key = "web" if (hosts, images) == (2000, 100_000) else f"web_{hosts}_hosts_{images}_images"
+            result[key] = {**web(tmp, hosts, images), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
         if "consent" in sets:
             hosts = web_hosts or (300 if quick else 2000)
             images = web_images or (3000 if quick else 100_000)
