@@ -176,17 +176,6 @@ def crawl_part(files: CrawlFiles, cfg, r: int, g: int, c: int, rows: list[dict],
     log.info(f"crawl: {round_name(r, g, c)}: {stored}/{len(rows)} pages stored in {time.perf_counter() - t0:.1f}s")
 
 
-def group_origins(task: tuple) -> list[str]:
-    """A Spark task: the origins of host group g of round r (for the robots table)."""
-    from pipeline import storage
-    from pipeline.config import RunConfig
-    from pipeline.fetch.robots_table import origins_of
-
-    cfg_json, out, r, g = task
-    storage.configure(RunConfig.model_validate_json(cfg_json).storage)
-    return sorted(origins_of(row["url"] for rows in CrawlFiles(out).group_chunks(r, g, 10_000) for row in rows))
-
-
 def crawl_group(task: tuple) -> None:
     """A Spark task: fetch group g of round r (every URL of its hosts), part by part, skipping the
     complete parts. A host is in one group, so its politeness holds for the whole job."""
