@@ -1,5 +1,5 @@
-"""A simulated web on this machine, for the download benchmark: many hosts, each on its own 127.x.y.z
-address and with its own name, and the trouble the real web has.
+"""A simulated web on this machine, for the download and end-to-end benchmarks: many hosts, each on its own
+127.x.y.z address and with its own name, and the trouble the real web has.
 
 - "healthy" hosts answer at once; "slow" ones after a per-host delay (0.3–1.5 s);
 - "dead" hosts never take a connection (a listening socket nobody accepts on: connects hang);
@@ -9,6 +9,10 @@ address and with its own name, and the trouble the real web has.
 One process serves every host (asyncio) and every name (pipeline.sample_web.dns_server.DnsServer),
 counts per host the requests, the answers, the most connections open at once and the most requests
 being answered at once, and writes them to a JSON file when stopped. Only 127.0.0.0/8 is used.
+
+Every path is an image (one of 16 small JPEGs), except robots.txt and tdmrep.json (404: everything
+allowed) and, when SimWeb is given ``pages`` (host → {path: HTML}, bench/e2e.py's), those HTML pages and
+each host's home page ``/`` linking them, so `wit crawl` can start from the home pages.
 
     hosts = plan_web(2000, seed=0)
     urls = make_urls(hosts, 100_000, port)
@@ -104,6 +108,8 @@ class _HostState:
     def __init__(self, h: dict):
         self.kind, self.delay = h["kind"], h["delay"]
         self.open = self.most_open = self.busy = self.most_busy = self.requests = self.ok = self.too_many = 0
+        self.pages_served = 0
+        self.pages: dict[bytes, bytes] = {}
         self.tokens, self.last = BURST, time.monotonic()
 
     def take_token(self) -> bool:
@@ -163,6 +169,10 @@ class _Http(asyncio.Protocol):
             status, extra, body = b"429 Too Many Requests", b"Retry-After: 1\r\n", b""
         elif path in (b"/robots.txt", b"/.well-known/tdmrep.json"):  # no consent files: everything allowed
             status, extra, body = b"404 Not Found", b"", b""
+        elif path in self.st.pages:
+            self.st.ok += 1
+            self.st.pages_served += 1
+            status, extra, body = b"200 OK", b"Content-Type: text/html; charset=utf-8\r\n", self.st.pages[path]
         else:
             self.st.ok += 1
             status, extra, body = b"200 OK", b"Content-Type: image/jpeg\r\n", self.images[hash(path) % len(self.images)]
@@ -174,12 +184,23 @@ class _Http(asyncio.Protocol):
             self._next()
 
 
-async def _serve(hosts: list[dict], port: int, stats_path: str) -> None:
+def home_page(name: str, paths: list[str]) -> bytes:
+    """A host's home page: a link to each of its pages."""
+    links = "".join(f'<li><a href="{p}">page {p}</a></li>' for p in paths)
+    return f"<html><head><title>{name}</title></head><body><ul>{links}</ul></body></html>".encode()
+
+
+async def _serve(hosts: list[dict], port: int, stats_path: str, pages: dict[str, dict[str, str]]) -> None:
     from pipeline.sample_web.dns_server import DnsServer
 
     loop = asyncio.get_running_loop()
     images = _images()
     states = {h["name"]: _HostState(h) for h in hosts}
+    if pages:
+        for name, st in states.items():
+            own = pages.get(name, {})
+            st.pages = {p.encode(): html.encode() for p, html in own.items()}
+            st.pages[b"/"] = home_page(name, sorted(own))
     servers, hung = [], []
     for h in hosts:
         if h["kind"] == "dead":
@@ -198,7 +219,7 @@ async def _serve(hosts: list[dict], port: int, stats_path: str) -> None:
     await stop.wait()
     dns.stop()
     stats = {name: {"requests": st.requests, "ok": st.ok, "too_many": st.too_many, "most_open": st.most_open,
-                    "most_busy": st.most_busy}
+                    "most_busy": st.most_busy, "pages": st.pages_served}
              for name, st in states.items()}
     Path(stats_path).write_text(json.dumps(stats))
 
@@ -211,10 +232,11 @@ def _raise_fd_limit() -> None:
 
 
 class SimWeb:
-    """The simulated web in its own process, for one ``with`` block; ``dns`` is its DNS server's address."""
+    """The simulated web in its own process, for one ``with`` block; ``dns`` is its DNS server's address.
+    ``pages``: HTML pages to serve (host name → {path: HTML}), each host's home page linking them."""
 
-    def __init__(self, hosts: list[dict], port: int, workdir: Path):
-        self.hosts, self.port, self.workdir = hosts, port, Path(workdir)
+    def __init__(self, hosts: list[dict], port: int, workdir: Path, pages: dict[str, dict[str, str]] | None = None):
+        self.hosts, self.port, self.workdir, self.pages = hosts, port, Path(workdir), pages or {}
         self.stats: dict[str, dict] = {}
         self.dns = ""
 
@@ -222,10 +244,13 @@ class SimWeb:
         self.workdir.mkdir(parents=True, exist_ok=True)
         plan = self.workdir / "hosts.json"
         plan.write_text(json.dumps(self.hosts))
+        pages = self.workdir / "pages.json"
+        pages.write_text(json.dumps(self.pages))
         self._stats = self.workdir / "stats.json"
         self._stats.unlink(missing_ok=True)
         root = Path(__file__).resolve().parent.parent
-        self._proc = subprocess.Popen([sys.executable, "-m", "bench._simweb", str(plan), str(self.port), str(self._stats)],
+        self._proc = subprocess.Popen([sys.executable, "-m", "bench._simweb", str(plan), str(self.port), str(self._stats),
+                                       str(pages)],
                                       cwd=root, stdout=subprocess.PIPE, text=True)
         line = self._proc.stdout.readline().split()
         if not line or line[0] != "ready":
@@ -281,5 +306,6 @@ def glibc_like_env(dns_address: str, workdir: Path) -> dict[str, str]:
 
 if __name__ == "__main__":
     _raise_fd_limit()
-    plan_file, port_arg, stats_file = sys.argv[1:4]
-    asyncio.run(_serve(json.loads(Path(plan_file).read_text()), int(port_arg), stats_file))
+    plan_file, port_arg, stats_file, pages_file = sys.argv[1:5]
+    asyncio.run(_serve(json.loads(Path(plan_file).read_text()), int(port_arg), stats_file,
+                       json.loads(Path(pages_file).read_text())))

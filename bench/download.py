@@ -352,6 +352,60 @@ def consent_cost(tmp: Path, n_hosts: int, n_images: int, p: dict = WEB) -> dict:
     return res
 
 
+def progress_cost(tmp: Path, n_pairs: int, p: dict, repeats: int = 2) -> dict:
+    """Ours on the clean set with progress on (the default: the shards' status files polled for the rows
+    line, Spark's status tracker for the tasks line) and off (both watches made no-ops), ``repeats`` runs
+    each in the order off, on, on, off … after an uncounted warm-up run: images/s on over off, and the
+    spread between the runs of one setting (the noise)."""
+    import contextlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import progress
+    from pipeline.config import SparkConfig
+    from pipeline.sample_web import SampleWebServer, generate_sample_web
+    from pipeline.spark import get_spark
+
+    @contextlib.contextmanager
+    def progress_off():
+        saved = progress.Watch.__enter__, progress.Watch.__exit__
+        progress.Watch.__enter__, progress.Watch.__exit__ = (lambda w: w), (lambda w, *exc: None)
+        try:
+            yield
+        finally:
+            progress.Watch.__enter__, progress.Watch.__exit__ = saved
+
+    port = _free_port()
+    generate_sample_web(str(tmp / "pweb"), n_pairs=n_pairs, seed=0, base_url=f"http://127.0.0.1:{port}")
+    gt = pq.read_table(tmp / "pweb" / "ground_truth.parquet").to_pylist()
+    rows = [{"url": r["url"], "text": r["true_caption"] or "x"} for r in gt if r["fault"] is None]
+    d = tmp / "progress"
+    d.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), d / "input.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[: 2 * p["shard_size"]]), d / "warmup.parquet")
+    spark = get_spark(SparkConfig(master=f"local[{p['processes']}]", driver_memory="2g"))
+    with SampleWebServer(tmp / "pweb" / "site", port=port):
+        _run_ours(spark, d / "warmup.parquet", d / "warmup", p, port)  # Spark's Python workers started
+    order = [on for k in range(repeats) for on in ((False, True) if k % 2 == 0 else (True, False))]
+    res: dict = {"urls": len(rows), "params": p, "runs": []}
+    for i, on in enumerate(order):
+        with SampleWebServer(tmp / "pweb" / "site", port=port), (contextlib.nullcontext() if on else progress_off()):
+            secs = _run_ours(spark, d / "input.parquet", d / f"run{i}", p, port)
+        ok = sum(v == "success" for v in _outcomes_ours(d / f"run{i}" / "shards").values())
+        res["runs"].append({"progress": "on" if on else "off", "seconds": round(secs, 2), "successes": ok,
+                            "images_per_s": round(ok / secs, 1)})
+        print(f"  progress {'on ' if on else 'off'} {secs:7.1f}s  {ok}/{len(rows)} ok  {ok / secs:7.1f} images/s", flush=True)
+    for label in ("off", "on"):
+        rates = [r["images_per_s"] for r in res["runs"] if r["progress"] == label]
+        res[label] = {"images_per_s": round(sum(rates) / len(rates), 1),
+                      "spread": round(max(rates) / min(rates) - 1, 3)}  # between runs of one setting: the noise
+    res["images_per_s_on_over_off"] = round(res["on"]["images_per_s"] / max(res["off"]["images_per_s"], 1e-9), 3)
+    print(f"  progress: images/s on/off {res['images_per_s_on_over_off']} (spread between runs of one setting: "
+          f"off {res['off']['spread']:.1%}, on {res['on']['spread']:.1%})", flush=True)
+    return res
+
+
 # Peak RSS of this process image (VmHWM; ru_maxrss would include the parent's peak at fork).
 _HWM = "def HWM():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024\n"
 _OURS_MEM = _HWM + """
@@ -423,6 +477,8 @@ def main(quick: bool = False, sets: tuple[str, ...] = SETS, web_hosts: int | Non
             images = web_images or (3000 if quick else 100_000)
             key = "web" if (hosts, images) == (2000, 100_000) else f"web_{hosts}_hosts_{images}_images"
             result[key] = {**web(tmp, hosts, images), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
+        if "progress" in sets:  # not in SETS: run it on its own, --sets progress
+            result["progress"] = {**progress_cost(tmp, n_pairs, p), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
         if "consent" in sets:
             hosts = web_hosts or (300 if quick else 2000)
             images = web_images or (3000 if quick else 100_000)

@@ -1,12 +1,16 @@
 """The whole pipeline end to end on a many-host simulated web: which stage is the bottleneck.
 
 The simulated web is bench/_simweb.py's (``--hosts`` hosts on their own 127.x.y.z addresses, with its
-fault mix: 5% dead, 2% DNS tarpits, 5% rate-limiting, 5% slow). Its pages are written here as WARC
-files (one HTML page per run of 4–16 images of one host, each ``<img>`` with an English alt text), so
+fault mix: 5% dead, 2% DNS tarpits, 5% rate-limiting, 5% slow). Its pages (one HTML page per run of
+4–16 images of one host, each ``<img>`` with an English alt text) are written here as WARC files, so
 extraction reads real WARC records; download then fetches the images from the served hosts. Every
 stage of ``wit run`` from extract through select runs on ``local[*]``, then a short training run.
 
-Recorded per stage: rows in/out, wall time, rows/s per core, peak RSS of the driver (this Python),
+``--from crawl``: the pages are not written but served, each host with a home page linking its pages,
+and the run starts with `wit crawl` from every host's home page (a seeds file, as a user gives one;
+CRAWL has the settings: one request per host per second, the defaults), whose WARC output extract reads.
+
+Recorded per stage: rows in/out, drops by reason, wall time, rows/s per core, peak RSS of the driver (this Python),
 the JVM and the Python workers (psutil, the whole process tree sampled every 0.25 s), shuffle bytes
 written (the Spark UI's REST API, by job group), output bytes and file count. The bottleneck is the
 stage with the largest wall time (train left out: its length is a setting).
@@ -16,6 +20,7 @@ that CPU scoring does not stand in for what a GPU does at scale (bench/results/s
 ViT-B/32 on a GPU); say so when quoting the score row.
 
   python -m bench.e2e [--pairs 2000] [--hosts 200] [--master local[*]] [--out bench/results/e2e.json]
+  python -m bench.e2e --from crawl --pairs 10000 --hosts 400   # crawl → extract → … → select, train
   python -m bench.e2e --pairs 10000 --workers 1 --stages extract,filter,queries,match,balance,select   # scaling
   python -m bench.e2e --real-yield   # candidate pairs per page on the real archives (WIT_REAL_DATA)
 """
@@ -41,7 +46,7 @@ for k, v in {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled", "PYSPARK
     os.environ.setdefault(k, v)
 
 STAGES = ["extract", "filter", "queries", "match", "balance", "download", "score", "select", "train"]
-OUTPUTS = {"extract": "candidates", "filter": "filtered", "queries": "queries", "match": "matched",
+OUTPUTS = {"crawl": "crawl", "extract": "candidates", "filter": "filtered", "queries": "queries", "match": "matched",
            "balance": "balanced", "download": "shards", "score": "scores", "select": "final", "train": "train"}
 CPU_STAGES = ["extract", "filter", "match", "balance", "select"]  # Spark-only work, no network or model
 
@@ -57,28 +62,53 @@ def caption(rng: random.Random) -> str:
     return f"A {rng.choice(ADJS)} {rng.choice(NOUNS)} {rng.choice(PLACES)} with a {rng.choice(NOUNS)} nearby"
 
 
-def write_warcs(folder: Path, urls: list[dict], port: int, n_files: int, seed: int = 0) -> list[str]:
-    """One WARC response record per page (a run of one host's images in ``urls``), spread over ``n_files``."""
+# --from crawl: what a user crawling 2,000 sites would set (the rest are crawl.* defaults: 16 threads per task,
+# one task per core, 1,000 pages per host at most, a Crawl-delay honoured up to 10 s).
+CRAWL = {"max_depth": 1,  # the home page and the pages it links: the whole simulated site
+         "min_interval_s": 1.0}  # one request per host per second (the default): many hosts are crawled at once
+
+
+def make_pages(urls: list[dict], port: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(page URL, HTML) of each page: a run of up to 16 of one host's images in ``urls``, each with an alt text."""
+    rng = random.Random(seed)
+    runs: list[list[dict]] = []
+    for u in urls:
+        if runs and runs[-1][0]["host"] == u["host"] and len(runs[-1]) < 16:
+            runs[-1].append(u)
+        else:
+            runs.append([u])
+    pages = []
+    for k, run in enumerate(runs):
+        imgs = "".join(f'<p><img src="{u["url"]}" alt="{caption(rng)}"></p>' for u in run)
+        pages.append((f"http://{run[0]['host']}:{port}/p/{k}.html",
+                      f"<html><head><title>page {k}</title></head><body>{imgs}</body></html>"))
+    return pages
+
+
+def site_pages(pages: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """The pages by host and path, as the simulated web serves them."""
+    from urllib.parse import urlsplit
+
+    out: dict[str, dict[str, str]] = {}
+    for url, body in pages:
+        parts = urlsplit(url)
+        out.setdefault(parts.hostname, {})[parts.path] = body
+    return out
+
+
+def write_warcs(folder: Path, pages: list[tuple[str, str]], n_files: int) -> list[str]:
+    """One WARC response record per page, spread over ``n_files``."""
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    rng = random.Random(seed)
-    pages: list[list[dict]] = []
-    for u in urls:
-        if pages and pages[-1][0]["host"] == u["host"] and len(pages[-1]) < 16:
-            pages[-1].append(u)
-        else:
-            pages.append([u])
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"sim-{i:05d}.warc.gz" for i in range(n_files)]
     handles = [open(p, "wb") for p in paths]  # noqa: SIM115 - closed below
     writers = [WARCWriter(h, gzip=True) for h in handles]
-    for k, page in enumerate(pages):
-        imgs = "".join(f'<p><img src="{u["url"]}" alt="{caption(rng)}"></p>' for u in page)
-        body = f"<html><head><title>page {k}</title></head><body>{imgs}</body></html>".encode()
+    for k, (url, body) in enumerate(pages):
         http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-        rec = writers[k % n_files].create_warc_record(f"http://{page[0]['host']}:{port}/p/{k}.html", "response",
-                                                      payload=io.BytesIO(body), http_headers=http)
+        rec = writers[k % n_files].create_warc_record(url, "response", payload=io.BytesIO(body.encode()),
+                                                      http_headers=http)
         writers[k % n_files].write_record(rec)
     for h in handles:
         h.close()
@@ -144,7 +174,10 @@ def folder_size(path: str) -> tuple[int, int]:
     return total, n
 
 
-def build_config(out: Path, warcs: list[str], queries: Path, dns: str, names: list[str], master: str, n_pairs: int):
+def build_config(out: Path, warcs: list[str], queries: Path, dns: str, names: list[str], master: str, n_pairs: int,
+                 seeds: str | None = None):
+    """The run's config; with ``seeds`` (a seeds file) it crawls first, and extract reads the crawl's WARC
+    files (extract's default input when crawl.seeds is set, as in `wit demo --crawl`)."""
     from pipeline.config import RunConfig
 
     shard = max(100, min(2000, n_pairs // 8))
@@ -153,7 +186,7 @@ def build_config(out: Path, warcs: list[str], queries: Path, dns: str, names: li
         "output_dir": str(out),
         "spark": {"master": master, "driver_memory": "2g", **cluster,
                   "conf": {"spark.ui.enabled": "true", "spark.ui.port": "0", "spark.ui.showConsoleProgress": "false"}},
-        "extract": {"inputs": warcs},
+        **({"crawl": {"seeds": [seeds], **CRAWL}} if seeds else {"extract": {"inputs": warcs}}),
         "queries": {"path": str(queries)},
         "balance": {"t": max(50, n_pairs // 20)},
         "download": {"shard_size": shard, "threads": 32, "timeout_s": 3.0, "retries": 1, "allow_hosts": names,
@@ -182,7 +215,9 @@ def run_stages(cfg, spark, stages: list[str], cores: int) -> list[dict]:
         row = {"stage": name, "rows_in": rows_in, "rows_out": rows_out, "wall_s": round(wall, 2),
                "rows_per_s_per_core": round(basis / wall / cores, 1) if basis else None,
                "peak_rss_mib": dict(mem.peak), "shuffle_write_bytes": shuffle_bytes(spark, f"e2e-{name}"),
-               "output_bytes": nbytes, "output_files": nfiles}
+               "output_bytes": nbytes, "output_files": nfiles, "drops": stats.get("drops") or {}}
+        if name == "crawl":  # its time split: the fetches (politeness-bound) and the frontier jobs (Spark)
+            row.update({k: stats.get("extra", {}).get(k) for k in ("rounds", "hosts", "fetch_s", "frontier_s")})
         rows.append(row)
         print(f"  {name:9s} {wall:7.1f}s  in {rows_in}  out {rows_out}  {row['rows_per_s_per_core']} rows/s/core  "
               f"rss {mem.peak}  shuffle {row['shuffle_write_bytes']}  out {nbytes / 2**20:.1f} MiB/{nfiles} files",
@@ -191,7 +226,8 @@ def run_stages(cfg, spark, stages: list[str], cores: int) -> list[dict]:
 
 
 def run_e2e(n_pairs: int, n_hosts: int, master: str, tmp: Path, stages: list[str] = STAGES,
-            cluster_cores: int | None = None) -> dict:
+            cluster_cores: int | None = None, from_crawl: bool = False) -> dict:
+    """``from_crawl``: serve the pages and crawl them (stages should start with crawl), else write them as WARC."""
     from bench._simweb import SimWeb, free_port, make_urls, plan_web
     from pipeline.spark import get_spark
 
@@ -199,16 +235,24 @@ def run_e2e(n_pairs: int, n_hosts: int, master: str, tmp: Path, stages: list[str
     port = free_port()
     urls = make_urls(hosts, n_pairs, port)
     t0 = time.perf_counter()
+    pages = make_pages(urls, port)
     n_files = max(2, n_pairs // 2000)
-    warcs = write_warcs(tmp / "warc", urls, port, n_files)
+    warcs, seeds, served = [], None, {}
+    if from_crawl:
+        seeds = tmp / "seeds.txt"  # every host's home page, dead and tarpit ones too: a user's list of sites
+        seeds.write_text("".join(f"http://{h['name']}:{port}/\n" for h in hosts))
+        served = site_pages(pages)
+    else:
+        warcs = write_warcs(tmp / "warc", pages, n_files)
     queries = tmp / "queries.txt"
     queries.write_text("\n".join(NOUNS + ADJS) + "\n")
     gen_s = time.perf_counter() - t0
     cores = os.cpu_count() or 1
     if master.startswith("local[") and master[6:-1].isdigit():
         cores = int(master[6:-1])
-    with SimWeb(hosts, port, tmp / "srv") as web:
-        cfg = build_config(tmp / "out", warcs, queries, web.dns, [h["name"] for h in hosts], master, n_pairs)
+    with SimWeb(hosts, port, tmp / "srv", pages=served) as web:
+        cfg = build_config(tmp / "out", warcs, queries, web.dns, [h["name"] for h in hosts], master, n_pairs,
+                           seeds=str(seeds) if seeds else None)
         spark = get_spark(cfg.spark)
         if cluster_cores:  # the workers' cores (Spark's defaultParallelism is at least 2)
             cores = cluster_cores
@@ -218,8 +262,16 @@ def run_e2e(n_pairs: int, n_hosts: int, master: str, tmp: Path, stages: list[str
     pipeline_rows = [r for r in rows if r["stage"] != "train"]  # train's length is a setting, not the data's
     bottleneck = max(pipeline_rows or rows, key=lambda r: r["wall_s"])
     kinds = {k: sum(h["kind"] == k for h in hosts) for k in ("healthy", "slow", "dead", "tarpit", "ratelimit")}
-    return {"pairs": n_pairs, "hosts": n_hosts, "host_kinds": kinds, "warc_files": n_files,
-            "warc_bytes": sum(os.path.getsize(w) for w in warcs), "generate_s": round(gen_s, 1), "master": master,
+    res = {"from": "crawl" if from_crawl else "extract", "pairs": n_pairs, "hosts": n_hosts, "host_kinds": kinds,
+           "pages": len(pages)}
+    if from_crawl:
+        res["crawl"] = {"settings": {**CRAWL, "timeout_s": cfg.download.timeout_s, "threads": cfg.crawl.threads,
+                                     "tasks": cfg.crawl.tasks or spark.sparkContext.defaultParallelism},
+                        "pages_served": sum(s.get("pages", 0) for s in web.stats.values()),
+                        "requests": sum(s["requests"] for s in web.stats.values())}
+    else:
+        res.update(warc_files=n_files, warc_bytes=sum(os.path.getsize(w) for w in warcs))
+    return {**res, "generate_s": round(gen_s, 1), "master": master,
             "cores": cores, "total_s": round(total, 1), "stages": rows, "bottleneck": bottleneck["stage"],
             "bottleneck_share": round(bottleneck["wall_s"] / sum(r["wall_s"] for r in pipeline_rows or rows), 3),
             # score runs on GPUs at scale (bench/results/score_gpu.json): the bottleneck of the rest
@@ -258,27 +310,39 @@ def real_archive_yield(tmp: Path, folder: Path | None = None) -> dict:
 
 
 def main(quick: bool = False, pairs: int | None = None, hosts: int | None = None, master: str = "local[*]",
-         out: str | None = None, stages: list[str] = STAGES, key: str | None = None, workers: int = 0) -> dict:
-    """``workers``: run on a standalone cluster of that many 1-core workers started here (tests/cluster.py)."""
+         out: str | None = None, stages: list[str] = STAGES, key: str | None = None, workers: int = 0,
+         from_: str = "extract") -> dict:
+    """``workers``: run on a standalone cluster of that many 1-core workers started here (tests/cluster.py).
+    ``from_="crawl"``: crawl the served pages first (crawl is put before ``stages``)."""
     import platform
 
     pairs = pairs or (500 if quick else 2000)
     hosts = hosts or max(20, pairs // 50)
+    from_crawl = from_ == "crawl"
+    if from_crawl and "crawl" not in stages:
+        stages = ["crawl", *stages]
     with tempfile.TemporaryDirectory(prefix="wit-e2e-") as tmp:
         if workers:
             from tests.cluster import SparkCluster
 
             with SparkCluster(Path(tmp) / "cluster", n_workers=workers, cores=1, memory="1g") as c:
-                res = run_e2e(pairs, hosts, c.master_url, Path(tmp), stages, cluster_cores=workers)
+                res = run_e2e(pairs, hosts, c.master_url, Path(tmp), stages, cluster_cores=workers,
+                              from_crawl=from_crawl)
             res["workers"] = workers
         else:
-            res = run_e2e(pairs, hosts, master, Path(tmp), stages)
+            res = run_e2e(pairs, hosts, master, Path(tmp), stages, from_crawl=from_crawl)
     res["note"] = (f"measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPUs "
                    f"({platform.machine()}), shared with other work. Score: wit-tiny (random init) on the CPU, so "
                    "CPU scoring does not stand for GPU scoring at scale (bench/results/score_gpu.json). Train: 10 steps of wit-tiny, left out of the bottleneck. Select runs without image dedup and near-dup (the simulated web serves 16 distinct images, so they would keep ~16 pairs); near-dup is measured in bench/results/near_dup.json. Peak RSS is the whole process tree's during the stage (Python workers are reused across stages).")
+    if from_crawl:
+        res["note"] += (" Crawl: seeds = every host's home page (dead and tarpit hosts too), depth 1, one request per "
+                        "host per second (crawl.min_interval_s), the other crawl.* defaults; its rows in are the URLs "
+                        "queued (home pages and the pages they link), rows out the pages stored; its pace is set by "
+                        "politeness and the faulty hosts' timeouts, not by the cores.")
+    res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]  # 1, 5, 15 min: how busy the machine was
     path = Path(out or ROOT / "bench" / "results" / "e2e.json")
     old = json.loads(path.read_text()) if path.exists() else {}
-    old[key or f"{pairs}_pairs_{master}"] = res
+    old[key or f"{'from_crawl_' if from_crawl else ''}{pairs}_pairs_{master}"] = res
     path.write_text(json.dumps(old, indent=1) + "\n")
     print(f"  bottleneck: {res['bottleneck']} ({res['bottleneck_share']:.0%} of {res['total_s']}s); wrote {path}")
     return res
@@ -292,6 +356,8 @@ if __name__ == "__main__":
     ap.add_argument("--workers", type=int, default=0, help="run on a standalone cluster of N 1-core workers "
                     "started here (tests/cluster.py), e.g. with --stages " + ",".join(CPU_STAGES))
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages, in order")
+    ap.add_argument("--from", dest="from_", choices=["extract", "crawl"], default="extract",
+                    help="start from WARC files written here (extract) or crawl the served pages first (crawl)")
     ap.add_argument("--key", default=None, help="the entry's name in the results file")
     ap.add_argument("--out", default=None, help="results file (default bench/results/e2e.json)")
     ap.add_argument("--real-yield", action="store_true", help="only measure pairs per page on the real archives")
@@ -306,4 +372,4 @@ if __name__ == "__main__":
         print(y)
         sys.exit(0)
     main(pairs=a.pairs, hosts=a.hosts, master=a.master, out=a.out, stages=a.stages.split(","), key=a.key,
-         workers=a.workers)
+         workers=a.workers, from_=a.from_)

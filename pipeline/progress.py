@@ -8,6 +8,8 @@ any extra work, polled by a driver thread:
 - Spark tasks, through Spark's status tracker (``with_task_progress``: every stage, via the stage
   executor in pipeline/stage.py), the way Spark's console progress bar counts; it stays quiet while
   a stage shows its own rows.
+Work counted in a loop of this process (the sample web's pages, scoring's batches) calls
+``Progress.add`` as it goes. Plain messages (``info``, ``warn``) are pipeline/log.py's.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def status_line(what: str, done: int, total: int | None, rate: float, failures: 
 
 
 class Progress:
-    """Shows absolute progress (``update(done, failures)``): a bar on a TTY, else periodic plain lines."""
+    """Shows progress: absolute (``update(done, failures)``, from status files or Spark) or counted
+    (``add(k)``, from a loop); a bar on a TTY, else periodic plain lines. ``close()`` ends it."""
 
     def __init__(self, what: str, total: int | None, unit: str = "rows", stream: TextIO | None = None,
                  every_s: float = EVERY_S, tty: bool | None = None):
@@ -72,6 +75,12 @@ class Progress:
                 self._bar.set_postfix_str("failed: " + " ".join(f"{k}={v}" for k, v in self.failures.most_common(3)))
         elif time.perf_counter() - self._last >= self.every_s:
             self._print()
+
+    def add(self, k: int = 1) -> None:
+        """Count ``k`` more done (a count that starts at zero)."""
+        if self._start_done is None:
+            self._start_done = 0
+        self.update(self.done + k, self.failures)
 
     def _print(self) -> None:
         self._last = time.perf_counter()

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from pipeline import inputs, log, storage
+from pipeline import inputs, log, progress, storage
 from pipeline.config import ScoreConfig
 from pipeline.errors import UserError
 from pipeline.shards import list_shards, name_of
@@ -266,7 +266,7 @@ class ShardScoring:
         self.counts = {"scored": 0, "errors": 0, "shards": 0}
         self.n_unsafe = len(safety[0]) if safety else 0
         self.prompts = scorer.prompt_embeddings((*safety[0], *safety[1])) if safety else None
-        self.progress = log.Progress("score", unit="pairs", every_s=10.0)
+        self.progress = progress.Progress("score", None, unit="pairs", every_s=10.0)
 
     def run(self, batch_size: int, num_workers: int) -> dict:
         import torch
@@ -295,7 +295,7 @@ class ShardScoring:
             self.counts["jpegs_decoded_by"] = dict(decoded)
         for s in list(self.results):  # workers that had no sample of a shard still mark it done; safety net
             self.finish(s)
-        self.progress.done()
+        self.progress.close()
         return self.counts
 
     def launch(self, images, tokens):
@@ -330,7 +330,7 @@ class ShardScoring:
                 u = float(unsafe[i]) if unsafe is not None else None
                 self.results[shard].append((uid, key, shard, float(scores[i]), u, None, *emb))
             self.counts["scored"] += len(rows)
-            self.progress.update(len(rows))
+            self.progress.add(len(rows))
         for s in done:
             self.done_parts[s] += 1
             if self.done_parts[s] == self.parts:

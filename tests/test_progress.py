@@ -192,3 +192,45 @@ def test_run_prints_the_spark_ui_address(tmp_path):
     ui = [ln for ln in r.stderr.splitlines() if "Spark UI:" in ln]
     assert ui and re.search(r"Spark UI: http://[^ ]+:\d+ \(application ", ui[0]), r.stderr[-2000:]
     assert r.stderr.index("Spark UI:") < r.stderr.index("[1/1] extract")
+
+
+def test_counted_progress_from_a_loop():
+    """``add`` counts work done in this process (score's batches): from zero, lines rate-limited, one at the end."""
+    out = io.StringIO()
+    p = progress.Progress("score", None, unit="pairs", stream=out, every_s=3600)
+    for _ in range(4):
+        p.add(128)
+    p.add()
+    assert out.getvalue() == ""
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and re.search(r"score: 513 pairs, [\d.,]+ pairs/s$", lines[0])
+
+
+def test_counted_progress_rates_its_first_batch():
+    """A count starts at zero: the first ``add`` is work done in this run (an absolute ``update`` would take it
+    as work done before a resume, and show 0.0/s)."""
+    out = io.StringIO()
+    p = progress.Progress("score", None, unit="pairs", stream=out, every_s=0)
+    p.add(128)
+    assert re.search(r"score: 128 pairs, [\d.,]+ pairs/s$", out.getvalue().strip())
+    assert ", 0.0 pairs/s" not in out.getvalue()
+
+
+def test_counted_bar_on_a_terminal():
+    out = _Terminal()
+    p = progress.Progress("sample web", 10, unit="pairs", stream=out)
+    for _ in range(5):
+        p.add(2)
+    p.close()
+    text = out.getvalue()
+    assert "sample web:" in text and re.search(r"10(\.0+)?/10", text) and "\r" in text
+
+
+def test_sample_web_generation_reports_its_progress(tmp_path, capfd):
+    """The sample web's generator counts its pairs through pipeline.progress (a log file here: plain lines)."""
+    from pipeline.sample_web import generate_sample_web
+
+    generate_sample_web(str(tmp_path / "s"), n_pairs=40, seed=3, eval_per_class=1)
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if "sample web: " in ln and " pairs (" in ln]
+    assert lines and re.search(r"sample web: 40/40 pairs \(100%\), [\d.,]+ pairs/s$", lines[-1]), lines

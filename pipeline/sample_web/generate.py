@@ -31,7 +31,8 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline.errors import UserError
-from pipeline.log import Progress, info
+from pipeline.log import info
+from pipeline.progress import Progress
 from pipeline.sample_web import scenes
 from pipeline.sample_web.server import BOMB_FILE, FAULT_STATUS, FAULTS, FAULTS_WITHOUT_FILE
 
@@ -534,15 +535,15 @@ class _Generator:
         return self.fault_order[k % len(self.fault_order)]
 
     def run(self) -> None:
-        prog = Progress("sample web", total=self.n_pairs, unit="pairs")
+        prog = Progress("sample web", self.n_pairs, unit="pairs", every_s=5.0)
         p = 0
         while self.next_id < self.n_pairs:
             k = min(self.rng.randint(3, 8), self.n_pairs - self.next_id)
             page = _Page(self, p, k)
             page.render()
-            prog.update(k)
+            prog.add(k)
             p += 1
-        prog.done()
+        prog.close()
 
 
 # The labelled splits, ImageFolder layout: folder → (class of a scene, all classes). "eval" labels
