@@ -7,8 +7,9 @@ own rows from the input files by row range, so a task's memory does not grow wit
 Each task fetches with ``download.threads`` threads through the safe fetcher (pipeline/fetch/),
 honouring the sites' consent (``download.consent``, on by default: robots.txt and the AI-training
 opt-outs, each origin's files read once per job from the robots table, ``pipeline.fetch.robots_table``),
-checks the image header before decoding (pixel cap, real image format, complete file), resizes
-with img2dataset's Resizer and writes with img2dataset's sample writers:
+checks the image header before decoding (pixel cap, real image format, complete file) and resizes
+with img2dataset's Resizer (both in pipeline/images.py), and writes img2dataset's layout (the plan of
+row ranges is pipeline/shard_plan.py; tars by pipeline.shards.SampleTarWriter):
 
     shards/NNNNN.tar           key.jpg, key.txt, key.json   (output_format=webdataset; names and
                                keys follow pipeline.shards' one rule: 6 digits past 100,000 shards)
@@ -31,9 +32,7 @@ import io
 import json
 import time
 import uuid
-import warnings
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -42,251 +41,13 @@ import pyarrow.parquet as pq
 from pipeline import inputs, log, near_dup, progress, storage
 from pipeline.errors import UserError
 from pipeline.fetch import TRANSIENT, Fetcher
-from pipeline.ids import make_uid
+from pipeline.images import RESIZER_REASONS, inspect_image, make_resizer
+from pipeline.shard_plan import ShardSpec, carried_schema, check_input_schema, input_files, plan_shards, read_shard_rows
 from pipeline.shards import sample_key, shard_digits, shard_name
 from pipeline.stage import StageContext, stage
 
-# Formats we accept as images (Pillow's names); anything else is not_image whatever its Content-Type.
-IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"})
-# Leading bytes of the image formats: a file that starts like one but does not open is broken, not a non-image.
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
-# img2dataset Resizer messages → our reasons.
-_RESIZER_REASONS = {
-    "image too small": "too_small",
-    "aspect ratio too large": "bad_aspect_ratio",
-    "image area too large": "decompression_bomb",
-}
 PLAN_FILE = "_plan.json"
 TMP_DIR = "_tmp"
-
-# --- image checks before decoding -----------------------------------------------------------------
-
-
-def inspect_image(data: bytes, max_pixels: int) -> tuple[int | None, int | None, str | None]:
-    """(width, height, reason) from the header only (Pillow's open is lazy): refuse non-images,
-    anything over ``max_pixels`` and files cut short, before any pixel is decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                width, height, fmt = im.size[0], im.size[1], im.format
-    except Image.DecompressionBombError:
-        return None, None, "decompression_bomb"
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError):
-        return None, None, "decode_error" if data.startswith(IMAGE_MAGIC) or data[8:12] == b"WEBP" else "not_image"
-    if fmt not in IMAGE_FORMATS:
-        return None, None, "not_image"
-    if width * height > max_pixels:
-        return width, height, "decompression_bomb"
-    if width <= 0 or height <= 0 or not is_complete(fmt, data):
-        return width, height, "decode_error"
-    return width, height, None
-
-
-def is_complete(fmt: str, data: bytes) -> bool:
-    """Cheap end-of-file check: OpenCV decodes a cut JPEG with a grey bottom instead of failing."""
-    if fmt in ("JPEG", "MPO"):
-        return b"\xff\xd9" in data[-1024:]
-    if fmt == "PNG":
-        return b"IEND" in data[-64:]
-    if fmt == "WEBP":
-        return len(data) >= 8 + int.from_bytes(data[4:8], "little")
-    return True
-
-
-def _hashable(value):
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return value
-
-
-class ReusedTransforms:
-    """The albumentations module as img2dataset's Resizer sees it, except that each transform is
-    built once per thread and argument set, then reused.
-
-    The Resizer builds its transforms (LongestMaxSize, PadIfNeeded, SmallestMaxSize, CenterCrop)
-    anew for every image, and albumentations validates constructor arguments with inspect and
-    pydantic: that took more CPU than decoding, resizing and encoding together (0.75 of 1.44 s for
-    600 images, measured). Their arguments depend only on the config and on up- or downscaling, and
-    a transform object is meant to be applied to many images; per thread, so none is shared.
-    """
-
-    def __init__(self, module):
-        import threading
-
-        self.module, self._local = module, threading.local()
-
-    def __getattr__(self, name: str):
-        attr = getattr(self.module, name)
-        if not isinstance(attr, type):
-            return attr
-
-        def build(*args, **kwargs):
-            cache = self._local.__dict__.setdefault("transforms", {})
-            key = (name, _hashable(args), _hashable(kwargs))
-            if key not in cache:
-                cache[key] = attr(*args, **kwargs)
-            return cache[key]
-
-        return build
-
-
-def make_resizer(dl):
-    """img2dataset's Resizer from a DownloadConfig (png: encode_quality is the 0–9 compression).
-
-    Two things are changed in img2dataset's resizer module, in the processes that run shards:
-    - it silences libjpeg warnings by dup2-ing file descriptors 1 and 2 around every image
-      (SuppressStdoutStderr): process-wide, so not thread-safe, and an open() of /dev/null per
-      image. We resize in the fetch threads (OpenCV releases the GIL), so that is turned off;
-    - its albumentations transforms are reused instead of rebuilt per image (ReusedTransforms):
-      the same transforms with the same arguments, so the same pixels (a test compares them).
-    """
-    import contextlib
-
-    import img2dataset.resizer
-    from img2dataset.resizer import Resizer
-
-    img2dataset.resizer.SuppressStdoutStderr = contextlib.nullcontext
-    if not isinstance(img2dataset.resizer.A, ReusedTransforms):
-        img2dataset.resizer.A = ReusedTransforms(img2dataset.resizer.A)
-
-    quality = min(dl.encode_quality, 9) if dl.encode_format == "png" else dl.encode_quality
-    return Resizer(
-        image_size=dl.image_size, resize_mode=dl.resize_mode, resize_only_if_bigger=dl.resize_only_if_bigger,
-        encode_quality=quality, encode_format=dl.encode_format, min_image_size=dl.min_image_size,
-        max_image_area=dl.max_pixels, max_aspect_ratio=dl.max_aspect_ratio or float("inf"),
-    )
-
-
-# --- the plan: input files → shards of row ranges -------------------------------------------------
-
-
-@dataclass
-class ShardSpec:
-    shard: int
-    segments: list[tuple[str, int, int]]  # (file, first row, end row) in input order
-
-    @property
-    def n_rows(self) -> int:
-        return sum(b - a for _, a, b in self.segments)
-
-
-def input_files(path: str) -> list[str]:
-    """The Parquet files of a dataset (a file or a folder, Spark-written or not), sorted by path."""
-    fs, p = storage.fs_for(path)
-    if not fs.exists(p):
-        raise UserError(f"download: input not found: {path} (run `wit balance` first, or pass --input)")
-    proto = path.split("://", 1)[0] + "://" if "://" in path else ""
-    if fs.isfile(p):
-        return [path]
-    files = []
-    for f in sorted(fs.find(p)):
-        rel = f[len(p.rstrip("/")) + 1:]
-        if f.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/")):
-            files.append(proto + f if proto and not f.startswith(proto) else f)
-    if not files:
-        raise UserError(f"download: no .parquet files in {path}")
-    return files
-
-
-def plan_shards(path: str, shard_size: int) -> tuple[list[tuple[str, int]], list[ShardSpec]]:
-    """(files with row counts, shards): consecutive row ranges of ``shard_size`` rows over the files."""
-    files = []
-    for f in input_files(path):
-        fs, p = storage.fs_for(f)
-        with fs.open(p, "rb") as fh:
-            files.append((f, pq.ParquetFile(fh).metadata.num_rows))
-    specs: list[ShardSpec] = []
-    cur: list[tuple[str, int, int]] = []
-    room = shard_size
-    for f, n in files:
-        start = 0
-        while start < n:
-            take = min(room, n - start)
-            cur.append((f, start, start + take))
-            start += take
-            room -= take
-            if room == 0:
-                specs.append(ShardSpec(len(specs), cur))
-                cur, room = [], shard_size
-    if cur:
-        specs.append(ShardSpec(len(specs), cur))
-    return files, specs
-
-
-def _carried_schema() -> pa.Schema:
-    from schemas import FILTERED, SHARD_METADATA
-
-    return pa.schema(list(FILTERED) + [SHARD_METADATA.field("entry_ids"), SHARD_METADATA.field("keep_prob")])
-
-
-def check_input_schema(path: str) -> None:
-    """Fail early, with one line, when the input lacks url/text or has uncastable columns."""
-    fs, p = storage.fs_for(path)
-    with fs.open(p, "rb") as fh:
-        schema = pq.ParquetFile(fh).schema_arrow
-    missing = [c for c in ("url", "text") if c not in schema.names]
-    if missing:
-        raise UserError(f"download: input {path} has no {' or '.join(missing)} column (columns: {', '.join(schema.names)})")
-    for field in _carried_schema():
-        if field.name in schema.names:
-            got = schema.field(field.name).type
-            if got != field.type and not _castable(got, field.type):
-                raise UserError(f"download: input column {field.name!r} is {got}, cannot be read as {field.type}")
-
-
-def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
-    try:
-        pa.array([], type=src).cast(dst)
-        return True
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-
-
-def read_shard_rows(spec: ShardSpec) -> list[dict[str, Any]]:
-    """The shard's rows (carried columns only), read by row range: only the row groups it overlaps."""
-    carried = _carried_schema()
-    rows: list[dict[str, Any]] = []
-    for path, start, stop in spec.segments:
-        fs, p = storage.fs_for(path)
-        with fs.open(p, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            cols = [n for n in carried.names if n in pf.schema_arrow.names]
-            first = 0
-            for rg in range(pf.metadata.num_row_groups):
-                n = pf.metadata.row_group(rg).num_rows
-                lo, hi = max(start, first), min(stop, first + n)
-                if lo < hi:
-                    t = pf.read_row_group(rg, columns=cols).slice(lo - first, hi - lo)
-                    rows.extend(_conform_rows(t, carried, path))
-                first += n
-    return rows
-
-
-def _conform_rows(t: pa.Table, carried: pa.Schema, path: str) -> list[dict[str, Any]]:
-    arrays = {}
-    for field in carried:
-        if field.name in t.column_names:
-            col = t[field.name]
-            try:
-                arrays[field.name] = col.cast(field.type) if col.type != field.type else col
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                arrays[field.name] = pa.nulls(t.num_rows, field.type)
-        else:
-            arrays[field.name] = pa.nulls(t.num_rows, field.type)
-    rows = pa.table(arrays).to_pylist()
-    for r in rows:  # required columns never null: fill what a bare URL list lacks
-        r["url"] = r["url"] or ""
-        r["text"] = r["text"] if r["text"] is not None else ""
-        r["uid"] = r["uid"] or make_uid(r["url"], r["text"])
-        r["text_source"] = r["text_source"] or "caption"
-        r["source_file"] = r["source_file"] or path
-    return rows
-
 
 # --- one shard --------------------------------------------------------------------------------------
 
@@ -411,7 +172,7 @@ class ShardJob:
                 return None, reason, len(r.data)
             img, width, height, ow, oh, err = resizer(io.BytesIO(r.data))
             if err is not None or img is None:
-                return None, _RESIZER_REASONS.get(err, "decode_error"), len(r.data)
+                return None, RESIZER_REASONS.get(err, "decode_error"), len(r.data)
             meta.update(status="success", width=width, height=height, original_width=ow, original_height=oh,
                         bytes=len(img), sha256=hashlib.sha256(img).hexdigest())
             meta["phash"], meta["colour_grid"], meta["copy_thumb"] = near_dup.stored_signature_or_none(
@@ -567,7 +328,7 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
     """
     dl, out = ctx.cfg.download, ctx.output
     retry = _retrying(ctx.cfg, retry_failed)
-    inputs.require_parquet(input_files(ctx.input), "download input", ("url", "text"), _carried_schema())  # stop naming a damaged file
+    inputs.require_parquet(input_files(ctx.input), "download input", ("url", "text"), carried_schema())  # stop naming a damaged file
     files, specs = plan_shards(ctx.input, dl.shard_size)
     check_input_schema(files[0][0])
     _check_plan(out, files, dl)

@@ -422,7 +422,7 @@ def test_reused_albumentations_transforms_give_img2dataset_s_exact_output():
     import albumentations
     import img2dataset.resizer
 
-    from pipeline.download import ReusedTransforms, make_resizer
+    from pipeline.images import ReusedTransforms, make_resizer
 
     images = [_img("JPEG", (300, 200)), _img("PNG", (90, 160)), _img("JPEG", (64, 64)), _img("PNG", (1000, 30))]
     for mode in ("no", "keep_ratio", "center_crop", "border"):
