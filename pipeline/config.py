@@ -69,6 +69,9 @@ class CrawlConfig(Section):
     max_bytes: int = Field(5_000_000, ge=1, description="largest page body")
     min_interval_s: float = Field(1.0, ge=0, description="least time between two requests to one host")
     max_crawl_delay_s: float = Field(10.0, ge=0, description="a robots.txt Crawl-delay is honoured up to this")
+    delay_factor: float = Field(0.0, ge=0, description="adaptive politeness (Heritrix's delayFactor): a host's "
+                                "interval is at least this × its average response time, up to max_crawl_delay_s; "
+                                "0 = off (Heritrix uses 5)")
     threads: int = Field(16, ge=1, description="fetch threads per task")
     tasks: int | None = Field(None, ge=1, description="host groups per round, one Spark fetch task each (a host is "
                               "in one group, so its politeness holds job-wide); None = Spark's default parallelism")

@@ -505,3 +505,33 @@ def test_each_host_keeps_its_own_interval():
     pace.paused_until["fast.test"] = 120.0  # a Retry-After
     assert pace.next_start("slow.test") == 103.0 and pace.next_start("fast.test") == 120.0
     assert pace.next_start("new.test") == 0.0
+
+
+def test_adaptive_politeness_spaces_a_slow_host_by_its_response_time():
+    """delay_factor (Heritrix's): a host's interval is at least the factor × its average response time,
+    capped at max_crawl_delay_s; off (0) by default."""
+    from pipeline.fetch import FetchResult, HostScheduler, Politeness
+
+    pace = Politeness(min_interval_s=0.5, max_crawl_delay_s=10, delay_factor=5)
+    pace.answered("a.test", 0.4)
+    assert pace.interval("a.test") == 2.0 and pace.interval("b.test") == 0.5
+    pace.answered("a.test", 0.0)  # a moving average: 0.7 × 0.4
+    assert abs(pace.interval("a.test") - 1.4) < 1e-9
+    pace.answered("a.test", 60.0)
+    assert pace.interval("a.test") == 10.0  # capped like a Crawl-delay
+    off = Politeness(min_interval_s=0.5)
+    off.answered("a.test", 3.0)
+    assert off.interval("a.test") == 0.5 and not off.response_s
+
+    starts: list[float] = []
+
+    def fetch(url: str) -> FetchResult:  # the host takes at least 0.1 s to answer
+        starts.append(time.monotonic())
+        time.sleep(0.1)
+        return FetchResult(url, data=b"x", http_status=200, connected=True)
+
+    scheduler = HostScheduler(fetch, Politeness(connections=4, delay_factor=3, max_crawl_delay_s=10))
+    scheduler.load([f"http://slow.test/{i}" for i in range(4)], lambda u: u)
+    assert len(list(scheduler.run(threads=4, process=None))) == 4
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 0.29, gaps  # ≥ 3 × 0.1 s: every answer took at least 0.1 s (a lower bound, whatever the load)

@@ -8,7 +8,8 @@ robots.txt, the AI-training opt-outs before the request (robots.txt AI groups, t
 it (tdm-reservation, X-Robots-Tag), and a page's own metas (``opted_out_meta`` / ``opted_out_tdmrep``:
 the page is not stored, its links are still followed).
 Its one host scheduler paces every host of the task at its own interval (``crawl.min_interval_s``,
-raised by the host's Crawl-delay up to ``crawl.max_crawl_delay_s``) and keeps that pace from one
+raised by the host's Crawl-delay up to ``crawl.max_crawl_delay_s``, and with ``crawl.delay_factor`` by
+the host's response time) and keeps that pace from one
 part to the next. ``crawl_group`` is the Spark task: a host group of a round, part by part.
 """
 
@@ -73,7 +74,8 @@ class Crawler:
             cfg.download, cfg.robots, max_bytes=self.cc.max_bytes, user_agent=user_agent(cfg), follow_redirects=False,
             respect_robots_txt=True, tdmrep=True,  # consent always on for the crawl
             opt_out_directives=frozenset(cfg.download.disallowed_header_directives), host_connections=cfg.download.host_connections,
-            host_min_interval_s=self.cc.min_interval_s, max_crawl_delay_s=self.cc.max_crawl_delay_s, accept=ACCEPT,
+            host_min_interval_s=self.cc.min_interval_s, max_crawl_delay_s=self.cc.max_crawl_delay_s,
+            delay_factor=self.cc.delay_factor, accept=ACCEPT,
             check_response=html_only)
 
     def fetch(self, rows: list[dict]) -> Iterator[tuple[dict, FetchResult]]:

@@ -67,6 +67,7 @@ class Fetcher:
     host_min_interval_s: float = 0.0
     host_failure_limit: int = 3
     max_crawl_delay_s: float = 10.0  # a robots.txt Crawl-delay raises its host's interval up to this
+    delay_factor: float = 0.0  # adaptive politeness: a host's interval ≥ this × its response time (0: off)
     robots_max_age_s: float = 86_400.0  # a fetched robots.txt is used this long (RFC 9309: at most 24 h)
     robots_unavailable_s: float = 600.0  # an unreachable robots.txt (5xx, 429, network) disallows this long
     robots_max_bytes: int = MAX_ROBOTS_BYTES  # parsed up to this
@@ -94,7 +95,7 @@ class Fetcher:
         self.politeness = Politeness(
             connections=self.host_connections, min_interval_s=self.host_min_interval_s,
             max_crawl_delay_s=self.max_crawl_delay_s, failure_limit=self.host_failure_limit, retries=self.retries,
-            backoff_s=self.backoff_s, budget_s=self.timeout_s * (self.retries + 1),
+            backoff_s=self.backoff_s, budget_s=self.timeout_s * (self.retries + 1), delay_factor=self.delay_factor,
             delay_of=self.robots.crawl_delay if self.robots is not None else None,
         )
 

@@ -4,7 +4,10 @@ the next). It knows nothing else of the fetcher: ``Fetcher.fetch_all`` hands it 
 
 **Each host's pace.** A host's interval between two request starts is the ``min_interval_s`` floor,
 raised by its robots.txt ``Crawl-delay`` (``Politeness.delay_of``, up to ``max_crawl_delay_s``; such a
-host also gets one connection at a time, as Heritrix and Nutch do) and paused by its Retry-After. A
+host also gets one connection at a time, as Heritrix and Nutch do), raised by its own response time when
+``delay_factor`` is set (adaptive politeness, Heritrix's ``delayFactor``: a host that takes 0.4 s to answer
+is asked again no sooner than delay_factor × 0.4 s later, up to ``max_crawl_delay_s``; the response time is
+a moving average of the host's answered requests) and paused by its Retry-After. A
 Crawl-delay learned during a host's first request (robots.txt is read then) spaces its second. A URL
 failed before its host was asked (``NOT_ASKED``: robots.txt said no, an unsafe address) spends none of
 the host's interval.
@@ -97,8 +100,10 @@ class Politeness:
     backoff_s: float = 0.25  # their first backoff, doubling
     budget_s: float = 30.0  # how long after its first attempt a URL may still be retried
     delay_of: Callable[[str], float] | None = None  # host → its robots.txt Crawl-delay (0: none)
+    delay_factor: float = 0.0  # adaptive: the interval is at least this × the host's response time (0: off)
     last_start: dict[str, float] = field(default_factory=dict, repr=False)  # host → its latest request's start
     paused_until: dict[str, float] = field(default_factory=dict, repr=False)  # host → end of its Retry-After
+    response_s: dict[str, float] = field(default_factory=dict, repr=False)  # host → its response time (average)
 
     def crawl_delay(self, host: str) -> float:
         """The host's robots.txt Crawl-delay as honoured (capped at max_crawl_delay_s; 0: none)."""
@@ -106,7 +111,14 @@ class Politeness:
         return min(delay or 0.0, self.max_crawl_delay_s)
 
     def interval(self, host: str) -> float:
-        return max(self.min_interval_s, self.crawl_delay(host))
+        adaptive = min(self.delay_factor * self.response_s.get(host, 0.0), self.max_crawl_delay_s)
+        return max(self.min_interval_s, self.crawl_delay(host), adaptive)
+
+    def answered(self, host: str, seconds: float) -> None:
+        """Record how long the host took to answer a request (its moving average, weight 0.3 to the new one)."""
+        if self.delay_factor:
+            before = self.response_s.get(host)
+            self.response_s[host] = seconds if before is None else 0.7 * before + 0.3 * seconds
 
     def next_start(self, host: str) -> float:
         """When the host may be asked again: its interval after its latest request, and not paused."""
@@ -332,6 +344,7 @@ class HostScheduler:
             host.failures = 0  # reached: a slow URL is that URL's timeout, not the host's failure
             if result.http_status is not None:
                 host.answered = True
+                self.pace.answered(job.host, now - job.started)
             if host.tripped == "host_unreachable":
                 host.tripped = None
         if reason == "rate_limited":
