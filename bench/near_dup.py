@@ -45,7 +45,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 RESULTS = ROOT / "bench" / "results" / "near_dup.json"
-from pipeline.copy_detect import THUMB_BYTES  # noqa: E402  (after the sys.path line)
+RAW_THUMB_BYTES = 64 * 64 * 3  # the raw RGB thumbnail stored before it was compressed (the "before" figure)
 
 DISTANCES = [0, 2, 4, 6, 8, 10, 12]
 TOLERANCES = [None, 8, 12, 16, 24, 32]
@@ -170,7 +170,7 @@ def quality_coco(sign) -> dict | None:
         for kind, b in _made_copies(data).items():
             ch, cg, ct = sign(b)
             copies.setdefault(kind, []).append((hamming(h, ch), int(_colour_diff(g, cg))))
-            confirmed.setdefault(kind, []).append((_inner_distance(t, ct), _confirmed(t, ct)))
+            confirmed.setdefault(kind, []).append((_key_distance(h, t, ch, ct), _confirmed(t, ct)))
     hashes_a, grids_a = np.array(hashes, dtype=np.int64), np.array(grids)
     false_pairs, n_pairs = _pair_table(hashes_a, grids_a, np.arange(len(files)), max(DISTANCES))
     # Copy detection alone over every pair of different photos among the first 60 (no hash in front):
@@ -179,7 +179,7 @@ def quality_coco(sign) -> dict | None:
     t0 = time.process_time()
     false_confirmed = sum(_confirmed(thumbs[i], thumbs[j]) for i, j in every)
     per_pair = (time.process_time() - t0) / len(every)
-    return {"images": len(files), "pairs_of_different_pictures": n_pairs,
+    return {"images": len(files), "thumbnail_bytes": _thumb_bytes(thumbs), "pairs_of_different_pictures": n_pairs,
             "closest_different_pictures": _closest(hashes_a),
             "grid": _grid(copies, false_pairs, n_pairs, None),
             "two_step": _two_step(copies, confirmed, false_pairs, thumbs),
@@ -196,10 +196,12 @@ def _confirmed(a: bytes, b: bytes) -> bool:
     return is_copy(a, b, sel.copy_max_residual, sel.copy_max_peak)
 
 
-def _inner_distance(a: bytes, b: bytes) -> int:
-    from pipeline.near_dup import hamming, inner_phash
+def _key_distance(ha: int, ta: bytes, hb: int, tb: bytes) -> int:
+    """The smallest distance of the candidate keys compared besides the whole pHash (near_dup.KEY_PAIRS)."""
+    from pipeline.near_dup import KEY_PAIRS, candidate_keys, hamming
 
-    return hamming(inner_phash(a), inner_phash(b))
+    ka, kb = candidate_keys(ha, ta), candidate_keys(hb, tb)
+    return min(min(hamming(ka[x], kb[y]), hamming(ka[y], kb[x])) for x, y in KEY_PAIRS if (x, y) != (0, 0))
 
 
 def _two_step(copies: dict, confirmed: dict, false_pairs: np.ndarray, thumbs: list) -> dict:
@@ -215,6 +217,12 @@ def _two_step(copies: dict, confirmed: dict, false_pairs: np.ndarray, thumbs: li
     cand = false_pairs[false_pairs[:, 2] <= d]
     false = sum(_confirmed(thumbs[int(i)], thumbs[int(j)]) for i, j in cand[:, :2])
     return {"distance": d, "recall": recall, "candidate_false_pairs": int(len(cand)), "confirmed_false_pairs": int(false)}
+
+
+def _thumb_bytes(thumbs: list[bytes]) -> dict:
+    """Bytes per image of the stored copy thumbnails (mean, 90th percentile) against the raw RGB form."""
+    n = np.array([len(t) for t in thumbs])
+    return {"mean": int(n.mean()), "p90": int(np.percentile(n, 90)), "raw_rgb_before": RAW_THUMB_BYTES}
 
 
 def _closest(hashes: np.ndarray) -> int:
@@ -268,7 +276,7 @@ def quality_sample_web(sign, n_pairs: int, workdir: str) -> dict:
             src = r["eval_look_alike_of"] or f"site/{next(o['image_path'] for o in gt if o['pair_id'] == source)}"
             i, j = index[f"site/{r['image_path']}"], index[src]
             looks.setdefault(r["look_alike_kind"], []).append(
-                (min(hamming(int(hashes[i]), int(hashes[j])), _inner_distance(thumbs[i], thumbs[j])),
+                (min(hamming(int(hashes[i]), int(hashes[j])), _key_distance(int(hashes[i]), thumbs[i], int(hashes[j]), thumbs[j])),
                  _confirmed(thumbs[i], thumbs[j])))
         if r["copy_kind"] is None:
             continue
@@ -277,7 +285,8 @@ def quality_sample_web(sign, n_pairs: int, workdir: str) -> dict:
         kind = ("eval_" if r["eval_copy_of"] else "") + r["copy_kind"]
         copies.setdefault(kind, []).append((hamming(int(hashes[i]), int(hashes[j])),
                                             int(_colour_diff(grids[i], grids[j]))))
-        confirmed.setdefault(kind, []).append((_inner_distance(thumbs[i], thumbs[j]), _confirmed(thumbs[i], thumbs[j])))
+        confirmed.setdefault(kind, []).append((_key_distance(int(hashes[i]), thumbs[i], int(hashes[j]), thumbs[j]),
+                                               _confirmed(thumbs[i], thumbs[j])))
     false_pairs, n_diff = _pair_table(hashes, grids, gid, max(DISTANCES))
     from pipeline.config import SelectConfig
 
@@ -285,7 +294,7 @@ def quality_sample_web(sign, n_pairs: int, workdir: str) -> dict:
     two = _two_step(copies, confirmed, false_pairs, thumbs)
     two["look_alikes_merged"] = {k: round(float(np.mean([h <= d and ok for h, ok in v])), 4) for k, v in looks.items()}
     two["look_alikes"] = {k: len(v) for k, v in looks.items()}
-    return {"pairs": n_pairs, "images": len(paths), "copies": {k: len(v) for k, v in sorted(copies.items())},
+    return {"pairs": n_pairs, "images": len(paths), "thumbnail_bytes": _thumb_bytes(thumbs), "copies": {k: len(v) for k, v in sorted(copies.items())},
             "pairs_of_different_pictures": n_diff, "grid": _grid(copies, false_pairs, n_diff, len(paths)),
             "two_step": two}
 
@@ -358,14 +367,17 @@ def spark_search(spark, h: np.ndarray, distance: int, bands: int, workdir: str) 
             "components_rounds": rounds, "dropped": dropped, "wall_s": round(wall, 2), "_found": found}
 
 
-def confirm_rate(n: int = 2000) -> float:
+def confirm_rate(n: int = 1000) -> float:
     """Pairs/s (one core) of copy detection on thumbnails (its cost does not depend on the content)."""
-    from pipeline.copy_detect import copy_scores
+    from PIL import Image
 
-    t = np.random.default_rng(0).integers(0, 256, (n + 1, THUMB_BYTES), dtype=np.uint8)
+    from pipeline.copy_detect import copy_scores, thumbnail
+
+    noise = np.random.default_rng(0).integers(0, 256, (n + 1, 64, 64, 3), dtype=np.uint8)
+    t = [thumbnail(Image.fromarray(x)) for x in noise]
     t0 = time.process_time()
     for i in range(n):
-        copy_scores(t[i].tobytes(), t[i + 1].tobytes())
+        copy_scores(t[i], t[i + 1])
     return n / (time.process_time() - t0)
 
 
@@ -412,8 +424,7 @@ def measure_scale(quick: bool, workdir: str) -> dict:
     confirm_s = auto_run["pairs_found"] / rate / cores
     res["confirm"] = {"pairs_per_s_per_core": round(rate, 1), "pairs": auto_run["pairs_found"],
                       "estimated_s": round(confirm_s, 2),
-                      "share_of_time": round(confirm_s / (confirm_s + auto_run["wall_s"]), 4),
-                      "thumbnail_bytes_per_image": THUMB_BYTES}
+                      "share_of_time": round(confirm_s / (confirm_s + auto_run["wall_s"]), 4)}
     print(f"  confirm: {rate:,.0f} pairs/s/core; {auto_run['pairs_found']:,} candidate pairs → ~{confirm_s:.1f}s "
           f"({res['confirm']['share_of_time']:.1%} of the search)", flush=True)
     # Baseline: brute force, all pairs, numpy, one core.

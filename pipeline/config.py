@@ -323,7 +323,8 @@ class SelectConfig(Section):
     copy_max_residual: float = Field(
         12.0, ge=0, le=255, description="copy detection: most trimmed mean colour difference of the aligned thumbnails")
     copy_max_peak: float = Field(
-        45.0, ge=0, le=255, description="copy detection: most local difference away from the border (an object that differs)")
+        50.0, ge=0, le=255, description="copy detection: most local difference of the aligned thumbnails (an object that "
+        "differs); near the border only what an overlay does not explain")
     near_dup_bands: int | None = Field(
         None, ge=1, le=64, description="pHash bands of the candidate search; None = distance + 1 (exhaustive) when "
         "affordable, fewer at very large scale")

@@ -5,41 +5,64 @@ A perceptual hash cannot tell: on a flat background a picture's hash is mostly i
 a small object moved, recoloured or swapped leaves the hash within a few bits (DESIGN "Copy
 detection"). The hash only proposes candidate pairs (pipeline/near_dup.py); this module confirms
 them by *registration*: each image keeps a small colour thumbnail (``thumbnail``, SIDE×SIDE RGB,
-box-averaged so any resize of the picture gives nearly the same thumbnail); the crop of one (up to
-``MAX_CROP`` off each side, 1 % steps) that best lines it up with the other is found one axis at a
-time on the mean-colour profiles, and the aligned pair gets two scores:
+box-averaged so any resize of the picture gives nearly the same thumbnail, stored as a lossy WebP:
+~1.1 KB a photo, ~0.3 KB a flat picture); the crop of one (up to ``MAX_CROP`` off each side, 1 %
+steps) that best lines it up with the other is found one axis at a time on the mean-colour
+profiles, and the aligned pair gets three scores:
 - ``residual``: the mean colour difference of the best ``1 - TRIM`` of the pixels (the rest may be
   an overlay): a look-alike on another background, or a different scene, is far off;
-- ``peak``: the largest 3×3-averaged local difference, each pixel compared with the closest of its
-  neighbours (sub-pixel misalignment is free), leaving out regions that touch the border (where
-  watermarks, caption bars and logos go): an object moved, swapped or recoloured shows here.
-A pair is a copy when both are within select.copy_max_residual and select.copy_max_peak (measured
-on planted copies and look-alikes: bench/near_dup.py, README "Near-duplicates"). Cost: ~8 ms a
-pair on one core (bench/near_dup.py), paid only by the hash's candidates.
+- ``peak``: the largest 3×3-averaged local difference, each pixel compared with the closest of the
+  other image moved by up to half a pixel; near the border (where watermarks, caption bars and
+  logos go) only what a blend toward white or black does not explain counts: an object moved,
+  swapped or recoloured shows here;
+- ``corr``: the correlation of the pixels the residual counts (two textures are not correlated).
+A pair is a copy when residual and peak are within select.copy_max_residual and
+select.copy_max_peak and corr is at least MIN_CORRELATION (measured on planted copies and
+look-alikes: bench/near_dup.py, README "Near-duplicates"). Cost: a few ms a pair on one core
+(bench/near_dup.py), paid only by the hash's candidates.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
-SIDE = 64  # thumbnail side: SIDE×SIDE×3 bytes per image
-THUMB_BYTES = SIDE * SIDE * 3
+SIDE = 64  # thumbnail side (pixels)
+THUMB_FORMAT, THUMB_QUALITY = "WEBP", 75  # stored as a lossy WebP: ~1.1 KB a photo, ~0.3 KB a flat picture
+RAW_BYTES = SIDE * SIDE * 3  # the raw RGB form (shards written before thumbnails were compressed) is read too
 MAX_CROP = 0.12  # the largest crop (fraction off one side) a copy may have
 TRIM = 0.10  # the share of worst-matching pixels ignored (an overlay may cover them)
 MIN_CORRELATION = 0.6  # the aligned pixels (those the residual counts) of a copy correlate; two textures do not
 
 
 def thumbnail(img) -> bytes:
-    """The SIDE×SIDE RGB thumbnail of a PIL RGB image (box-averaged), as bytes."""
+    """The SIDE×SIDE RGB thumbnail of a PIL RGB image (box-averaged), as WebP bytes."""
     from PIL import Image
 
-    return img.resize((SIDE, SIDE), Image.Resampling.BOX).tobytes()
+    buf = io.BytesIO()
+    img.resize((SIDE, SIDE), Image.Resampling.BOX).save(buf, THUMB_FORMAT, quality=THUMB_QUALITY)
+    return buf.getvalue()
+
+
+def thumbnail_image(thumb: bytes):
+    """The PIL RGB image of a thumbnail; ValueError when the bytes are not one."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(thumb) == RAW_BYTES and not thumb.startswith(b"RIFF"):
+        return Image.frombytes("RGB", (SIDE, SIDE), thumb)
+    try:
+        with Image.open(io.BytesIO(thumb)) as im:
+            img = im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"not a copy thumbnail ({len(thumb)} bytes): {e}") from None
+    if img.size != (SIDE, SIDE):
+        raise ValueError(f"a copy thumbnail is {SIDE}×{SIDE}, got {img.size[0]}×{img.size[1]}")
+    return img
 
 
 def _as_array(thumb: bytes) -> np.ndarray:
-    if len(thumb) != THUMB_BYTES:
-        raise ValueError(f"a copy thumbnail has {THUMB_BYTES} bytes, got {len(thumb)}")
-    return np.frombuffer(thumb, dtype=np.uint8).reshape(SIDE, SIDE, 3).astype(np.float32)
+    return np.asarray(thumbnail_image(thumb), dtype=np.float32)
 
 
 def _resample_matrix(spans: np.ndarray) -> np.ndarray:
@@ -95,24 +118,48 @@ def _crop_scores(a: np.ndarray, b: np.ndarray, top: int = 3) -> tuple[float, flo
     return float(trimmed[best]), _peak(aligned, b.transpose(2, 0, 1)), corr
 
 
+def _moved(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(c, SIDE, SIDE) ``x`` moved by one pixel (dy, dx), its edge repeated."""
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    return pad[:, 1 + dy:SIDE + 1 + dy, 1 + dx:SIDE + 1 + dx]
+
+
 def _peak(r: np.ndarray, b: np.ndarray) -> float:
-    """The largest local difference of two aligned (c, SIDE, SIDE) images away from their borders:
-    each pixel of b is compared with the closest of r's 3×3 neighbourhood (a copy's
-    sub-pixel misalignment then costs nothing, an object that is not there costs its contrast),
-    averaged over 3×3, and regions of difference that touch the border (a credit line, a caption
-    bar, a logo in a corner: where overlays go) are left out as far as they stay in the outer 30 %."""
+    """The largest local difference of two aligned (c, SIDE, SIDE) images: each pixel of b is
+    compared with the closest of r moved by up to half a pixel each way (a registered copy is off by
+    less; an object that is not there costs its contrast), averaged over 3×3. Regions of difference
+    that touch the border (where a credit line, a caption bar or a logo goes) count only with what
+    an overlay cannot explain (``_unexplained``: r blended toward white or black), as far as they
+    stay in the outer 30 %."""
     from scipy import ndimage
 
-    pad = np.pad(r, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    d = np.min([np.abs(pad[:, 1 + dy:SIDE + 1 + dy, 1 + dx:SIDE + 1 + dx] - b).max(axis=0)
-                for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    rows = [0.5 * (r + _moved(r, dy, 0)) for dy in (-1, 0, 1)]
+    shifts = [0.5 * (row + _moved(row, 0, dx)) for row in rows for dx in (-1, 0, 1)]
+    d = np.min([np.abs(s - b).max(axis=0) for s in shifts], axis=0)
     blur = ndimage.uniform_filter(d, 3, mode="nearest")
     regions, _ = ndimage.label(blur > REGION_LEVEL, structure=np.ones((3, 3)))
     edge = np.unique(np.concatenate([regions[:BORDER].ravel(), regions[-BORDER:].ravel(),
                                      regions[:, :BORDER].ravel(), regions[:, -BORDER:].ravel()]))
     excused = np.isin(regions, edge) & (regions > 0)
     excused[_MIDDLE, _MIDDLE] = False  # an overlay stays in the outer 30 %; deeper, a difference counts
-    return float(blur[~excused].max(initial=0.0))
+    peak = float(blur[~excused].max(initial=0.0))
+    if excused.any():  # what is excused must still look like an overlay
+        u = ndimage.uniform_filter(np.min([_unexplained(s, b) for s in shifts], axis=0), 3, mode="nearest")
+        peak = max(peak, float(u[excused].max()))
+    return peak
+
+
+def _unexplained(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pixel, the part of the difference b - r that no blend of r toward white or toward black
+    (a translucent or opaque overlay: text, a box, a caption bar) explains."""
+    d = b - r
+    out = None
+    for c in (0.0, 255.0):
+        v = c - r
+        t = np.clip((d * v).sum(axis=0) / np.maximum((v * v).sum(axis=0), 1.0), 0.0, 1.0)
+        u = np.abs(d - t * v).max(axis=0)
+        out = u if out is None else np.minimum(out, u)
+    return out
 
 
 def copy_scores(thumb_a: bytes, thumb_b: bytes) -> list[tuple[float, float, float]]:
@@ -128,8 +175,12 @@ def copy_scores(thumb_a: bytes, thumb_b: bytes) -> list[tuple[float, float, floa
 
 def is_copy(thumb_a: bytes | None, thumb_b: bytes | None, max_residual: float, max_peak: float) -> bool:
     """Whether the pair is a copy: in one direction, residual and peak within their thresholds and
-    the pixels correlated. A missing thumbnail never confirms."""
+    the pixels correlated. A missing or unreadable thumbnail never confirms."""
     if thumb_a is None or thumb_b is None:
         return False
+    try:
+        scores = copy_scores(thumb_a, thumb_b)
+    except ValueError:
+        return False
     return any(residual <= max_residual and peak <= max_peak and corr >= MIN_CORRELATION
-               for residual, peak, corr in copy_scores(thumb_a, thumb_b))
+               for residual, peak, corr in scores)

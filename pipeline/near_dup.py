@@ -268,34 +268,68 @@ def propagate_min_label(edges, labels, max_rounds: int = 1000):
     raise RuntimeError(f"near-duplicate clusters did not settle in {max_rounds} rounds")
 
 
-INNER_MARGIN = 0.2  # the inner pHash hashes the thumbnail without this share off each side
+# Candidate keys: pHashes of parts of the copy thumbnail, which crops and overlays change less than
+# the whole picture's. INNER: the middle 60 % (border overlays left out). ZOOM: 7.5 % off each
+# side, what a 5–10 % crop keeps, so a cropped copy's whole pHash meets its original's zoomed one.
+INNER_MARGIN, ZOOM_MARGIN = 0.2, 0.075
+N_KEYS = 3  # whole picture, inner, zoomed
+KEY_PAIRS = [(0, 0), (1, 1), (0, 2)]  # the keys compared: whole–whole, inner–inner, whole–zoomed (both ways)
 
 
-def inner_phash(thumb: bytes | None) -> int | None:
-    """The pHash of the middle 60 % of a copy thumbnail: a second candidate key, which crops and
-    border overlays (watermarks, caption bars) change far less than the whole picture's pHash
-    (bench/near_dup.py measured the candidate recall it adds)."""
+def _margin_phash(img, margin: float) -> int:
+    """The pHash of a square image without ``margin`` of its side off each side."""
     from PIL import Image
 
-    from pipeline.copy_detect import SIDE, THUMB_BYTES
+    s = img.size[0]
+    lo, hi = s * margin, s * (1 - margin)
+    return phash_image(img.resize((s, s), Image.Resampling.BILINEAR, box=(lo, lo, hi, hi)))
 
-    if thumb is None or len(thumb) != THUMB_BYTES:
-        return None
-    c = round(SIDE * INNER_MARGIN)
-    return phash_image(Image.frombytes("RGB", (SIDE, SIDE), thumb).crop((c, c, SIDE - c, SIDE - c)))
+
+def candidate_keys(phash: int | None, thumb: bytes | None) -> list[int | None]:
+    """[whole, inner, zoomed] pHashes of an image: ``phash`` and the two taken from its copy
+    thumbnail (None when it has none or it does not decode). bench/near_dup.py measured the
+    candidate recall each adds."""
+    from pipeline.copy_detect import thumbnail_image
+
+    try:
+        img = thumbnail_image(thumb) if thumb is not None else None
+    except ValueError:
+        img = None
+    if img is None:
+        return [phash, None, None]
+    return [phash, _margin_phash(img, INNER_MARGIN), _margin_phash(img, ZOOM_MARGIN)]
 
 
 def candidate_pairs(left, right, distance: int, bands: int, colour_tolerance: int | None, *, same: bool = False):
-    """(left_id, right_id) of the pairs ``match_pairs`` finds on the whole picture's pHash or on the
-    inner pHash (computed from ``copy_thumb`` in the workers): what copy detection then confirms."""
+    """(left_id, right_id) of the pairs ``match_pairs`` finds on any pair of keys in KEY_PAIRS
+    (``candidate_keys``, computed from ``phash`` and ``copy_thumb`` in the workers): what copy
+    detection then confirms. A cross pair of keys (whole picture against zoomed) is joined both
+    ways (in a self-join, one join finds both orders)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    inner = F.udf(inner_phash, T.LongType())
-    whole = match_pairs(left, right, distance, bands, colour_tolerance, same=same)
-    middle = match_pairs(left.withColumn("phash", inner("copy_thumb")), right.withColumn("phash", inner("copy_thumb")),
-                         distance, bands, colour_tolerance, same=same)
-    return whole.select("left_id", "right_id").union(middle.select("left_id", "right_id")).distinct()
+    extra = F.udf(lambda p, t: candidate_keys(p, t)[1:], T.ArrayType(T.LongType()))
+
+    def keyed(df):  # the keys computed once, without the thumbnails
+        return (df.select("id", "colour_grid", F.col("phash").alias("_k0"), extra("phash", "copy_thumb").alias("_ks"))
+                .select("id", "colour_grid", "_k0", *[F.col("_ks")[i].alias(f"_k{i + 1}") for i in range(N_KEYS - 1)])
+                .localCheckpoint())
+
+    lk = keyed(left)
+    rk = lk if same else keyed(right)
+    parts = []
+    for x, y in KEY_PAIRS:
+        for a, b in ((x, y),) if x == y or same else ((x, y), (y, x)):
+            m = match_pairs(lk.withColumnRenamed(f"_k{a}", "phash"), rk.withColumnRenamed(f"_k{b}", "phash"),
+                            distance, bands, colour_tolerance, same=same and a == b)
+            if same and a != b:  # both orders of a cross pair: as (smaller, larger) id, never an image with itself
+                m = m.where(F.col("left_id") != F.col("right_id")).select(
+                    F.least("left_id", "right_id").alias("left_id"), F.greatest("left_id", "right_id").alias("right_id"))
+            parts.append(m.select("left_id", "right_id"))
+    out = parts[0]
+    for m in parts[1:]:
+        out = out.union(m)
+    return out.distinct()
 
 
 def confirm_pairs(pairs, left_thumbs, right_thumbs, max_residual: float, max_peak: float):

@@ -21,7 +21,7 @@ import struct
 import time
 import uuid
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -323,7 +323,11 @@ class _Page:
             return
         scene = scenes.random_scene(rng)
         look = self.look_alike(scene) if not fault else (scene, None, None, None)
-        scene = look[0]
+        if look[3] is None:
+            scene = g.distinct(scene)
+        else:
+            scene = look[0]
+            g.remember(scene)
         true_caption = scenes.english(scene)
         fmt = "png" if fault == "bomb" else ("jpg" if fault else rng.choices(["jpg", "png", "webp"], [0.7, 0.15, 0.15])[0])
         g.counts_format[fmt] += 1
@@ -432,11 +436,11 @@ class _Page:
         kind = lrng.choice(scenes.LOOK_ALIKE_KINDS)
         if lrng.random() < EVAL_LOOK_ALIKE_SHARE:
             split, rel_eval, source = lrng.choice(g.eval_sources)
-            return scenes.look_alike(source, kind, lrng), None, f"{split}/{rel_eval}", kind
+            return g.look_alike_of(source, kind), None, f"{split}/{rel_eval}", kind
         if not self.n_older:
             return scene, None, None, None
         pair_id, source, *_ = g.originals[lrng.randrange(self.n_older)]
-        return scenes.look_alike(source, kind, lrng), pair_id, None, kind
+        return g.look_alike_of(source, kind), pair_id, None, kind
 
     def add_copy(self, i: int) -> bool:
         """Pair ``i`` shows a copy of a picture from an earlier page or from a labelled split, with
@@ -516,9 +520,15 @@ class _Generator:
         # Copies draw from their own generator: the rest of the web is what it would be without them.
         self.copy_rng = random.Random(f"{seed}-copies")
         self.look_rng = random.Random(f"{seed}-look-alikes")
+        # A picture drawn as distinct is never the same picture as an earlier one (scenes.same_picture);
+        # a clash is redrawn from its own generator, so the rest of the web stays as it was.
+        self.redraw_rng = random.Random(f"{seed}-redraw")
+        self.drawn: defaultdict = defaultdict(list)  # (shape, colour, background, count) → scenes drawn
         self.originals: list[tuple[int, scenes.Scene, int, int, str]] = []  # (pair_id, scene, w, h, format)
         self.eval_sources = [(name, rel, scene) for name in LABELLED_SPLITS
                              for rel, scene, _ in labelled_scenes(name, seed, eval_per_class)]
+        for _, _, scene in self.eval_sources:
+            self.remember(scene)
         self.n_pairs, self.seed, self.base = n_pairs, seed, base_url.rstrip("/")
         self.w = _Writer(root, seed, base_url)
         self.next_id = 0
@@ -527,6 +537,28 @@ class _Generator:
         self.fault_order = FAULTS[:]
         self.rng.shuffle(self.fault_order)
         self.fault_offset = self.rng.randrange(10)
+
+    def remember(self, scene: scenes.Scene) -> None:
+        self.drawn[(scene.shape, scene.colour, scene.background, scene.count)].append(scene)
+
+    def clashes(self, scene: scenes.Scene) -> bool:
+        return any(scenes.same_picture(scene, s) for s in self.drawn[(scene.shape, scene.colour, scene.background, scene.count)])
+
+    def look_alike_of(self, source: scenes.Scene, kind: str) -> scenes.Scene:
+        """A look-alike of ``source`` (scenes.look_alike) that is not the same picture as one drawn before."""
+        other = scenes.look_alike(source, kind, self.look_rng)
+        for _ in range(20):
+            if not self.clashes(other):
+                break
+            other = scenes.look_alike(source, kind, self.look_rng)
+        return other
+
+    def distinct(self, scene: scenes.Scene) -> scenes.Scene:
+        """``scene``, or a redrawn one when it is the same picture as one drawn before; remembered."""
+        while self.clashes(scene):
+            scene = scenes.random_scene(self.redraw_rng)
+        self.remember(scene)
+        return scene
 
     def fault_for(self, i: int) -> str | None:
         if i % 10 != self.fault_offset:
