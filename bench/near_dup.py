@@ -10,8 +10,8 @@ JPEG 95, then ``near_dup.stored_signature``), as select sees it:
   ``near_dup_of`` / ``eval_copy_of``) against their originals and eval images.
 For each (distance, colour tolerance): recall per kind of copy, the pairs of different pictures
 that would match ("false pairs", out of all pairs), and for the sample web the pictures a
-connected-components clustering would wrongly drop. Then the two-step rule select runs (pHash
-candidates within select.near_dup_distance, confirmed by pipeline/copy_detect.py): recall per kind,
+connected-components clustering would wrongly drop. Then the two-step rule select runs (candidates on the pHash keys
+(whole, inner, zoomed: near_dup.KEY_PAIRS) within select.near_dup_distance, confirmed by pipeline/copy_detect.py): recall per kind,
 false pairs that confirm, the sample web's planted look-alikes merged, and for the photos copy
 detection alone over every pair of 60 different photos (its own precision) with its cost per pair.
 
@@ -468,4 +468,7 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    if {"-h", "--help"} & set(sys.argv):
+        print(__doc__)
+    else:
+        main(quick="--quick" in sys.argv)
