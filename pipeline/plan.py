@@ -60,7 +60,7 @@ def load_rates(results_dir: str = RESULTS_DIR) -> Rates:
     if not runs:
         raise UserError(f"{results_dir}/e2e.json has no local end-to-end run: run `{WRITTEN_BY['e2e.json']}`")
     cpu, used = {}, {}
-    for stage in CPU_STAGES:  # each stage's rate from the largest local run that has it
+    for stage in CPU_STAGES:  # each stage's rate from the largest local run that has it (of equal runs, the fastest: other load only slows a stage)
         have = [(r["pairs"], r["cores"], s["rows_per_s_per_core"]) for r in runs for s in r["stages"]
                 if s["stage"] == stage and s.get("rows_per_s_per_core")]
         if not have:
