@@ -78,8 +78,8 @@ SHARD_METADATA = pa.schema(
         _f("phash", pa.int64(), True, "64-bit pHash of the stored picture (imagehash; hex = its two's complement), "
            "pipeline/near_dup.py"),
         _f("colour_grid", pa.list_(pa.int16()), True, "mean R, G, B of the picture's 2×2 cells (12 values, 0–255)"),
-        _f("copy_thumb", pa.binary(), True, "64×64 RGB thumbnail of the stored picture as a lossy WebP (~1.1 KB "
-           "a photo): what pipeline/copy_detect.py confirms near-duplicate candidates with"),
+        _f("copy_thumb", pa.binary(), True, "64×64 RGB thumbnail of the stored picture as a JPEG q95 4:4:4 (~4 KB "
+           "a photo; WebP from earlier runs is read too): what pipeline/copy_detect.py confirms near-duplicate candidates with"),
     ]
 )
 
