@@ -50,7 +50,7 @@ DUPLICATE_OF = "duplicate_of"
 # The valley rule (valley_cut): histogram bins over the scores' range; the valley must be at most
 # VALLEY_MAX_RATIO of the lower mode's height, with at least MIN_MODE_SHARE of the pairs on each side.
 VALLEY_BINS = 100
-VALLEY_MAX_RATIO = 0.8
+VALLEY_MAX_RATIO = 0.9
 MIN_MODE_SHARE = 0.05
 MIN_VALLEY_SCORES = 50
 
