@@ -42,14 +42,14 @@ UNRELATED_KINDS = ["other_picture", "off_topic"]
 _TOPIC = [
     "Geometric shapes gallery, page {n}", "Abstract geometric patterns for kids", "Simple shape drawings collection",
     "Learning geometry with colourful designs", "Our favourite minimalist designs of {year}",
-    "Pattern inspiration for your next poster", "Flat design elements, set {n}",
+    "Pattern inspiration for your next poster", "The best geometric designs of the week",
 ]
 _COLOURS_ONLY = [
     "{Colour} and {background} abstract art", "{Background} wallpaper with {colour} details",
-    "{Colour} design on {background}, modern style", "Minimal {colour} and {background} poster",
+    "A modern {colour} design on a {background} background", "Minimal {colour} and {background} poster",
 ]
 _SHAPE_ONLY = [
-    "{Shape} icon vector art, free download", "Printable {shape} template for kids",
+    "{Shape} icon vector art, free download", "A printable {shape} template for the kids",
     "How to draw a {shape} step by step", "{Shape} symbol meaning and history",
 ]
 _OFF_TOPIC = [
