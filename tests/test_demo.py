@@ -54,7 +54,7 @@ def test_demo_runs_end_to_end_and_reruns_from_its_outputs(tmp_path):
             "--set", "train.warmup_steps=1", "--set", "score.num_workers=0"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "Report:" in out.stdout and "zero-shot top-1" in out.stdout
+    assert "Report:" in out.stdout and "Zero-shot top-1" in out.stdout
     curation = json.loads((tmp_path / "demo" / "train" / "curation.json").read_text())
     assert curation["filtered_top1"] is not None and curation["unfiltered_top1"] is not None
     assert curation["verdict"] in out.stdout
