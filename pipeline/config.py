@@ -303,7 +303,11 @@ class ScoreConfig(Section):
 
 
 class SelectConfig(Section):
-    threshold: float | None = None
+    threshold: float | None = Field(None, description="keep clip_score >= this; wins over threshold_rule")
+    threshold_rule: Literal["top_fraction", "valley"] = Field(
+        "top_fraction", description="the CLIP cut when threshold is unset: top_fraction (keep the global top "
+        "top_fraction, DataComp's rule) or valley (keep clip_score >= the lowest point of the smoothed score histogram "
+        "between its two modes, read from the scores; top_fraction when the histogram has no such valley)")
     top_fraction: float | None = Field(0.3, gt=0.0, le=1.0)
     min_side: int = Field(0, ge=0)
     max_aspect_ratio: float = Field(3.0, gt=0)

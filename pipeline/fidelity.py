@@ -9,6 +9,7 @@ after selection. Rows are joined on ``uid = make_uid(url, text)``, the key every
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,8 @@ def _truth(cfg: RunConfig) -> dict[str, dict[str, Any]] | None:
     """uid → the ground truth of its first <img> (a repeated pair has one uid and the same truth)."""
     columns = ["pair_id", "url", "text", "lang", "junk_kind", "matches_image", "fault", "near_dup_of", "eval_copy_of"]
     # Look-alikes exist in sample webs generated since they were planted; older ones are graded without them.
-    t = _read(ground_truth_path(cfg), columns + ["look_alike_of", "eval_look_alike_of"]) or _read(ground_truth_path(cfg), columns)
+    t = (_read(ground_truth_path(cfg), columns + ["look_alike_of", "eval_look_alike_of", "caption_kind"])
+         or _read(ground_truth_path(cfg), columns + ["look_alike_of", "eval_look_alike_of"]) or _read(ground_truth_path(cfg), columns))
     if t is None:
         return None
     truth: dict[str, dict[str, Any]] = {}
@@ -174,7 +176,9 @@ def _precision_recall(targets: int, flagged: int, caught: int, reached: int) -> 
 
 def _mismatched_share(uids: list[str], truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
     bad = sum(1 for u in uids if not truth[u]["matches_image"])
-    return {"pairs": len(uids), "mismatched": bad, "share": round(bad / len(uids), 4) if uids else None}
+    kinds = Counter(truth[u].get("caption_kind") or "junk" for u in uids)  # matching / loose / unrelated (captions.py)
+    return {"pairs": len(uids), "mismatched": bad, "share": round(bad / len(uids), 4) if uids else None,
+            "caption_kinds": dict(sorted(kinds.items())) if "caption_kind" in next(iter(truth.values()), {}) else None}
 
 
 def measure(cfg: RunConfig) -> dict[str, Any] | None:
@@ -200,8 +204,12 @@ def headline(m: dict[str, Any] | None, select_stats: dict[str, Any] | None = Non
     sc = m.get("clip_score") or {}
     before, after = sc.get("mismatched_share_scored") or {}, sc.get("mismatched_share_final") or {}
     if before.get("pairs") and after.get("pairs"):
+        kinds = ""
+        if before.get("caption_kinds") and after.get("caption_kinds"):
+            kinds = " (" + ", ".join(f"{k} {before['caption_kinds'].get(k, 0)} → {after['caption_kinds'].get(k, 0)}"
+                                     for k in ("matching", "loose", "unrelated")) + ")"
         parts.append(f"mismatched captions {_pct(before['share'])} of downloaded pairs → {_pct(after['share'])} "
-                     f"of selected (CLIP score ROC AUC {sc.get('clip_score_auc')})")
+                     f"of selected{kinds} (CLIP score ROC AUC {sc.get('clip_score_auc')})")
     copies = m.get("copies") or {}
     drops = (select_stats or {}).get("drops") or {}
     for reason, label in (("near_duplicate", "near-duplicate images"), ("eval_overlap", "copies of eval images")):

@@ -194,7 +194,8 @@ def score_section(cfg: RunConfig) -> str:
     fig, ax = _figure()
     ax.hist(scores, bins=50, color="#8172b2")
     if isinstance(cut, (int, float)):
-        ax.axvline(cut, color="#c44e52", ls="--", label=f"cut = {cut:.3f}")
+        rule = "valley" if (extra.get("valley") or {}).get("found") and extra.get("threshold") is None else "cut"
+        ax.axvline(cut, color="#c44e52", ls="--", label=f"{rule} = {cut:.3f}")
         ax.legend(fontsize=8)
     ax.set_xlabel("CLIP score (cosine)")
     ax.set_ylabel("pairs")

@@ -85,9 +85,10 @@ def _line(stats: dict) -> str:
 def run_demo(cfg: RunConfig) -> dict:
     """Sample web → serve → queries → the whole pipeline → two small CLIPs → report.
 
-    Shows that curation works: model A trains on everything downloaded and scores the pairs; the
-    top CLIP-score fraction then trains model B for the same steps; both are evaluated zero-shot
-    on the sample web's held-out labelled splits (shapes, the headline; background colours).
+    Shows whether curation works: model A trains on everything downloaded and scores the pairs;
+    the pairs above the valley of the score histogram (select.threshold_rule valley) then train
+    model B for the same steps; both are evaluated zero-shot on the sample web's held-out labelled
+    splits (shapes, the headline; background colours), and the verdict compares them split by split.
     """
     from pipeline.sample_web import SampleWebServer, generate_sample_web
 
@@ -146,6 +147,8 @@ def _demo_config(cfg: RunConfig, base_url: str) -> RunConfig:
         data["download"]["shard_size"] = 500
     if not data["select"]["decontaminate"]:  # the labelled splits the demo evaluates on must not leak into training
         data["select"]["decontaminate"] = [join_path(cfg.path("sample"), split) for split in ("eval", "eval_background")]
+    if data["select"]["threshold"] is None and data["select"]["threshold_rule"] == "top_fraction":
+        data["select"]["threshold_rule"] = "valley"  # the cut a user reads off the score histogram
     if data["select"]["shard_size"] == 10_000:
         data["select"]["shard_size"] = 500
     if not cfg.queries.wikipedia and not cfg.queries.path:
@@ -169,11 +172,14 @@ def _sample_matches(sample_dir: str, cfg: RunConfig) -> bool:
 
 
 def _curation_experiment(cfg: RunConfig, spark) -> dict:
-    """Train A on everything, score with A, select the top fraction, train B on it; compare zero-shot."""
+    """Train A on everything, score with A, select (the valley rule in the demo), train B on the
+    kept pairs for the same steps; compare zero-shot on every labelled split."""
+    from pipeline import fidelity
     from pipeline import score as score_mod
     from pipeline import select as select_mod
     from pipeline import train as train_mod
     from pipeline.checkpoint import checkpoint_path
+    from pipeline.stats import read_stats
 
     unfiltered_dir = join_path(cfg.path("train"), "unfiltered")
     filtered_dir = join_path(cfg.path("train"), "filtered")
@@ -186,52 +192,93 @@ def _curation_experiment(cfg: RunConfig, spark) -> dict:
     log.info("demo: scoring every pair with model A")
     score_mod.run_score(scfg, spark)
     select_mod.run_select(scfg, spark)
-    log.info("demo: training model B on the CLIP-filtered pairs for the same number of steps")
+    selection = _selection(read_stats(cfg.path("final")))
+    log.info(f"demo: training model B on the {selection['kept']} CLIP-filtered pairs for the same number of steps")
     b = train_mod.run_train(cfg, spark, input=cfg.path("final"), output=filtered_dir)
     (top1_a, r1_a, n), (top1_b, r1_b, _) = _metrics(a), _metrics(b)
-    if top1_a is None or top1_b is None:
-        verdict = "Curation check: evaluation results missing (no labelled eval split?)."
-    else:
-        # Two standard errors of the difference of two accuracies measured on n images each.
-        noise = 2 * math.sqrt((top1_a * (1 - top1_a) + top1_b * (1 - top1_b)) / max(n or 1, 1))
-        side = (f" Image→text retrieval R@1: {r1_b:.3f} filtered vs {r1_a:.3f} unfiltered."
-                if r1_a is not None and r1_b is not None else "")
-        numbers = (f"zero-shot top-1 {top1_b:.3f} after CLIP filtering vs {top1_a:.3f} on the unfiltered set "
-                   f"(same model, same steps; ±{noise:.3f} is noise on {n} images).{side}")
-        if top1_b - top1_a > noise:
-            verdict = f"Curation works: {numbers}"
-        elif top1_a - top1_b > noise:
-            verdict = (f"Curation hurt here: {numbers} Why: the scoring model is the tiny unfiltered model itself, "
-                       f"and filtering also removes training pairs.")
-        else:
-            verdict = (f"Curation made no clear difference to zero-shot here: {numbers} Why: a model this small, "
-                       f"trained for minutes on a CPU, scores pairs noisily and is still close to chance at telling "
-                       f"the shapes apart; the gap is within the noise of the evaluation.")
-    splits = _other_splits(a, b)
-    if splits and top1_a is not None and top1_b is not None:
-        verdict += " Zero-shot on the other labelled splits, filtered vs unfiltered: " + "; ".join(
-            f"{name} {v['filtered_top1']:.3f} vs {v['unfiltered_top1']:.3f} (±{v['noise']:.3f}, chance {v['chance_top1']:.3f})"
-            for name, v in splits.items()) + "."
-    from pipeline import fidelity
-    from pipeline.stats import read_stats
-
+    splits = split_results(a, b)
     measured = fidelity.measure(scfg)  # scfg: the scores and selection graded are model A's
     result = {"unfiltered_top1": top1_a, "filtered_top1": top1_b, "unfiltered_i2t_R@1": r1_a,
-              "filtered_i2t_R@1": r1_b, "eval_images": n, "other_splits": splits, "verdict": verdict,
+              "filtered_i2t_R@1": r1_b, "eval_images": n, "splits": splits,
+              "other_splits": {k: v for k, v in list(splits.items())[1:]}, "selection": selection,
+              "verdict": curation_verdict(splits, selection, (r1_b, r1_a)),
               "fidelity": measured, "measured_removal": fidelity.headline(measured, read_stats(cfg.path("final")))}
     storage.write_json(join_path(cfg.path("train"), "curation.json"), result)
     return result
 
 
-def _other_splits(a: dict, b: dict) -> dict[str, dict]:
-    """Zero-shot top-1 of models A and B on each labelled split after the headline one, with the noise."""
+# What each labelled split of the sample web labels (pipeline/sample_web/generate.py LABELLED_SPLITS).
+SPLIT_NAMES = {"eval": "shapes", "eval_background": "background colours"}
+
+
+def _selection(stats: dict | None) -> dict:
+    """Model B's training set as select chose it: pairs kept of the downloaded and scored ones, and
+    the CLIP cut's rule and value."""
+    stats = stats or {}
+    extra = stats.get("extra") or {}
+    valley = extra.get("valley") or {}
+    if extra.get("threshold") is not None:
+        rule = f"clip_score >= {extra['threshold']:.3f} (select.threshold)"
+    elif valley.get("found"):
+        rule = (f"clip_score >= {valley['threshold']:.3f}, the valley between the score histogram's modes at "
+                f"{valley['modes'][0]:.3f} and {valley['modes'][1]:.3f}")
+    else:
+        f = extra.get("top_fraction")
+        rule = f"the top {f:.0%} of scores" if f is not None and extra.get("cutoff") is not None else "every scored pair"
+        if valley:
+            rule += f" (no valley in the score histogram: {valley['reason']})"
+    drops = stats.get("drops") or {}
+    scored = (stats.get("input_rows") or 0) - drops.get("not_downloaded", 0) - drops.get("score_error", 0)
+    return {"kept": stats.get("output_rows"), "pairs": scored, "rule": rule,
+            "cutoff": extra.get("cutoff"), "valley": valley or None}
+
+
+def split_results(a: dict, b: dict) -> dict[str, dict]:
+    """Zero-shot top-1 of models A (unfiltered) and B (filtered) on each labelled split, with the
+    noise (two standard errors of the difference of two accuracies on n images each) and the outcome."""
     za, zb = (((s or {}).get("eval") or {}).get("zeroshot_splits") or {} for s in (a, b))
     out = {}
-    for name in list(za)[1:]:
-        if name in zb:
-            ta, tb, n = za[name]["top1"], zb[name]["top1"], za[name]["n_images"]
-            out[name] = {"unfiltered_top1": ta, "filtered_top1": tb, "chance_top1": za[name]["chance_top1"],
-                         "noise": 2 * math.sqrt((ta * (1 - ta) + tb * (1 - tb)) / max(n, 1))}
+    for name in za:
+        if name not in zb or za[name].get("top1") is None or zb[name].get("top1") is None:
+            continue
+        ta, tb, n = za[name]["top1"], zb[name]["top1"], za[name]["n_images"]
+        noise = 2 * math.sqrt((ta * (1 - ta) + tb * (1 - tb)) / max(n, 1))
+        diff = tb - ta
+        outcome = ("better" if diff > noise else "worse" if -diff > noise
+                   else "higher within noise" if diff > 0 else "lower within noise" if diff < 0 else "equal")
+        out[name] = {"unfiltered_top1": ta, "filtered_top1": tb, "chance_top1": za[name]["chance_top1"],
+                     "n_images": n, "noise": noise, "outcome": outcome}
+    return out
+
+
+def curation_verdict(splits: dict[str, dict], selection: dict | None = None,
+                     retrieval: tuple[float | None, float | None] = (None, None)) -> str:
+    """The demo's closing verdict: per labelled split, filtered vs unfiltered with its noise band;
+    "hurt" when filtering is worse beyond noise on any split, "works" when it is better beyond
+    noise on one and worse on none, else "no clear difference"."""
+    if not splits:
+        return "Curation check: evaluation results missing (no labelled eval split?)."
+    worse = [k for k, v in splits.items() if v["outcome"] == "worse"]
+    better = [k for k, v in splits.items() if v["outcome"] == "better"]
+    lower = [k for k, v in splits.items() if v["outcome"] == "lower within noise"]
+    named = lambda ks: ", ".join(SPLIT_NAMES.get(k, k) for k in ks)  # noqa: E731
+    if worse:
+        head = f"Curation hurt: the filtered model is worse beyond noise on {named(worse)}."
+    elif better:
+        head = f"Curation works: the filtered model is better beyond noise on {named(better)} and worse on no split."
+    else:
+        head = "Curation made no clear difference: every gap is within the evaluation's noise."
+    if lower:
+        head += f" It is lower, within noise, on {named(lower)}."
+    lines = [f"{SPLIT_NAMES.get(k, k)} ({k}, {v['n_images']} images): {v['filtered_top1']:.3f} filtered vs "
+             f"{v['unfiltered_top1']:.3f} unfiltered (±{v['noise']:.3f} noise, chance {v['chance_top1']:.3f}): {v['outcome']}"
+             for k, v in splits.items()]
+    out = f"{head} Zero-shot top-1 (same model, same steps): " + "; ".join(lines) + "."
+    r1_b, r1_a = retrieval
+    if r1_a is not None and r1_b is not None:
+        out += f" Image→text retrieval R@1: {r1_b:.3f} filtered vs {r1_a:.3f} unfiltered."
+    if selection and selection.get("kept") is not None:
+        out += f" Model B trained on {selection['kept']:,} of {selection['pairs']:,} pairs: {selection['rule']}."
     return out
 
 

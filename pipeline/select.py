@@ -13,11 +13,14 @@ best-scored member stays: pHash candidates confirmed by copy detection, pipeline
 filters run as `wit filter`'s chain does, on Arrow batches in the workers; the hash rules are
 Spark joins over pHash bands, never all pairs.
 
-The CLIP cut is ``clip_score >= select.threshold`` when a threshold is set, else the global top
-``select.top_fraction`` of the scored pool (DataComp's rule: the quantile is taken over every
-scored pair, before the image rules). The quantile is Spark's ``percentile_approx`` at accuracy
-1e6 (rank error <= n/1e6: exact below a million rows); a row is kept when its score is above the
-(1 - f) quantile, so ties at the cut are dropped together.
+The CLIP cut is ``clip_score >= select.threshold`` when a threshold is set. Else
+``select.threshold_rule`` chooses it from the scores, over every scored pair before the image rules:
+``top_fraction`` keeps the global top ``select.top_fraction`` (DataComp's rule; the quantile is
+Spark's ``percentile_approx`` at accuracy 1e6, rank error <= n/1e6: exact below a million rows; a
+row is kept when its score is above the (1 - f) quantile, so ties at the cut are dropped together);
+``valley`` keeps ``clip_score >=`` the valley between the two modes of the score histogram (matching
+captions score high, unrelated ones low: ``valley_cut``), the cut a user would read off the
+histogram without ground truth, and falls back to top_fraction when there is no such valley.
 
 Two parts: the plan (this module: ``tag_rows`` gives every row its ``drop_reason`` or none, and for
 duplicate_image and near_duplicate the source key of the copy that stayed, ``duplicate_of``) and the
@@ -29,6 +32,8 @@ them the output has ``dropped.parquet`` (every dropped row with its reason: sche
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 import schemas
 from filters.chain import REASON  # the column the filters tag rows in
@@ -42,6 +47,12 @@ REASONS = ["not_downloaded", "score_error", "blocklisted", "eval_overlap", "unsa
            "duplicate_image", "near_duplicate", "low_clip_score"]
 DROPPED_FILE = "dropped.parquet"  # every dropped row with its reason (schemas.SELECT_DROPPED)
 DUPLICATE_OF = "duplicate_of"
+# The valley rule (valley_cut): histogram bins over the scores' range; the valley must be at most
+# VALLEY_MAX_RATIO of the lower mode's height, with at least MIN_MODE_SHARE of the pairs on each side.
+VALLEY_BINS = 100
+VALLEY_MAX_RATIO = 0.9
+MIN_MODE_SHARE = 0.05
+MIN_VALLEY_SCORES = 50
 
 
 def _apply_filters(df, filters: list):
@@ -68,6 +79,10 @@ def _apply_filters(df, filters: list):
        options=[Option("--scores", metavar="PATH", help="scores folder (default: <output_dir>/scores)"),
                 Flag("--threshold", key="select.threshold", type=float, metavar="SCORE",
                      help="keep clip_score >= this (wins over --top-fraction)"),
+                Flag("--threshold-rule", key="select.threshold_rule", choices=["top_fraction", "valley"],
+                     help="without --threshold: keep the global --top-fraction (top_fraction), or keep clip_score >= "
+                     "the valley between the two modes of the score histogram (valley; top_fraction when the "
+                     "scores have one mode); the cut and why are in final/_stats.json"),
                 Flag("--top-fraction", key="select.top_fraction", type=float, metavar="F",
                      help="keep the global top fraction by clip_score"),
                 Flag("--min-side", key="select.min_side", type=int, metavar="PX",
@@ -117,7 +132,8 @@ def run_select(ctx: StageContext, scores: str | None = None) -> None:
     write_single_parquet(dropped, f"{tmp}/{DROPPED_FILE}", schemas.SELECT_DROPPED)
     stats.extra = {
         "cutoff": clip_rule.cutoff, "cutoff_inclusive": clip_rule.inclusive, "threshold": sel.threshold,
-        "top_fraction": None if sel.threshold is not None else sel.top_fraction,
+        "threshold_rule": None if sel.threshold is not None else sel.threshold_rule,
+        "top_fraction": None if sel.threshold is not None or (hash_extra.get("valley") or {}).get("found") else sel.top_fraction,
         "quantile": f"percentile_approx(accuracy={QUANTILE_ACCURACY}) over all scored pairs",
         "final_shards": len(sizes), "shard_size": sel.shard_size, "seed": sel.seed, **hash_extra,
     }
@@ -147,23 +163,31 @@ def joined_rows(spark, shards_dir: str, scores_dir: str):
 def tag_rows(spark, cfg, joined):
     """The selection plan: every row of ``joined`` with ``drop_reason`` (null: kept; else the first
     rule that drops it, in REASONS order) and ``duplicate_of``. Returns (rows, the CLIP-score rule,
-    the hash rules' figures for the stats)."""
+    the figures of the valley and hash rules for the stats)."""
     from pyspark.sql import functions as F
 
     from filters import registry
 
     sel = cfg.select
-    # The CLIP cut's place: a threshold, or a quantile of the whole scored pool (before the image rules).
+    hash_extra: dict = {}
+    # The CLIP cut's place: a threshold, the valley of the whole scored pool's histogram, or a quantile
+    # of that pool (before the image rules).
     score_rule, pool_cut = registry.filter_class("low_clip_score"), None
+    scored = joined.where(F.col(REASON).isNull())
+    if sel.threshold is None and sel.threshold_rule == "valley":
+        hash_extra["valley"] = valley = valley_cut(*score_histogram(scored, VALLEY_BINS))
+        if valley["found"]:
+            cfg = cfg.model_copy(update={"select": sel.model_copy(update={"threshold": valley["threshold"]})})
+        else:
+            f = sel.top_fraction
+            valley["fallback"] = f"top_fraction {f}" if f is not None and f < 1 else "every scored pair kept"
     if (q := score_rule.pool_quantile(cfg)) is not None:
-        pool_cut = joined.where(F.col(REASON).isNull()).agg(
-            F.percentile_approx("clip_score", q, QUANTILE_ACCURACY).alias("q")).first()["q"]
+        pool_cut = scored.agg(F.percentile_approx("clip_score", q, QUANTILE_ACCURACY).alias("q")).first()["q"]
     clip_rule = score_rule.from_config(cfg, pool_cut)
 
     # Images that must not be in the set at all (blocklisted, evaluation-set copies, unsafe), then
     # the image filters, then exact image dedup among the rows still in (the best-scored copy
     # stays; ties: smallest uid), near-duplicate clusters (the same rule), then the CLIP cut.
-    hash_extra: dict = {}
     df = _drop_hash_matches(spark, joined, sel, hash_extra)
     df = _apply_filters(df, [registry.build("unsafe", cfg)] + [registry.build(name, cfg) for name in registry.IMAGE_FILTERS])
     df = _drop_exact_duplicates(df) if sel.dedup_images else df.withColumn(DUPLICATE_OF, F.lit(None).cast("string"))
@@ -172,6 +196,65 @@ def tag_rows(spark, cfg, joined):
     if clip_rule.cutoff is not None:
         df = _apply_filters(df, [clip_rule])
     return df.cache(), clip_rule, hash_extra
+
+
+def score_histogram(scored, bins: int) -> tuple[np.ndarray, float, float]:
+    """(counts per bin, lowest score, highest score) of the ``clip_score`` column of ``scored``,
+    counted in Spark: only the ``bins`` counts reach the driver."""
+    from pyspark.sql import functions as F
+
+    r = scored.agg(F.min("clip_score").alias("lo"), F.max("clip_score").alias("hi")).first()
+    counts = np.zeros(bins, dtype=np.int64)
+    if r["lo"] is None or r["hi"] <= r["lo"]:
+        return counts, r["lo"] or 0.0, r["hi"] or 0.0
+    lo, hi = float(r["lo"]), float(r["hi"])
+    b = F.least(F.floor((F.col("clip_score") - lo) / ((hi - lo) / bins)).cast("int"), F.lit(bins - 1))
+    for row in scored.groupBy(b.alias("b")).count().collect():
+        counts[row["b"]] = row["count"]
+    return counts, lo, hi
+
+
+def valley_cut(counts, lo: float, hi: float) -> dict:
+    """The valley rule on a score histogram (``counts`` over equal bins from ``lo`` to ``hi``).
+
+    The histogram is smoothed by a Gaussian of Silverman's bandwidth (0.9 · min(sd, IQR/1.34) ·
+    n^-1/5); the two most prominent modes of the smoothed curve are found (scipy's find_peaks), and
+    the cut is the score at the lowest point between them. It counts as a valley only when that
+    point is at most VALLEY_MAX_RATIO of the lower mode and each side holds MIN_MODE_SHARE of the
+    pairs; otherwise ``found`` is False with the ``reason`` (one mode, too few scores)."""
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import find_peaks
+
+    counts = np.asarray(counts, dtype=np.float64)
+    n, bins = int(counts.sum()), len(counts)
+    out: dict = {"found": False, "threshold": None, "modes": None, "pairs": n, "bins": bins}
+    if n < MIN_VALLEY_SCORES or hi <= lo:
+        return {**out, "reason": f"too few distinct scores ({n} pairs)"}
+    width = (hi - lo) / bins
+    centres = lo + (np.arange(bins) + 0.5) * width
+    mean = float((counts * centres).sum() / n)
+    sd = float(np.sqrt((counts * (centres - mean) ** 2).sum() / n))
+    cdf = np.cumsum(counts) / n
+    iqr = float(np.interp(0.75, cdf, centres) - np.interp(0.25, cdf, centres))
+    spread = min(sd, iqr / 1.34) if iqr > 0 else sd
+    sigma = max(0.9 * spread * n ** -0.2 / width, 1.0)  # in bins
+    density = gaussian_filter1d(counts, sigma, mode="constant")
+    peaks, props = find_peaks(np.concatenate([[0.0], density, [0.0]]), prominence=0)
+    peaks, prominence = peaks - 1, props["prominences"]
+    out["smoothing_bins"] = round(float(sigma), 2)
+    if len(peaks) < 2:
+        return {**out, "reason": "one mode"}
+    a, b = sorted(peaks[np.argsort(prominence)[-2:]])
+    v = a + int(np.argmin(density[a : b + 1]))
+    ratio = float(density[v] / min(density[a], density[b]))
+    below = float(counts[:v].sum() / n)
+    out.update(modes=[round(float(centres[a]), 4), round(float(centres[b]), 4)], valley_ratio=round(ratio, 3),
+               share_below=round(below, 4))
+    if ratio > VALLEY_MAX_RATIO:
+        return {**out, "reason": f"no valley: the dip between the modes is {ratio:.0%} of the lower mode"}
+    if min(below, 1 - below) < MIN_MODE_SHARE:
+        return {**out, "reason": f"one mode: a side of the dip holds {min(below, 1 - below):.1%} of the pairs"}
+    return {**out, "found": True, "threshold": round(float(lo + v * width), 6), "reason": "valley between two modes"}
 
 
 def _drop_exact_duplicates(df):

@@ -185,3 +185,72 @@ def test_skip_complete_and_missing_input(pool, spark, tmp_path, capsys, monkeypa
 
     assert cli.main(["select", "-o", str(tmp_path / "nothing")]) == 2
     assert "download shards not found" in capsys.readouterr().err
+
+
+# --- the valley rule: the CLIP cut read off the score histogram ------------------------------------
+
+
+def _hist(scores, bins=100):
+    import numpy as np
+
+    counts, edges = np.histogram(scores, bins=bins)
+    return counts, float(edges[0]), float(edges[-1])
+
+
+def test_valley_cut_finds_the_dip_between_two_modes():
+    """Unrelated captions score low, matching ones high: the cut is at the dip between the modes."""
+    import numpy as np
+
+    from pipeline.select import valley_cut
+
+    rng = np.random.default_rng(0)
+    for low_share in (0.3, 0.6):  # either mode may be the larger
+        n_low = int(2000 * low_share)
+        scores = np.concatenate([rng.normal(0.10, 0.03, n_low), rng.normal(0.32, 0.04, 2000 - n_low)])
+        v = valley_cut(*_hist(scores))
+        assert v["found"] and v["reason"] == "valley between two modes"
+        assert 0.16 < v["threshold"] < 0.24, v
+        assert abs(v["modes"][0] - 0.10) < 0.03 and abs(v["modes"][1] - 0.32) < 0.03
+        assert abs(v["share_below"] - low_share) < 0.03
+        assert v["valley_ratio"] <= 0.9
+
+
+def test_valley_cut_without_a_valley_says_why():
+    """One mode, a shoulder too shallow to be a valley, or too few scores: no cut, and the reason."""
+    import numpy as np
+
+    from pipeline.select import valley_cut
+
+    rng = np.random.default_rng(1)
+    one = valley_cut(*_hist(rng.normal(0.2, 0.05, 2000)))
+    assert not one["found"] and one["threshold"] is None and "mode" in one["reason"]
+    # two modes so close that the dip between them is no valley
+    near = valley_cut(*_hist(np.concatenate([rng.normal(0.18, 0.04, 1000), rng.normal(0.22, 0.04, 1000)])))
+    assert not near["found"] and near["threshold"] is None
+    few = valley_cut(*_hist(rng.normal(0.2, 0.05, 20)))
+    assert not few["found"] and "too few" in few["reason"]
+    flat = valley_cut([0] * 99 + [500], 0.3, 0.3)
+    assert not flat["found"]
+
+
+def test_select_valley_rule_and_its_fallback(spark, tmp_path):
+    """threshold_rule valley keeps the high mode and reports the cut; on one-mode scores it falls back
+    to top_fraction and says so in the stats."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    bimodal = np.concatenate([rng.normal(0.1, 0.02, 50), rng.normal(0.4, 0.02, 30)]).tolist()
+    samples = [{"text": f"caption {i}", "image": jpeg(48, 48, 500 + i), "width": 300, "height": 300} for i in range(80)]
+    rows = write_shards(tmp_path / "shards", samples, shard_size=40)
+    for name, scores in (("bimodal", bimodal), ("unimodal", rng.normal(0.2, 0.03, 80).tolist())):
+        write_scores(tmp_path / name / "scores", rows, {r["key"]: s for r, s in zip(rows, scores, strict=True)})
+        cfg = cfg_for(tmp_path / name, threshold_rule="valley", top_fraction=0.25, near_dup=False, dedup_images=False)
+        stats = run_select(cfg, spark, input=str(tmp_path / "shards"), scores=str(tmp_path / name / "scores"))
+        extra, kept = stats["extra"], {m["uid"] for m in read_final(tmp_path / name / "final")[0]}
+        assert extra["threshold_rule"] == "valley" and extra["threshold"] is None
+        if name == "bimodal":
+            assert extra["valley"]["found"] and 0.15 < extra["cutoff"] < 0.35 and extra["top_fraction"] is None
+            assert kept == {r["uid"] for r, s in zip(rows, scores, strict=True) if s > 0.25}
+        else:
+            assert not extra["valley"]["found"] and extra["valley"]["fallback"] == "top_fraction 0.25"
+            assert extra["top_fraction"] == 0.25 and stats["output_rows"] == 20

@@ -33,7 +33,7 @@ from warcio.warcwriter import WARCWriter
 from pipeline.errors import UserError
 from pipeline.log import info
 from pipeline.progress import Progress
-from pipeline.sample_web import scenes
+from pipeline.sample_web import captions, scenes
 from pipeline.sample_web.server import BOMB_FILE, FAULT_STATUS, FAULTS, FAULTS_WITHOUT_FILE
 
 GROUND_TRUTH = pa.schema([
@@ -46,6 +46,10 @@ GROUND_TRUTH = pa.schema([
     pa.field("text_source", pa.string(), nullable=False),
     pa.field("true_caption", pa.string(), nullable=False),
     pa.field("matches_image", pa.bool_(), nullable=False),
+    # How the caption relates to the picture (captions.CAPTION_MIX): matching, loose or unrelated,
+    # and the way it is loose or unrelated (captions.LOOSE_KINDS, UNRELATED_KINDS); null on junk texts.
+    pa.field("caption_kind", pa.string()),
+    pa.field("caption_detail", pa.string()),
     pa.field("lang", pa.string()),
     pa.field("junk_kind", pa.string()),
     pa.field("fault", pa.string()),
@@ -83,6 +87,13 @@ EVAL_COPY_SHARE = 0.3
 # those, the share resembling an eval image.
 LOOK_ALIKE_SHARE = 0.06
 EVAL_LOOK_ALIKE_SHARE = 0.3
+# Shares of the fault-free pairs whose text is in another language, another picture's English
+# caption, or junk; the rest are English captions of the picture, of which captions.mix_probabilities
+# makes some loose or unrelated (from ``caption_rng``) so that English captions follow captions.CAPTION_MIX.
+OTHER_LANGUAGE_SHARE = 0.10
+OTHER_PICTURE_SHARE = 0.10
+JUNK_SHARE = 0.13
+P_LOOSE, P_UNRELATED = captions.mix_probabilities(OTHER_LANGUAGE_SHARE, JUNK_SHARE, OTHER_PICTURE_SHARE)
 
 
 def clean_text(raw: str | None) -> str:
@@ -125,7 +136,7 @@ class _Writer:
         self.gt = pq.ParquetWriter(root / "ground_truth.parquet", GROUND_TRUTH, compression="zstd")
         self.rows: list[dict] = []
         self.counts: dict[str, Counter] = {k: Counter() for k in ("lang", "junk_kind", "fault", "text_source", "matches_image",
-                                                                  "copy_kind", "look_alike_kind")}
+                                                                  "caption_kind", "copy_kind", "look_alike_kind")}
         self.n_images = self.n_pages = self.n_rows = self.image_bytes = 0
         self.faults: dict[str, str] = {}
         self.warcinfo_id = _record_id(seed, "warcinfo")
@@ -161,6 +172,7 @@ class _Writer:
         self.counts["fault"][r["fault"] or "none"] += 1
         self.counts["text_source"][r["text_source"]] += 1
         self.counts["matches_image"][str(r["matches_image"]).lower()] += 1
+        self.counts["caption_kind"][r["caption_kind"] or "none"] += 1
         self.counts["copy_kind"][r["copy_kind"] or "none"] += 1
         self.counts["look_alike_kind"][r["look_alike_kind"] or "none"] += 1
         if len(self.rows) >= BATCH_ROWS:
@@ -373,29 +385,34 @@ class _Page:
         elif mode != "srcset":
             g.originals.append((i, scene, w, h, fmt))
 
-        # The text: mostly a true English description, then other languages, mismatches, junk.
+        # The text: English captions (matching, loose or unrelated), other languages, junk.
         lang, matches, junk, title = "en", True, None, None
-        text_source = "alt"
+        text_source, kind, detail = "alt", "matching", None
         u = rng.random()
-        if fault or u >= 0.33:
+        if fault or u >= OTHER_LANGUAGE_SHARE + OTHER_PICTURE_SHARE + JUNK_SHARE:
             raw = scenes.english_variant(scene, rng)
+            if not fault:
+                raw, kind, detail = self.web_caption(scene, raw)
+                matches = kind == "matching"
             v = rng.random()
             if not fault and v < 0.10:  # no usable alt: the title carries the text
                 title, raw = raw, None
                 text_source = "title"
             elif v < 0.25:
                 title = rng.choice(["Click to enlarge", f"{i:07d}.{fmt}", "Shapes gallery", "zoom"])
-        elif u < 0.10:
+        elif u < OTHER_LANGUAGE_SHARE:
             lang = rng.choice(scenes.OTHER_LANGS)
             raw = scenes.CAPTIONERS[lang](scene)
-        elif u < 0.20:
+        elif u < OTHER_LANGUAGE_SHARE + OTHER_PICTURE_SHARE:
             other = scenes.random_scene(rng)
             while other.shape == scene.shape:
                 other = scenes.random_scene(rng)
             raw, matches = scenes.english_variant(other, rng), False
+            kind, detail = "unrelated", "other_picture"
         else:
             junk = rng.choice([k for k in JUNK_KINDS if k != "duplicate"])
             raw, lang, matches = _junk(junk, scene, url, rng)
+            kind = None
         if text_source == "title":
             if rng.random() < 0.5:
                 attrs.append(("alt", ""))
@@ -420,11 +437,24 @@ class _Page:
         self.rows.append({
             "pair_id": i, "page_url": self.url, "url": url, "wat_url": wat_url, "raw_text": raw_text,
             "text": clean_text(raw_text), "text_source": text_source, "true_caption": true_caption,
-            "matches_image": matches, "lang": lang, "junk_kind": junk, "fault": fault,
+            "matches_image": matches, "caption_kind": kind, "caption_detail": detail, "lang": lang, "junk_kind": junk, "fault": fault,
             "expected_status": FAULT_STATUS[fault] if fault else "success", "label": scene.label,
             "image_path": image_path, "near_dup_of": None, "eval_copy_of": None, "copy_kind": None,
             "look_alike_of": look[1], "eval_look_alike_of": look[2], "look_alike_kind": look[3],
         })
+
+    def web_caption(self, scene: scenes.Scene, raw: str) -> tuple[str, str, str | None]:
+        """(text, caption_kind, caption_detail): the correct caption ``raw`` as it is, or (at
+        P_LOOSE, P_UNRELATED) a loose or unrelated one instead. Draws only from ``caption_rng``."""
+        crng = self.g.caption_rng
+        u = crng.random()
+        if u < P_LOOSE:
+            text, detail = captions.loose(scene, crng)
+            return text, "loose", detail
+        if u < P_LOOSE + P_UNRELATED:
+            text, detail = captions.unrelated(scene, crng)
+            return text, "unrelated", detail
+        return raw, "matching", None
 
     def look_alike(self, scene: scenes.Scene) -> tuple:
         """(scene, look_alike_of, eval_look_alike_of, kind): ``scene`` as drawn, or (at
@@ -468,7 +498,8 @@ class _Page:
         self.links.append({"path": "IMG@/src", "url": url, "alt": raw})
         self.rows.append({
             "pair_id": i, "page_url": self.url, "url": url, "wat_url": url, "raw_text": raw, "text": clean_text(raw),
-            "text_source": "alt", "true_caption": scenes.english(scene), "matches_image": True, "lang": "en",
+            "text_source": "alt", "true_caption": scenes.english(scene), "matches_image": True,
+            "caption_kind": "matching", "caption_detail": None, "lang": "en",
             "junk_kind": None, "fault": None, "expected_status": "success", "label": scene.label, "image_path": rel,
             "near_dup_of": near, "eval_copy_of": eval_of, "copy_kind": kind,
             "look_alike_of": None, "eval_look_alike_of": None, "look_alike_kind": None,
@@ -524,6 +555,7 @@ class _Generator:
         # a clash is redrawn from its own generator, so the rest of the web stays as it was.
         self.redraw_rng = random.Random(f"{seed}-redraw")
         self.drawn: defaultdict = defaultdict(list)  # (shape, colour, background, count) → scenes drawn
+        self.caption_rng = random.Random(f"{seed}-captions")  # loose and unrelated captions (captions.py)
         self.originals: list[tuple[int, scenes.Scene, int, int, str]] = []  # (pair_id, scene, w, h, format)
         self.eval_sources = [(name, rel, scene) for name in LABELLED_SPLITS
                              for rel, scene, _ in labelled_scenes(name, seed, eval_per_class)]
