@@ -37,6 +37,10 @@ simulated web's healthy hosts: requests added per image (goal ≤ 2%) and images
 
   python -m bench download [--quick]
   python -m bench.download [--quick] [--sets clean,faults,memory,web] [--web-hosts N] [--web-images N]
+  python -m bench.download --sets progress   # progress on vs off on the clean set (not in the default sets)
+
+The web set's figures are kept per size: `web` for the default 2,000 hosts / 100,000 images, else
+`web_<hosts>_hosts_<images>_images`.
 """
 
 from __future__ import annotations
