@@ -114,6 +114,7 @@ def frontier_child(next_urls: int, links_per_page: int = 10, part_pages: int = 1
     with tempfile.TemporaryDirectory(prefix="wit_bench_frontier_") as tmp:
         cfg = load_config(overrides={"output_dir": tmp, "crawl.scope": "any", "crawl.max_pages": 10**9,
                                      "crawl.max_pages_per_host": 10**9, "spark.master": "local[2]",
+                                     "crawl.driver_frontier_max_urls": 0,  # the Spark job at every size
                                      "spark.driver_memory": "1g"})  # the same heap at every size: Spark spills
         spark = get_spark(cfg.spark)
         rounds = Rounds(StageContext("crawl", cfg, None, tmp, tmp, False, StageStats("crawl"), _spark=spark))

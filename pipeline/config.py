@@ -76,6 +76,10 @@ class CrawlConfig(Section):
     tasks: int | None = Field(None, ge=1, description="host groups per round, one Spark fetch task each (a host is "
                               "in one group, so its politeness holds job-wide); None = Spark's default parallelism")
     part_pages: int = Field(1000, ge=1, description="a task's frontier URLs per WARC part (the unit of resume)")
+    driver_frontier_max_urls: int = Field(
+        200_000, ge=0, description="while a round's links plus every URL seen so far are at most this many, the next "
+        "frontier is computed on the driver (pyarrow: no Spark job's fixed seconds); above, by a Spark job (the "
+        "driver's memory flat); 0 = always Spark")
     sitemaps: bool = Field(False, description="also start from the pages of the sitemaps the seeds' robots.txt names")
     user_agent: str | None = Field(None, description="None = download.user_agent")
     contact_url: str | None = Field(None, description="None = download.contact_url")

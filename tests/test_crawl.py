@@ -315,3 +315,84 @@ def test_urls_scope_and_seeds(tmp_path):
         read_seeds([str(tmp_path / "missing.txt")], "url")
     with pytest.raises(UserError, match="no seeds"):
         run_crawl(load_config(overrides={"output_dir": str(tmp_path)}))
+
+
+def _round_files(out: Path, r: int) -> tuple[list, list]:
+    """Round r's frontier (url, depth, host, group) and rejected (url, depth, reason) rows, sorted."""
+    def rows(kind, cols):
+        folder = out / kind / f"round-{r:05d}"
+        if not folder.exists():
+            return []
+        return sorted(tuple(d.values()) for d in ds.dataset(folder, format="parquet").to_table(columns=cols).to_pylist())
+    return rows("frontier", ["url", "depth", "host", "group"]), rows("rejected", ["url", "depth", "reason"])
+
+
+def _rounds(cfg, out: Path, spark):
+    from pipeline.crawl import Rounds
+    from pipeline.stage import StageContext
+    from pipeline.stats import StageStats
+
+    return Rounds(StageContext("crawl", cfg, None, str(out), str(out), False, StageStats("crawl"), _spark=spark))
+
+
+def _synthetic_round(out: Path) -> None:
+    """Round 0 of two seeds, with every case the next frontier decides: duplicates at two depths, session
+    ids and fragments, a redirect, links out of scope, past max_depth, over the per-host budget, no web
+    page, null, non-ASCII, already queued and already rejected."""
+    from pipeline.crawl import FRONTIER, PAGES, REJECTED
+
+    a, b = "http://a.test", "http://b.test"
+    for folder in ("frontier/round-00000", "rejected/round-00000", "pages"):
+        (out / folder).mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"url": f"{a}/", "depth": 0, "host": "a.test", "group": 0},
+                                         {"url": f"{b}/deep", "depth": 0, "host": "b.test", "group": 1}], schema=FRONTIER),
+                   out / "frontier/round-00000/part-0.parquet")
+    pq.write_table(pa.Table.from_pylist([{"url": f"{a}/old-rejected", "depth": 0, "reason": "not_html"}], schema=REJECTED),
+                   out / "rejected/round-00000/part-0.parquet")
+    links_a = [f"{a}/p{i}" for i in range(30)] + [f"{a}/p1#top", f"{a}/p2?sid=9", f"{b}/x", "http://c.test/out",
+                                                  "mailto:x@a.test", None, f"{a}/caf\u00e9", f"{a}/", f"{a}/old-rejected"]
+    pages = [{"url": f"{a}/", "depth": 0, "reason": None, "links": links_a},
+             {"url": f"{a}/moved", "depth": 0, "reason": "redirected", "links": [f"{a}/target", f"{a}/p3"]},
+             {"url": f"{b}/deep", "depth": 2, "reason": None, "links": [f"{b}/deeper", f"{b}/x"]},
+             {"url": f"{b}/gone", "depth": 0, "reason": "http_404", "links": None}]
+    pq.write_table(pa.Table.from_pylist(pages, schema=PAGES), out / "pages/round-00000-part-00000-00000.parquet")
+
+
+@pytest.mark.parametrize("max_pages", [1000, 20])
+def test_next_frontier_on_the_driver_is_the_spark_jobs(tmp_path, spark, max_pages):
+    """A small round's next frontier is computed on the driver; the Spark job (above
+    crawl.driver_frontier_max_urls) decides every URL the same way and puts each host in the same group."""
+    got = {}
+    for name, limit in (("spark", 0), ("driver", 10**6)):
+        out = tmp_path / name
+        _synthetic_round(out)
+        cfg = load_config(overrides={"output_dir": str(tmp_path), "crawl.max_depth": 2, "crawl.max_pages_per_host": 25,
+                                     "crawl.max_pages": max_pages, "crawl.tasks": 3,
+                                     "crawl.driver_frontier_max_urls": limit})
+        _rounds(cfg, out, spark).next_frontier(0, Scope(cfg.crawl, {"a.test", "b.test"}))
+        got[name] = _round_files(out, 1)
+    frontier, rejected = got["driver"]
+    assert got["spark"] == got["driver"]
+    reasons = Counter(r for _, _, r in rejected)
+    assert reasons["out_of_scope"] == 1 and reasons["max_depth"] == 1 and reasons["budget_exhausted"] > 0
+    depth = {u: d for u, d, *_ in frontier}
+    assert depth["http://a.test/target"] == 0  # a redirect's target: its page's depth, first in the host's budget
+    assert not depth.keys() & {"http://a.test/", "http://a.test/old-rejected"} and len(frontier) + 2 <= max_pages
+    for f in (tmp_path / "driver/frontier/round-00001").glob("*.parquet"):  # one group a file, by URL
+        t = pq.read_table(f)
+        assert len(set(t.column("group").to_pylist())) == 1 and t.column("url").to_pylist() == sorted(t.column("url").to_pylist())
+
+
+def test_the_crawls_frontiers_on_the_driver_are_the_spark_jobs(web, tmp_path):
+    """Every round of the crawl above (its frontiers computed on the driver) recomputed by the Spark job."""
+    out = tmp_path / "crawl"
+    shutil.copytree(web["out"], out)
+    cfg = web["cfg"].model_copy(update={"crawl": web["cfg"].crawl.model_copy(update={"driver_frontier_max_urls": 0})})
+    rounds = _rounds(cfg, out, web["spark"])
+    scope = Scope(cfg.crawl, {"127.0.0.1"})
+    for r in range(web["stats"]["extra"]["rounds"]):
+        want = _round_files(out, r + 1)
+        for kind in ("frontier", "rejected"):
+            shutil.rmtree(out / kind / f"round-{r + 1:05d}", ignore_errors=True)
+        rounds.next_frontier(r, scope)
+        assert _round_files(out, r + 1) == want, f"round {r + 1}"

@@ -11,7 +11,7 @@ URL the storage layer opens, ``s3://`` included):
     pages/round-RRRRR-part-GGGGG-CCCCC.parquet  every frontier URL's outcome: reason (None: stored), links
     rounds/round-RRRRR.json                 the round's counts; its presence marks the round complete
 
-**Where it runs.** Each round is two Spark jobs. The fetch: the frontier is partitioned by host into
+**Where it runs.** Each round is a Spark fetch job and a next frontier. The fetch: the frontier is partitioned by host into
 ``group``s (``crawl.tasks``, default Spark's parallelism), one task per group, so every request to
 a host comes from one task, whose one host scheduler (per-host connection cap, interval,
 Retry-After, circuit breaker) is polite for the whole job. A task fetches its group part by part
@@ -19,7 +19,8 @@ Retry-After, circuit breaker) is polite for the whole job. A task fetches its gr
 per round, and a host's pace carries from one part to the next. The next frontier: links exploded,
 normalised, deduplicated and anti-joined against every URL queued or rejected so far, budgets
 applied by window functions; the driver holds none of it, so its memory does not grow with the
-frontier. Every file, the Spark jobs' included, is read and written through ``pipeline.storage``.
+frontier. A small round's next frontier (``crawl.driver_frontier_max_urls``) is computed on the driver
+instead, by the same rules (``local_frontier``): a Spark job's fixed seconds are most of a small round. Every file, the Spark jobs' included, is read and written through ``pipeline.storage``.
 
 **Resume.** A part is the unit of work: its three files are written under temporary names and
 renamed, the pages file last, which marks the part complete. A rerun skips complete rounds and
@@ -45,7 +46,7 @@ out_of_scope, max_depth, budget_exhausted.
 One module per part: ``scope`` (URL normalisation, registered domains by the Public Suffix List, the
 scope rules), ``layout`` (where the files are; every read and write, Spark's too), ``pages`` (the
 fetch task: page fetch, links, sitemaps), ``warc`` (WARC parts and their index), ``frontier`` (the
-rounds and their Spark jobs), ``stage`` (``run_crawl``, ``wit crawl``, the seeds).
+rounds and their Spark jobs), ``local_frontier`` (a small round's next frontier on the driver), ``stage`` (``run_crawl``, ``wit crawl``, the seeds).
 """
 
 from pipeline.crawl.frontier import Rounds

@@ -1,7 +1,8 @@
 """The crawl's breadth-first rounds on the driver (``Rounds``): round 0's frontier from the seeds, each
 round's fetch as a Spark job of one task per host group, each next frontier as a Spark job (links
 normalised, deduplicated, anti-joined against every URL seen, budgets by window functions). The
-driver holds none of the frontier: its memory does not grow with the crawl."""
+driver holds none of the frontier: its memory does not grow with the crawl. A small round's next
+frontier is computed on the driver by the same rules (``local_frontier``)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,23 @@ from functools import partial
 import pyarrow as pa
 
 from pipeline import log, storage
+from pipeline.crawl import local_frontier
 from pipeline.crawl.layout import (
     FRONTIER,
     PAGES,
     REJECTED,
     CrawlFiles,
     dataset,
+    list_values,
     round_name,
     spark_read,
     spark_write,
     value_counts,
+    write_arrow,
     write_folder,
     write_table,
 )
+from pipeline.crawl.local_frontier import link_rows
 from pipeline.crawl.pages import Crawler, crawl_group, user_agent
 from pipeline.crawl.scope import Scope, host_of, normalise
 from pipeline.errors import UserError
@@ -36,12 +41,8 @@ def _normalised_links(batches, strip_params: tuple[str, ...], scope: Scope):
     import pandas as pd
 
     for df in batches:
-        rows = []
-        for link, depth in zip(df["link"], df["depth"]):
-            url = normalise(link, strip_params) if isinstance(link, str) else None
-            if url is not None:
-                rows.append((url, host_of(url), int(depth), url in scope))
-        yield pd.DataFrame(rows, columns=["url", "host", "depth", "in_scope"])
+        yield pd.DataFrame(list(link_rows(df["link"], df["depth"], strip_params, scope)),
+                           columns=["url", "host", "depth", "in_scope"])
 
 
 class Rounds(CrawlFiles):
@@ -87,7 +88,7 @@ class Rounds(CrawlFiles):
             if rejected:
                 write_folder(self.path("rejected", 0),
                              lambda tmp: write_table(rejected, REJECTED, f"{tmp}/part-00000.parquet") or len(rejected))
-            self.write_frontier(self.ctx.spark.createDataFrame(rows, "url string, depth int, host string"), 0)
+            self.write_frontier_table(pa.Table.from_pylist(rows, schema=local_frontier.QUEUED), 0)
         return scope
 
     def _sitemap_pages(self, seeds: list[str]) -> list[str]:
@@ -109,6 +110,14 @@ class Rounds(CrawlFiles):
                              F.pmod(F.xxhash64("host"), F.lit(groups)).cast("int").alias("group"))
                    .repartition(groups, "group").sortWithinPartitions("group", "url"))
         return write_folder(self.path("frontier", r), lambda tmp: spark_write(grouped, tmp, FRONTIER))
+
+    def write_frontier_table(self, queued: pa.Table, r: int) -> int:
+        """``write_frontier`` for rows the driver holds (url, depth, host): the same groups and files."""
+        def write(tmp: str) -> int:
+            for g, rows in local_frontier.by_group(queued, self.groups()):
+                write_arrow(rows.select(FRONTIER.names).cast(FRONTIER), f"{tmp}/part-{g:05d}.parquet")
+            return len(queued)
+        return write_folder(self.path("frontier", r), write)
 
     def run(self, seeds: list[str]) -> None:
         scope = self.seed(seeds)
@@ -166,11 +175,12 @@ class Rounds(CrawlFiles):
         return sorted(found)
 
     def next_frontier(self, r: int, scope: Scope) -> None:
-        """Round r+1's frontier from round r's links, as a Spark job: normalised, deduplicated, not
+        """Round r+1's frontier from round r's links (on the driver while the round's links and the
+        URLs seen so far are at most crawl.driver_frontier_max_urls, else a Spark job): normalised, deduplicated, not
         seen (an anti-join against every URL queued or rejected so far), in scope, within max_depth,
         the per-host budget (a host's earlier URLs count, then its new ones by depth and URL) and the
         total one (the cut by URL hash). The links not queued go to rejected/ with their reason, each
-        URL once. Memory: Spark's (it spills), not the driver's, however large the frontier grows."""
+        URL once. Memory: Spark's (it spills), not the driver's, beyond the driver's small rounds."""
         from pyspark.sql import functions as F
 
         cc, spark = self.cc, self.ctx.spark
@@ -179,7 +189,11 @@ class Rounds(CrawlFiles):
             return
         frontiers = [self.path("frontier", q) for q in range(r + 1)]
         rejected_so_far = [p for q in range(r + 1) if self.exists("rejected", q) for p in [self.path("rejected", q)]]
+        seen_rows = sum(dataset(p).count_rows() for p in frontiers + rejected_so_far)
         remaining = cc.max_pages - sum(dataset(p).count_rows() for p in frontiers)
+        if list_values(parts, "links") + seen_rows <= cc.driver_frontier_max_urls:
+            self._next_frontier_here(r, scope, parts, frontiers, rejected_so_far, remaining)
+            return
         spark.sparkContext.setJobDescription(f"wit crawl: frontier of round {r + 1}")
 
         links = spark_read(spark, parts, PAGES).select(
@@ -201,6 +215,22 @@ class Rounds(CrawlFiles):
                 self._split(staged, r, remaining)
         finally:
             storage.remove(staged)
+
+    def _next_frontier_here(self, r: int, scope: Scope, parts: list[str], frontiers: list[str],
+                            rejected_so_far: list[str], remaining: int) -> None:
+        """``next_frontier`` on the driver (pipeline.crawl.local_frontier): the same rules and files."""
+
+        before = dataset(frontiers).to_table(columns=["host", "url"])
+        seen = [before["url"]] + [dataset(p).to_table(columns=["url"])["url"] for p in rejected_so_far]
+        counts = before.group_by("host").aggregate([("url", "count")])
+        per_host = pa.table({"host": counts["host"], "before": counts["url_count"]})
+        pages = dataset(parts).to_table(columns=["depth", "reason", "links"])
+        queued, rejected = local_frontier.next_frontier(
+            pages, pa.chunked_array([c for s in seen for c in s.chunks], pa.string()),
+            per_host, self.cc, scope, remaining)
+        write_folder(self.path("rejected", r + 1),
+                     lambda tmp: write_arrow(rejected, f"{tmp}/part-00000.parquet") or len(rejected))
+        self.write_frontier_table(queued, r + 1)  # last: its presence starts the next round
 
     def _decided(self, new, per_host):
         """Each new URL's reason not to be queued (None: queued, unless the total budget cuts it)."""

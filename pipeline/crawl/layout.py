@@ -50,6 +50,28 @@ def write_table(rows: list[dict], schema: pa.Schema, path: str) -> None:
     move(tmp, path)
 
 
+def write_arrow(table: pa.Table, path: str) -> int:
+    """A Parquet file of ``table`` in a folder being written (``write_folder``'s); returns its rows."""
+    fs, p = storage.fs_for(path)
+    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(p, "wb") as f:
+        pq.write_table(table, f)
+    return table.num_rows
+
+
+def list_values(paths: list[str], column: str) -> int:
+    """About how many values the list column ``column`` holds in the Parquet files at ``paths`` (an
+    empty list counts one): from the files' metadata, nothing else is read."""
+    n = 0
+    for path in parquet_files(paths):
+        fs, p = storage.fs_for(path)
+        with fs.open(p, "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+            leaf = [i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] == column]
+            n += sum(meta.row_group(g).column(i).num_values for g in range(meta.num_row_groups) for i in leaf)
+    return n
+
+
 def write_folder(path: str, write: Callable[[str], int]) -> int:
     """Run ``write(folder) -> rows`` into a temporary folder and move it to ``path`` when it wrote any
     rows (none: nothing is left). Returns the rows."""
