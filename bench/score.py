@@ -126,7 +126,7 @@ def cpu_decode(shard: str, threads: int, seconds: float, pin: bool) -> float:
     import torch
 
     from pipeline.gpu_feed import _decode_on_cpu
-    from pipeline.shard_data import pack_blobs, unpack_blobs
+    from pipeline.image_decode import pack_blobs, unpack_blobs
 
     with tarfile.open(shard) as tf:
         blobs = unpack_blobs(pack_blobs([tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")]))
@@ -195,7 +195,7 @@ def device_decode_only(scorer, shard: str, batch_size: int, seconds: float) -> d
     """Images/s of the device's JPEG decoder alone, and with the model's resize + crop, in this thread
     (what the GPU decode path can feed the model at most, before any overlap)."""
     from pipeline.gpu_feed import HybridJpegDecoder
-    from pipeline.shard_data import decode_jpegs, pack_blobs, unpack_blobs
+    from pipeline.image_decode import decode_jpegs, pack_blobs, unpack_blobs
 
     with tarfile.open(shard) as tf:
         blobs = [tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".jpg")][:batch_size]

@@ -127,8 +127,9 @@ def loader_only(shards: str, model_name: str, batch: int, workers: int, batches:
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
+    from pipeline.image_decode import split_preprocess
     from pipeline.models import register_models
-    from pipeline.shard_data import TrainStream, device_crop_of, make_loader, shard_urls, split_preprocess
+    from pipeline.shard_data import TrainStream, device_crop_of, make_loader, shard_urls
 
     register_models()
     cfg = open_clip.get_model_config(model_name)["vision_cfg"]

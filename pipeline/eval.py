@@ -80,7 +80,7 @@ def encode_images(model, preprocess, sources: Sequence[str | bytes], device, bat
     """
     import torch
 
-    from pipeline.shard_data import decode_image
+    from pipeline.image_decode import decode_image
 
     feats, kept, batch, batch_idx = [], [], [], []
 
@@ -237,7 +237,7 @@ def default_pairs(eval_dir: str | None) -> str | None:
 def labelled_folders(eval_dir: str | Sequence[str] | None, cfg: RunConfig) -> list[str]:
     """``train.eval_dir`` as a list; None = every labelled split of this run's sample web."""
     if eval_dir is None:
-        from pipeline.sample_web.generate import LABELLED_SPLITS
+        from pipeline.sample_web.labelled import LABELLED_SPLITS
 
         return [join_path(cfg.path("sample"), name) for name in LABELLED_SPLITS]
     return [eval_dir] if isinstance(eval_dir, str) else list(eval_dir)

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from pipeline.shard_data import decode_jpegs
+from pipeline.image_decode import decode_jpegs
 
 
 def usable_cpus() -> int:

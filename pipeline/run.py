@@ -207,7 +207,7 @@ def _curation_experiment(cfg: RunConfig, spark) -> dict:
     return result
 
 
-# What each labelled split of the sample web labels (pipeline/sample_web/generate.py LABELLED_SPLITS).
+# What each labelled split of the sample web labels (pipeline/sample_web/labelled.py LABELLED_SPLITS).
 SPLIT_NAMES = {"eval": "shapes", "eval_background": "background colours"}
 
 

@@ -63,8 +63,8 @@ class Scorer:
     ):
         import torch
 
+        from pipeline.image_decode import split_preprocess
         from pipeline.models import load_clip, resolve_device
-        from pipeline.shard_data import split_preprocess
 
         self.device = resolve_device(device)
         if pretrained is None:  # random init (tests): the same weights in every process / Spark worker
@@ -148,7 +148,7 @@ class Scorer:
 
     def begin(self, b: dict) -> None:
         """Start decoding a batch's JPEGs on the CPU threads (prepare, a few batches later, finishes it)."""
-        from pipeline.shard_data import unpack_blobs
+        from pipeline.image_decode import unpack_blobs
 
         b["groups"] = [(kind, self.decoder.begin(unpack_blobs(data)) if kind == "jpeg" else data, n)
                        for kind, data, n in b["groups"]]

@@ -187,7 +187,7 @@ class _Model:
     optimizer: Any
     loss_fn: Any
     preprocess: Any  # what the loader workers run on each image (the PIL part, where split)
-    normalize: Any  # the rest of the transform, on the device (shard_data.DeviceNormalize), or None
+    normalize: Any  # the rest of the transform, on the device (image_decode.DeviceNormalize), or None
     crop: Any  # the RandomResizedCrop the device runs on JPEGs it decodes, or None
     preprocess_val: Any
     tokenizer: Any
@@ -198,8 +198,9 @@ def _build(t, ranks: _Ranks) -> _Model:
     from open_clip.loss import ClipLoss
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
+    from pipeline.image_decode import split_preprocess
     from pipeline.models import load_clip, resolve_device
-    from pipeline.shard_data import device_crop_of, split_preprocess
+    from pipeline.shard_data import device_crop_of
 
     if ranks.world > 1 and torch.cuda.is_available():
         device = torch.device("cuda", ranks.local)

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import MAX_URL_LENGTH, load_config
+from pipeline.config import load_config
 from pipeline.errors import UserError
 from pipeline.extract import (
     FileStats,
@@ -26,6 +26,7 @@ from pipeline.extract import (
     run_extract,
 )
 from pipeline.ids import make_uid
+from pipeline.rules import MAX_URL_LENGTH
 from pipeline.stats import STATS_FILE
 from schemas import CANDIDATES, conform
 

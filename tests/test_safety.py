@@ -17,7 +17,8 @@ from shardkit import jpeg, write_shards
 import schemas
 from filters.safety import UnsafeFilter
 from pipeline import score as score_mod
-from pipeline.config import SAFE_PROMPTS, UNSAFE_PROMPTS, load_config
+from pipeline.config import load_config
+from pipeline.config_sections import SAFE_PROMPTS, UNSAFE_PROMPTS
 from pipeline.errors import ConfigError, UserError
 from pipeline.score import Scorer, list_shards, run_score, score_shards
 

@@ -109,7 +109,7 @@ def rotated_exif() -> bytes:
 
 def test_which_jpegs_the_device_may_decode(monkeypatch):
     """One rule for scoring and training: complete RGB or greyscale JPEGs within PIL's bomb limit."""
-    from pipeline.shard_data import jpeg_for_device
+    from pipeline.image_decode import jpeg_for_device
 
     good = jpeg(64, 48, 1)
     odd = {x["text"]: x["image"] for x in _odd_jpegs()}
@@ -142,7 +142,7 @@ def pil_written_jpegs(seed: int, max_side: int):
 
 def test_jpeg_size_reads_the_frame_header_as_pil_does():
     """The cheap header walk agrees with PIL on every kind of JPEG PIL writes."""
-    from pipeline.shard_data import jpeg_size
+    from pipeline.image_decode import jpeg_size
 
     for label, bands, data in pil_written_jpegs(3, 700):
         with Image.open(io.BytesIO(data)) as im:
@@ -167,12 +167,12 @@ def _pil_pixels(data: bytes) -> np.ndarray:
 def test_worker_decoding_gives_pils_pixels(monkeypatch):
     """gpu_preprocess=resize workers decode JPEGs with torchvision, not PIL: the pixels must be PIL's,
     for every kind of JPEG PIL writes (CMYK and non-JPEGs take PIL itself); bad images still raise."""
-    from pipeline import shard_data
-    from pipeline.shard_data import decode_full
+    from pipeline import image_decode
+    from pipeline.image_decode import decode_full
 
     by_pil = []
-    pil = shard_data.decode_image
-    monkeypatch.setattr(shard_data, "decode_image", lambda data, *a: by_pil.append(data) or pil(data, *a))
+    pil = image_decode.decode_image
+    monkeypatch.setattr(image_decode, "decode_image", lambda data, *a: by_pil.append(data) or pil(data, *a))
     for label, bands, data in pil_written_jpegs(11, 400):
         got = decode_full(data)
         assert got.dtype == np.uint8 and np.array_equal(got, _pil_pixels(data)), label
@@ -206,7 +206,7 @@ def test_device_preprocessing_paths_agree_with_the_exact_path(tmp_path, tiny, wh
     assert tiny.decoder is None  # the scorer's own decoder lives for one pass only
     assert counts == exact and exact["errors"] == 3  # corrupt, truncated, complete-but-corrupt
     if where == "decode":  # every JPEG the device path may take went to one side or the other
-        from pipeline.shard_data import jpeg_for_device
+        from pipeline.image_decode import jpeg_for_device
 
         eligible = sum(1 for x in samples if x["image"] and jpeg_for_device(x["image"]) is not None)
         assert sum(decoded_by.values()) == eligible
@@ -226,7 +226,7 @@ def test_hybrid_decoder_splits_work_and_keeps_order():
     from concurrent.futures import Future
 
     from pipeline.gpu_feed import HybridJpegDecoder
-    from pipeline.shard_data import pack_blobs, unpack_blobs
+    from pipeline.image_decode import pack_blobs, unpack_blobs
 
     raw = [jpeg(20 + 3 * i, 30 + (i % 4), i) for i in range(10)]
     raw[4] = raw[7] = b"\xff\xd8 not a jpeg \xff\xd9"
@@ -370,7 +370,7 @@ def test_parity_coco_vit_b32(tmp_path, shared_data):
 
 @pytest.mark.shared_data
 def test_worker_decoding_gives_pils_pixels_on_coco(shared_data):
-    from pipeline.shard_data import decode_full
+    from pipeline.image_decode import decode_full
 
     samples = coco_samples(shared_data)
     assert len(samples) >= 10

@@ -230,7 +230,8 @@ def test_device_decoding_matches_the_workers_and_drops_what_no_decoder_reads(tmp
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from pipeline.shard_data import TrainStream, device_batch, device_crop_of, pack_blobs, split_preprocess
+    from pipeline.image_decode import pack_blobs, split_preprocess
+    from pipeline.shard_data import TrainStream, device_batch, device_crop_of
 
     good = _jpeg(60, 44, 1)
     samples = [{"jpg": good[: len(good) // 2], "txt": "truncated"}, {"jpg": b"\xff\xd8 junk \xff\xd9", "txt": "junk"}]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import MAX_URL_LENGTH
 from pipeline.extract.text import clean_text_column
 from pipeline.extract.urls import resolve_url_column
 from pipeline.ids import uids_of_keys
+from pipeline.rules import MAX_URL_LENGTH
 
 BATCH_ROWS = 8192
 

@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlparse
 
 import pyarrow as pa
 
-from pipeline.config import MAX_URL_LENGTH
+from pipeline.rules import MAX_URL_LENGTH
 
 # Characters for which urljoin does more than the fast paths below (whitespace removal, params, IPv6 checks).
 _ODD_URL_CHARS = re.compile(r"[\t\n\r;\[\]]")

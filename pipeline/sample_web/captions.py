@@ -108,3 +108,40 @@ def unrelated(scene: scenes.Scene, rng: random.Random) -> tuple[str, str]:
     if rng.random() < 0.5:
         return other_picture(scene, rng), "other_picture"
     return _fill(rng.choice(_OFF_TOPIC), scene, rng), "off_topic"
+
+
+LONG_ALT = 5000
+
+
+def junk(kind: str, scene: scenes.Scene, url: str, rng: random.Random) -> tuple[str, str | None, bool]:
+    """(raw attribute value, language, matches_image) for one kind of real-web junk."""
+    n = rng.randint(1, 9999)
+    if kind == "filename":
+        return rng.choice([f"IMG_{n:04d}.JPG", f"DSC{n:05d}.jpg", f"image{n}.png", f"photo-{n}.jpeg",
+                           f"Screenshot_{n}.png", f"P{n:07d}.JPG"]), None, False
+    if kind == "click_here":
+        return rng.choice(["click here", "Click here", "click here to enlarge", "Click to enlarge",
+                           "read more", "more info", "view larger image"]), "en", False
+    if kind == "empty":
+        return "", None, False
+    if kind == "whitespace":
+        return rng.choice([" ", "   ", "\n  \t", "\t", "  \n"]), None, False
+    if kind == "long":
+        words = ["shapes", "colours", "circle", "square", "star", "best", "free", "cheap", "buy", "online",
+                 "gallery", "pictures", "download", "wallpaper", "hd"]
+        out: list[str] = []
+        while sum(len(w) + 1 for w in out) < LONG_ALT + 20:
+            out.append(rng.choice(words))
+        return " ".join(out)[:LONG_ALT], "en", False
+    if kind == "entities":
+        c = scenes.english(scene)
+        c = c[0].upper() + c[1:]
+        return rng.choice([f"&quot;{c}&quot;", f"{c} &amp; more shapes", c.replace(" ", "&nbsp;"),
+                           f"{c} &mdash; caf&eacute; gallery", f"{c} &#8211; &lt;new&gt;"]), "en", True
+    if kind == "url_as_text":
+        return url, None, False
+    if kind == "repeated_char":
+        return rng.choice("!.-*=a_") * rng.randint(5, 40), None, False
+    if kind == "single_word":
+        return rng.choice(["image", "photo", "picture", "banner", "logo", "thumbnail", "untitled", "img"]), "en", False
+    raise ValueError(kind)  # pragma: no cover
