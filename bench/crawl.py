@@ -8,10 +8,11 @@ traps bounded by the per-host budget. Requests are counted by the servers (robot
 Peak RSS is the driver process's (servers included; the fetches run in Spark's Python workers).
 A host's n requests span (n - 1) intervals, so a short run can show a little over 100% of the
 limit. Printed for the whole crawl and for its fetch
-jobs alone (each round's frontier job adds a few seconds whatever the round's size).
+jobs alone (each round's next frontier comes between them: computed on the driver for a round this small,
+crawl.driver_frontier_max_urls; a Spark job above it, a few seconds whatever the round's size).
 
 Frontier memory: in a fresh process, the next frontier of 10⁵, 10⁶ and 10⁷ new URLs (1,000 hosts),
-computed by the Spark job from synthetic fetched pages of 10 links each; peak RSS of the driver's
+computed by the Spark job (forced at every size: crawl.driver_frontier_max_urls 0) from synthetic fetched pages of 10 links each; peak RSS of the driver's
 Python, the JVM and the largest Python worker compared across sizes (flat: the goal).
 
   python -m bench crawl [--quick]
@@ -134,7 +135,7 @@ def frontier_child(next_urls: int, links_per_page: int = 10, part_pages: int = 1
         import gc
 
         gc.collect()
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        base = _peak_rss_mb(os.getpid())  # VmHWM, not ru_maxrss: that keeps the parent's peak across exec
         jvm = spark.sparkContext._gateway.proc.pid
         t0 = time.perf_counter()
         rounds.next_frontier(0, Scope(cfg.crawl, set()))
@@ -145,7 +146,7 @@ def frontier_child(next_urls: int, links_per_page: int = 10, part_pages: int = 1
 
         queued = ds.dataset(rounds.path("frontier", 1), format="parquet").count_rows()
         spark.stop()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb(os.getpid())
     return {"pages": pages, "next_frontier_urls": queued, "seconds": round(secs, 1),
             "urls_per_s": round(queued / secs), "driver_peak_rss_mb": round(peak, 1),
             "driver_rss_before_mb": round(base, 1), "jvm_peak_rss_mb": round(jvm_mb, 1),
@@ -171,7 +172,7 @@ def main(quick: bool = False) -> dict:
         print(f"crawl: {r['hosts']} hosts, 1 request/{r['min_interval_s']}s each: {r['requests']} requests in "
               f"{r['seconds']}s ({r['rounds']} rounds) = {r['requests_per_s']}/s = {r['share_of_limit']:.0%} of the "
               f"{r['limit_per_s']}/s limit; fetch jobs alone {r['fetch_requests_per_s']}/s = "
-              f"{r['fetch_share_of_limit']:.0%}; frontier jobs {r['frontier_s']}s; peak RSS {r['peak_rss_mb']} MB",
+              f"{r['fetch_share_of_limit']:.0%}; next frontiers {r['frontier_s']}s; peak RSS {r['peak_rss_mb']} MB",
               flush=True)
         results.append(r)
     memory = []

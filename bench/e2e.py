@@ -343,7 +343,7 @@ def main(quick: bool = False, pairs: int | None = None, hosts: int | None = None
     path = Path(out or ROOT / "bench" / "results" / "e2e.json")
     old = json.loads(path.read_text()) if path.exists() else {}
     old[key or f"{'from_crawl_' if from_crawl else ''}{pairs}_pairs_{master}"] = res
-    path.write_text(json.dumps(old, indent=1) + "\n")
+    path.write_text(json.dumps(old, indent=2) + "\n")
     print(f"  bottleneck: {res['bottleneck']} ({res['bottleneck_share']:.0%} of {res['total_s']}s); wrote {path}")
     return res
 

@@ -293,7 +293,7 @@ def curation_verdict(splits: dict[str, dict], selection: dict | None = None, ste
     if worse:
         head = f"Curation hurt: the filtered model is worse beyond noise on {named(worse)}."
     elif better:
-        head = f"Curation works: the filtered model is better beyond noise on {named(better)} and worse on none."
+        head = f"Curation works: the filtered model is better beyond noise on {named(better)}, and worse on none."
     else:
         head = "Curation made no clear difference: every gap is within the evaluation's noise."
     if lower:

@@ -39,7 +39,7 @@ def test_verdict_says_plainly_when_filtering_is_worse():
 def test_verdict_better_beyond_noise_and_lower_within_noise():
     better = split_results(_summary(eval=0.13, eval_background=0.60), _summary(eval=0.14, eval_background=0.80))
     v = curation_verdict(better, SELECTION)
-    assert v.startswith("Curation works: the filtered model is better beyond noise on background colours and worse on none.")
+    assert v.startswith("Curation works: the filtered model is better beyond noise on background colours, and worse on none.")
     assert "shapes (eval, 400 images), zero-shot top-1: 0.140 filtered vs 0.130 unfiltered" in v and "higher within noise" in v
     lower = split_results(_summary(eval=0.15, eval_background=0.60), _summary(eval=0.13, eval_background=0.80))
     v = curation_verdict(lower, SELECTION)
