@@ -176,8 +176,8 @@ class Rounds(CrawlFiles):
 
     def next_frontier(self, r: int, scope: Scope) -> None:
         """Round r+1's frontier from round r's links (on the driver while the round's links and the
-        URLs seen so far are at most crawl.driver_frontier_max_urls, else a Spark job): normalised, deduplicated, not
-        seen (an anti-join against every URL queued or rejected so far), in scope, within max_depth,
+        URLs seen so far are at most crawl.driver_frontier_max_urls, else a Spark job): normalised,
+        deduplicated, not seen (an anti-join against every URL queued or rejected so far), in scope, within max_depth,
         the per-host budget (a host's earlier URLs count, then its new ones by depth and URL) and the
         total one (the cut by URL hash). The links not queued go to rejected/ with their reason, each
         URL once. Memory: Spark's (it spills), not the driver's, beyond the driver's small rounds."""
@@ -219,7 +219,6 @@ class Rounds(CrawlFiles):
     def _next_frontier_here(self, r: int, scope: Scope, parts: list[str], frontiers: list[str],
                             rejected_so_far: list[str], remaining: int) -> None:
         """``next_frontier`` on the driver (pipeline.crawl.local_frontier): the same rules and files."""
-
         before = dataset(frontiers).to_table(columns=["host", "url"])
         seen = [before["url"]] + [dataset(p).to_table(columns=["url"])["url"] for p in rejected_so_far]
         counts = before.group_by("host").aggregate([("url", "count")])
@@ -228,8 +227,7 @@ class Rounds(CrawlFiles):
         queued, rejected = local_frontier.next_frontier(
             pages, pa.chunked_array([c for s in seen for c in s.chunks], pa.string()),
             per_host, self.cc, scope, remaining)
-        write_folder(self.path("rejected", r + 1),
-                     lambda tmp: write_arrow(rejected, f"{tmp}/part-00000.parquet") or len(rejected))
+        write_folder(self.path("rejected", r + 1), lambda tmp: write_arrow(rejected, f"{tmp}/part-00000.parquet"))
         self.write_frontier_table(queued, r + 1)  # last: its presence starts the next round
 
     def _decided(self, new, per_host):
