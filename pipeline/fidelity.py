@@ -30,15 +30,17 @@ def ground_truth_path(cfg: RunConfig) -> str:
     return cfg.report.ground_truth or join_path(cfg.path("sample"), "ground_truth.parquet")
 
 
-def _read(path: str, columns: list[str]) -> pa.Table | None:
-    """The columns of a Parquet file or dataset folder, or None when it is absent or unreadable."""
+def _read(path: str, columns: list[str], optional: tuple[str, ...] = ()) -> pa.Table | None:
+    """The columns of a Parquet file or dataset folder, with those of ``optional`` that it has, or
+    None when it is absent or unreadable."""
     import pyarrow.dataset as ds
 
     if not storage.exists(path):
         return None
     fs, p = storage.fs_for(path)
     try:
-        return ds.dataset(p, filesystem=fs, format="parquet", exclude_invalid_files=True).to_table(columns=columns)
+        data = ds.dataset(p, filesystem=fs, format="parquet", exclude_invalid_files=True)
+        return data.to_table(columns=columns + [c for c in optional if c in data.schema.names])
     except (OSError, ValueError, pa.ArrowInvalid):
         return None
 
@@ -46,9 +48,9 @@ def _read(path: str, columns: list[str]) -> pa.Table | None:
 def _truth(cfg: RunConfig) -> dict[str, dict[str, Any]] | None:
     """uid → the ground truth of its first <img> (a repeated pair has one uid and the same truth)."""
     columns = ["pair_id", "url", "text", "lang", "junk_kind", "matches_image", "fault", "near_dup_of", "eval_copy_of"]
-    # Look-alikes exist in sample webs generated since they were planted; older ones are graded without them.
-    t = (_read(ground_truth_path(cfg), columns + ["look_alike_of", "eval_look_alike_of", "caption_kind"])
-         or _read(ground_truth_path(cfg), columns + ["look_alike_of", "eval_look_alike_of"]) or _read(ground_truth_path(cfg), columns))
+    # Look-alikes and caption kinds exist in sample webs generated since they were planted; older ones are
+    # graded without them.
+    t = _read(ground_truth_path(cfg), columns, optional=("look_alike_of", "eval_look_alike_of", "caption_kind"))
     if t is None:
         return None
     truth: dict[str, dict[str, Any]] = {}

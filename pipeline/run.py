@@ -200,8 +200,7 @@ def _curation_experiment(cfg: RunConfig, spark) -> dict:
     splits = split_results(a, b)
     measured = fidelity.measure(scfg)  # scfg: the scores and selection graded are model A's
     result = {"unfiltered_top1": top1_a, "filtered_top1": top1_b, "unfiltered_i2t_R@1": r1_a,
-              "filtered_i2t_R@1": r1_b, "eval_images": n, "splits": splits,
-              "other_splits": {k: v for k, v in list(splits.items())[1:]}, "selection": selection,
+              "filtered_i2t_R@1": r1_b, "eval_images": n, "splits": splits, "selection": selection,
               "steps": cfg.train.steps, "verdict": curation_verdict(splits, selection, cfg.train.steps),
               "fidelity": measured, "measured_removal": fidelity.headline(measured, read_stats(cfg.path("final")))}
     storage.write_json(join_path(cfg.path("train"), "curation.json"), result)

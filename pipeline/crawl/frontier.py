@@ -27,7 +27,6 @@ from pipeline.crawl.layout import (
     value_counts,
     write_arrow,
     write_folder,
-    write_table,
 )
 from pipeline.crawl.local_frontier import link_rows
 from pipeline.crawl.pages import Crawler, crawl_group, user_agent
@@ -87,7 +86,7 @@ class Rounds(CrawlFiles):
                     rows.append({"url": url, "depth": 0, "host": host})
             if rejected:
                 write_folder(self.path("rejected", 0),
-                             lambda tmp: write_table(rejected, REJECTED, f"{tmp}/part-00000.parquet") or len(rejected))
+                             lambda tmp: write_arrow(pa.Table.from_pylist(rejected, schema=REJECTED), f"{tmp}/part-00000.parquet"))
             self.write_frontier_table(pa.Table.from_pylist(rows, schema=local_frontier.QUEUED), 0)
         return scope
 

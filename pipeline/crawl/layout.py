@@ -43,15 +43,13 @@ def move(src: str, dst: str) -> None:
 def write_table(rows: list[dict], schema: pa.Schema, path: str) -> None:
     """A Parquet file, written whole under a temporary name, then renamed."""
     tmp = temporary(path)
-    fs, p = storage.fs_for(tmp)
-    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(p, "wb") as f:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), f)
+    write_arrow(pa.Table.from_pylist(rows, schema=schema), tmp)
     move(tmp, path)
 
 
 def write_arrow(table: pa.Table, path: str) -> int:
-    """A Parquet file of ``table`` in a folder being written (``write_folder``'s); returns its rows."""
+    """A Parquet file of ``table`` at ``path`` as it is (in a folder ``write_folder`` renames whole, or
+    a temporary name); returns its rows."""
     fs, p = storage.fs_for(path)
     fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(p, "wb") as f:

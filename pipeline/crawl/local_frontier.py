@@ -94,7 +94,8 @@ def _total_budget(decided: pa.Table, remaining: int) -> tuple[pa.Table, pa.Table
     queued = decided.filter(pc.is_null(decided["reason"])).select(["url", "depth", "host"])
     rejected = decided.filter(pc.is_valid(decided["reason"])).select(["url", "depth", "reason"])
     if len(queued) > remaining:
-        order = sorted(range(len(queued)), key=lambda i, u=queued["url"].to_pylist(): (spark_xxhash64(u[i]), u[i]))
+        urls = queued["url"].to_pylist()
+        order = sorted(range(len(urls)), key=lambda i: (spark_xxhash64(urls[i]), urls[i]))
         cut = queued.take(pa.array(order[remaining:], pa.int64()))
         queued = queued.take(pa.array(sorted(order[:remaining]), pa.int64()))
         rejected = pa.concat_tables([rejected, pa.table({

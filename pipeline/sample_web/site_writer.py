@@ -54,6 +54,7 @@ GROUND_TRUTH = pa.schema([
     pa.field("eval_look_alike_of", pa.string()),
     pa.field("look_alike_kind", pa.string()),
 ])
+
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 BATCH_ROWS = 10_000
 
