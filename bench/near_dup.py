@@ -190,18 +190,16 @@ def quality_coco(sign) -> dict | None:
 
 def _confirmed(a: bytes, b: bytes) -> bool:
     from pipeline.config import SelectConfig
-    from pipeline.copy_detect import is_copy
+    from pipeline.copy_detect import CopyThresholds, is_copy
 
-    sel = SelectConfig()
-    return is_copy(a, b, sel.copy_max_residual, sel.copy_max_peak)
+    return is_copy(a, b, CopyThresholds.of(SelectConfig()))
 
 
 def _key_distance(ha: int, ta: bytes, hb: int, tb: bytes) -> int:
     """The smallest distance of the candidate keys compared besides the whole pHash (near_dup.KEY_PAIRS)."""
-    from pipeline.near_dup import KEY_PAIRS, candidate_keys, hamming
+    from pipeline.near_dup import candidate_keys, key_distances
 
-    ka, kb = candidate_keys(ha, ta), candidate_keys(hb, tb)
-    return min(min(hamming(ka[x], kb[y]), hamming(ka[y], kb[x])) for x, y in KEY_PAIRS if (x, y) != (0, 0))
+    return min(key_distances(candidate_keys(ha, ta), candidate_keys(hb, tb))[1:])
 
 
 def _two_step(copies: dict, confirmed: dict, false_pairs: np.ndarray, thumbs: list) -> dict:

@@ -330,6 +330,12 @@ class SelectConfig(Section):
     copy_max_peak: float = Field(
         50.0, ge=0, le=255, description="copy detection: most local difference of the aligned thumbnails (an object that "
         "differs); near the border only what an overlay does not explain")
+    copy_peak_floor: float = Field(
+        28.0, ge=0, le=255, description="copy detection: the local difference allowed a pair that agrees everywhere else "
+        "(residual 0); it grows by copy_peak_per_residual per unit of residual, up to copy_max_peak")
+    copy_peak_per_residual: float = Field(
+        5.0, ge=0, description="copy detection: how much more local difference each unit of residual (a re-encode's "
+        "noise everywhere) allows")
     near_dup_bands: int | None = Field(
         None, ge=1, le=64, description="pHash bands of the candidate search; None = distance + 1 (exhaustive) when "
         "affordable, fewer at very large scale")

@@ -225,7 +225,10 @@ def headline(m: dict[str, Any] | None, select_stats: dict[str, Any] | None = Non
             parts.append(f"{drops[reason]} {label} removed")
     nd = ((select_stats or {}).get("extra") or {}).get("near_dup") or {}
     if nd.get("copy_confirm"):
-        parts.append(f"copies confirmed at residual ≤ {nd['copy_max_residual']}, peak ≤ {nd['copy_max_peak']} "
+        peak = f"peak ≤ {nd['copy_max_peak']}"
+        if "copy_peak_floor" in nd:  # stats written before the peak allowed grew with the residual lack them
+            peak = f"peak ≤ min({nd['copy_max_peak']}, {nd['copy_peak_floor']} + {nd['copy_peak_per_residual']} × residual)"
+        parts.append(f"copies confirmed at residual ≤ {nd['copy_max_residual']}, {peak} "
                      f"(pHash candidates within {nd['distance']} bits)")
     return ("Measured against the sample web's ground truth: " + "; ".join(parts) + ".") if parts else None
 

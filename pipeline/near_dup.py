@@ -30,10 +30,14 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from pipeline.copy_detect import CopyThresholds
 
 HASH_BITS = 64
 MASK64 = (1 << HASH_BITS) - 1
@@ -271,9 +275,15 @@ def propagate_min_label(edges, labels, max_rounds: int = 1000):
 # Candidate keys: pHashes of parts of the copy thumbnail, which crops and overlays change less than
 # the whole picture's. INNER: the middle 60 % (border overlays left out). ZOOM: 7.5 % off each
 # side, what a 5–10 % crop keeps, so a cropped copy's whole pHash meets its original's zoomed one.
+# COLOUR: the pHash of each pixel's colour distance from the picture's mean colour. pHash reads
+# luminance only, so a picture whose colours share a luminance (purple on red) has a flat, noisy pHash
+# (a copy's was 16 bits off); the colour distance still shows its objects. Flat pictures meet on it
+# easily, so it proposes only within COLOUR_KEY_DISTANCE bits (bench/near_dup.py, README "Near-duplicates").
 INNER_MARGIN, ZOOM_MARGIN = 0.2, 0.075
-N_KEYS = 3  # whole picture, inner, zoomed
-KEY_PAIRS = [(0, 0), (1, 1), (0, 2)]  # the keys compared: whole–whole, inner–inner, whole–zoomed (both ways)
+COLOUR_KEY_DISTANCE = 6
+N_KEYS = 4  # whole picture, inner, zoomed, colour
+KEY_PAIRS = [(0, 0), (1, 1), (0, 2), (3, 3)]  # the keys compared: whole–whole, inner–inner, whole–zoomed (both ways), colour
+KEY_PAIR_CAP = {(3, 3): COLOUR_KEY_DISTANCE}  # a pair of keys compared within less than the configured distance
 
 
 def _margin_phash(img, margin: float) -> int:
@@ -285,8 +295,18 @@ def _margin_phash(img, margin: float) -> int:
     return phash_image(img.resize((s, s), Image.Resampling.BILINEAR, box=(lo, lo, hi, hi)))
 
 
+def _colour_phash(img) -> int:
+    """The pHash of each pixel's distance from the mean colour (stretched to 0–255)."""
+    from PIL import Image
+
+    a = np.asarray(img, dtype=np.float32)
+    d = np.sqrt(((a - a.reshape(-1, 3).mean(axis=0)) ** 2).sum(axis=-1))
+    d *= 255.0 / max(float(d.max()), 1e-6)
+    return phash_image(Image.fromarray(d.astype(np.uint8)))
+
+
 def candidate_keys(phash: int | None, thumb: bytes | None) -> list[int | None]:
-    """[whole, inner, zoomed] pHashes of an image: ``phash`` and the two taken from its copy
+    """[whole, inner, zoomed, colour] pHashes of an image: ``phash`` and the three taken from its copy
     thumbnail (None when it has none or it does not decode). bench/near_dup.py measured the
     candidate recall each adds."""
     from pipeline.copy_detect import thumbnail_image
@@ -296,8 +316,19 @@ def candidate_keys(phash: int | None, thumb: bytes | None) -> list[int | None]:
     except ValueError:
         img = None
     if img is None:
-        return [phash, None, None]
-    return [phash, _margin_phash(img, INNER_MARGIN), _margin_phash(img, ZOOM_MARGIN)]
+        return [phash] + [None] * (N_KEYS - 1)
+    return [phash, _margin_phash(img, INNER_MARGIN), _margin_phash(img, ZOOM_MARGIN), _colour_phash(img)]
+
+
+def key_distances(keys_a: list[int | None], keys_b: list[int | None]) -> list[int]:
+    """Per pair of KEY_PAIRS, the bits two images' candidate keys differ in (the smaller of both
+    orders); 64 where a key is missing or past the pair's own cap (KEY_PAIR_CAP): never a candidate."""
+    out = []
+    for x, y in KEY_PAIRS:
+        d = min((hamming(keys_a[p], keys_b[q]) for p, q in ((x, y), (y, x))
+                 if keys_a[p] is not None and keys_b[q] is not None), default=64)
+        out.append(d if d <= KEY_PAIR_CAP.get((x, y), 64) else 64)
+    return out
 
 
 def candidate_pairs(left, right, distance: int, bands: int, colour_tolerance: int | None, *, same: bool = False):
@@ -321,7 +352,7 @@ def candidate_pairs(left, right, distance: int, bands: int, colour_tolerance: in
     for x, y in KEY_PAIRS:
         for a, b in ((x, y),) if x == y or same else ((x, y), (y, x)):
             m = match_pairs(lk.withColumnRenamed(f"_k{a}", "phash"), rk.withColumnRenamed(f"_k{b}", "phash"),
-                            distance, bands, colour_tolerance, same=same and a == b)
+                            min(distance, KEY_PAIR_CAP.get((x, y), distance)), bands, colour_tolerance, same=same and a == b)
             if same and a != b:  # both orders of a cross pair: as (smaller, larger) id, never an image with itself
                 m = m.where(F.col("left_id") != F.col("right_id")).select(
                     F.least("left_id", "right_id").alias("left_id"), F.greatest("left_id", "right_id").alias("right_id"))
@@ -332,7 +363,7 @@ def candidate_pairs(left, right, distance: int, bands: int, colour_tolerance: in
     return out.distinct()
 
 
-def confirm_pairs(pairs, left_thumbs, right_thumbs, max_residual: float, max_peak: float):
+def confirm_pairs(pairs, left_thumbs, right_thumbs, thresholds: CopyThresholds):
     """The candidate ``pairs`` (left_id, right_id, …) that copy detection confirms: the two images'
     thumbnails (DataFrames (id, copy_thumb)) line up under some crop (pipeline/copy_detect.py). A pair
     without both thumbnails is not confirmed. Runs in the Python workers, one pair at a time."""
@@ -341,7 +372,7 @@ def confirm_pairs(pairs, left_thumbs, right_thumbs, max_residual: float, max_pea
 
     from pipeline.copy_detect import is_copy
 
-    check = F.udf(lambda a, b: is_copy(a, b, max_residual, max_peak), T.BooleanType())
+    check = F.udf(lambda a, b: is_copy(a, b, thresholds), T.BooleanType())
     lt = left_thumbs.select(F.col("id").alias("left_id"), F.col("copy_thumb").alias("_lt"))
     rt = right_thumbs.select(F.col("id").alias("right_id"), F.col("copy_thumb").alias("_rt"))
     return pairs.join(lt, "left_id").join(rt, "right_id").where(check("_lt", "_rt")).drop("_lt", "_rt")

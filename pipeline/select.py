@@ -38,6 +38,7 @@ import numpy as np
 import schemas
 from filters.chain import REASON  # the column the filters tag rows in
 from pipeline import inputs, storage
+from pipeline.copy_detect import CopyThresholds
 from pipeline.reshard import reshard, write_single_parquet
 from pipeline.shards import list_shards, name_of
 from pipeline.stage import Flag, Option, StageContext, stage
@@ -336,7 +337,7 @@ def _drop_hash_matches(spark, df, sel, extra: dict):
         ref_rows = refs.select(F.col("source").alias("id"), "phash", "colour_grid", "copy_thumb")
         if sel.copy_confirm:  # the hashes propose, copy detection confirms (pipeline/copy_detect.py)
             pairs = near_dup.candidate_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
-            pairs = near_dup.confirm_pairs(pairs, rows, ref_rows, sel.copy_max_residual, sel.copy_max_peak)
+            pairs = near_dup.confirm_pairs(pairs, rows, ref_rows, CopyThresholds.of(sel))
         else:
             pairs = near_dup.match_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
         hits = (pairs.join(refs.select(F.col("source").alias("right_id"), "set"), "right_id")
@@ -366,7 +367,8 @@ def _drop_near_duplicates(df, sel, extra: dict):
     n = counts["hashed"]
     bands = sel.near_dup_bands or near_dup.choose_bands(n, d)
     info = {"distance": d, "colour_tolerance": tol, "bands": bands, "copy_confirm": sel.copy_confirm,
-            "copy_max_residual": sel.copy_max_residual, "copy_max_peak": sel.copy_max_peak, "candidates": 0, "unguarded": 0, "exhaustive": bands > d, "hashed": n,
+            "copy_max_residual": sel.copy_max_residual, "copy_max_peak": sel.copy_max_peak,
+            "copy_peak_floor": sel.copy_peak_floor, "copy_peak_per_residual": sel.copy_peak_per_residual, "candidates": 0, "unguarded": 0, "exhaustive": bands > d, "hashed": n,
             "unhashed": counts["all"] - n, "pairs": 0, "clusters": 0, "rounds": 0, "dropped": 0}
     extra["near_dup"] = info
     if n < 2:
@@ -377,7 +379,7 @@ def _drop_near_duplicates(df, sel, extra: dict):
     if sel.copy_confirm:  # clusters from confirmed edges only
         pairs = near_dup.candidate_pairs(nodes, nodes, d, bands, tol, same=True).localCheckpoint()
         info["candidates"] = pairs.count()
-        pairs = near_dup.confirm_pairs(pairs, thumbs, thumbs, sel.copy_max_residual, sel.copy_max_peak)
+        pairs = near_dup.confirm_pairs(pairs, thumbs, thumbs, CopyThresholds.of(sel))
     else:
         pairs = near_dup.match_pairs(nodes, nodes, d, bands, tol, same=True).cache()
         info["candidates"] = pairs.count()
@@ -390,7 +392,7 @@ def _drop_near_duplicates(df, sel, extra: dict):
             F.col("id").alias("key"), F.col("label.key").alias("_best"))
         if sel.copy_confirm:  # chain guard: a member goes only when it is a copy of the member that stays
             guard = near_dup.confirm_pairs(losers.select(F.col("key").alias("left_id"), F.col("_best").alias("right_id")),
-                                           thumbs, thumbs, sel.copy_max_residual, sel.copy_max_peak)
+                                           thumbs, thumbs, CopyThresholds.of(sel))
             kept_by_guard = losers.count()
             losers = guard.select(F.col("left_id").alias("key"), F.col("right_id").alias("_best"))
         losers = losers.cache()

@@ -1,7 +1,7 @@
 """Copy detection (pipeline/copy_detect.py) on planted copies and look-alikes, and on real photographs.
 
 Every image goes through the signature download computes (near_dup.image_signature), and pairs
-are judged at the configured thresholds (select.copy_max_residual, select.copy_max_peak).
+are judged at the configured thresholds (select.copy_*).
 """
 
 from __future__ import annotations
@@ -15,21 +15,22 @@ from PIL import Image, ImageDraw
 
 from pipeline import near_dup
 from pipeline.config import SelectConfig
-from pipeline.copy_detect import copy_scores, is_copy, thumbnail
+from pipeline.copy_detect import CopyThresholds, copy_scores, is_copy, thumbnail
 from pipeline.sample_web import scenes
 
 SEL = SelectConfig()
+THRESHOLDS = CopyThresholds.of(SEL)
 
 
 def _copy(a: bytes, b: bytes) -> bool:
-    return is_copy(near_dup.image_signature(a)[2], near_dup.image_signature(b)[2], SEL.copy_max_residual, SEL.copy_max_peak)
+    return is_copy(near_dup.image_signature(a)[2], near_dup.image_signature(b)[2], THRESHOLDS)
 
 
 def test_identical_is_zero_and_bad_thumbnails_are_errors_or_unconfirmed():
     img = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8))
     t = thumbnail(img)
     assert all(r[:2] == (0.0, 0.0) and r[2] == pytest.approx(1.0) for r in copy_scores(t, t))
-    assert not is_copy(t, None, 255, 255)
+    assert not is_copy(t, None, CopyThresholds(255, 255, 255, 0))
     with pytest.raises(ValueError, match="not a copy thumbnail"):
         copy_scores(t, b"short")
 
@@ -56,6 +57,33 @@ def test_planted_copies_are_confirmed_and_look_alikes_are_not():
     # same_object 0, same_layout 0.08 (a small shape swapped for another of the same colour).
     assert min(recall.values()) >= 0.85 and np.mean(list(recall.values())) >= 0.95, recall
     assert wrong["same_object"] == 0.0 and wrong["same_background"] <= 0.05 and wrong["same_layout"] <= 0.15, wrong
+
+def test_thumbnail_keeps_the_aspect_ratio_and_a_stretched_picture_is_no_copy():
+    """The thumbnail squares the picture; its JPEG comment keeps the shape, so a crop can only line up
+    a copy of the other's aspect ratio: a square picture and the same picture stretched to 4:3 (beyond
+    any crop of MAX_CROP a side) are not a copy, while a 4:3 crop of it is. A thumbnail without the
+    comment (written before it was kept) still compares, with any crop."""
+    from pipeline.copy_detect import read_thumbnail
+
+    scene = scenes.Scene("diamond", "black", "brown", 1, "medium", ((0.5, 0.5, 0.2, 0.0),))
+    square = scenes.render(scene, 96, 96)
+    t = thumbnail(square)
+    assert read_thumbnail(t)[1] == pytest.approx(1.0) and read_thumbnail(thumbnail(square.resize((96, 72))))[1] == pytest.approx(4 / 3, abs=1e-4)
+    stretched = near_dup.image_signature(_jpg(square.resize((128, 96))))[2]
+    cropped = near_dup.image_signature(_jpg(square.crop((0, 6, 96, 90))))[2]  # 96×84: 6 % off top and bottom
+    assert not is_copy(t, stretched, THRESHOLDS)
+    assert is_copy(t, cropped, THRESHOLDS)
+    bare = io.BytesIO()
+    Image.fromarray(np.asarray(read_thumbnail(stretched)[0])).save(bare, "JPEG", quality=95, subsampling=0)  # no comment
+    assert read_thumbnail(bare.getvalue())[1] is None and is_copy(t, bare.getvalue(), THRESHOLDS)
+
+
+def test_the_peak_allowed_grows_with_the_residual_up_to_the_cap():
+    th = CopyThresholds(max_residual=12, max_peak=50, peak_floor=28, peak_per_residual=5)
+    assert th.allows(0.5, 30, 1.0) and not th.allows(0.5, 31, 1.0)  # a clean pair: one object off is a look-alike
+    assert th.allows(4.0, 48, 1.0)  # a re-encoded copy: noisy everywhere, so more in one place
+    assert not th.allows(8.0, 51, 1.0) and not th.allows(13.0, 10, 1.0) and not th.allows(1.0, 10, 0.5)
+
 
 # --- real photographs (scikit-image's data module ships them) ---------------------------------------
 
@@ -102,7 +130,7 @@ def test_real_photos_copies_found_and_no_distinct_photo_merged():
         owner.append(name)
         for kind, data in _real_copies(img).items():
             t = near_dup.image_signature(data)[2]
-            if not is_copy(original, t, SEL.copy_max_residual, SEL.copy_max_peak):
+            if not is_copy(original, t, THRESHOLDS):
                 missed.append((name, kind, copy_scores(original, t)))
             thumbs.append(t)
             owner.append(name)
@@ -114,7 +142,7 @@ def test_real_photos_copies_found_and_no_distinct_photo_merged():
     # grass–brick and moon–brick, README "Near-duplicates".)
     originals = [i for i in range(len(thumbs)) if i == 0 or owner[i] != owner[i - 1]]
     false = [(owner[i], owner[j]) for i in originals for j in range(len(thumbs))
-             if owner[i] != owner[j] and is_copy(thumbs[i], thumbs[j], SEL.copy_max_residual, SEL.copy_max_peak)]
+             if owner[i] != owner[j] and is_copy(thumbs[i], thumbs[j], THRESHOLDS)]
     assert false == []
 
 
@@ -135,12 +163,31 @@ def test_candidate_keys_propose_hard_crops_and_overlays():
         for kind in found:
             cph, _, ct = near_dup.image_signature(scenes.copy_image(original, kind, rng)[0])
             ckeys = near_dup.candidate_keys(cph, ct)
-            dists = [min(near_dup.hamming(keys[x], ckeys[y]), near_dup.hamming(keys[y], ckeys[x])) for x, y in near_dup.KEY_PAIRS]
+            dists = near_dup.key_distances(keys, ckeys)
             found[kind].append(min(dists) <= SEL.near_dup_distance)
             whole_only[kind].append(dists[0] <= SEL.near_dup_distance)
     assert np.mean(found["cropped_hard"]) >= 0.9 and np.mean(found["overlaid"]) >= 0.9, found
     assert np.mean(found["cropped_hard"]) > np.mean(whole_only["cropped_hard"])
-    assert near_dup.candidate_keys(5, None) == [5, None, None] and near_dup.candidate_keys(5, b"junk") == [5, None, None]
+    assert near_dup.candidate_keys(5, None) == [5, None, None, None] and near_dup.candidate_keys(5, b"junk") == [5, None, None, None]
+
+
+def test_the_colour_key_proposes_copies_of_pictures_whose_colours_share_a_luminance():
+    """Purple on red has one luminance: the pHash (luminance only) of such a picture is noise, so a
+    re-encoded copy's lands 18–40 bits away; the colour key (distance from the mean colour) meets it."""
+    rng = random.Random(3)
+    whole, any_key = [], []
+    for _ in range(8):
+        s = scenes.random_scene(rng)
+        scene = scenes.Scene("square", "purple", "red", s.count, s.size, s.objects)
+        original = scenes.encode(scenes.render(scene, 96, 96), "png")
+        keys = near_dup.candidate_keys(*near_dup.image_signature(original)[::2])
+        ph, _, t = near_dup.image_signature(scenes.copy_image(original, "reencoded", rng)[0])
+        dists = near_dup.key_distances(keys, near_dup.candidate_keys(ph, t))
+        whole.append(dists[0] <= SEL.near_dup_distance)
+        any_key.append(min(dists) <= SEL.near_dup_distance)
+    assert np.mean(whole) <= 0.25 and np.mean(any_key) >= 0.75, (whole, any_key)
+    far = near_dup.candidate_keys(0, thumbnail(scenes.render(scenes.random_scene(rng), 64, 64)))
+    assert near_dup.key_distances(far, [None] * near_dup.N_KEYS) == [64] * len(near_dup.KEY_PAIRS)
 
 
 def test_a_border_overlay_is_excused_and_a_changed_object_at_the_border_is_not():
