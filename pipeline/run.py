@@ -11,7 +11,7 @@ import math
 import time
 
 from pipeline import log, registry, storage
-from pipeline.config import RunConfig, TrainConfig, join_path
+from pipeline.config import RunConfig, join_path
 from pipeline.errors import UserError
 from pipeline.registry import StageSpec
 from pipeline.stats import summary_line
@@ -133,34 +133,44 @@ def _free_port(host: str) -> int:
 
 
 def _demo_config(cfg: RunConfig, base_url: str) -> RunConfig:
-    """The demo's settings: serve on loopback (allowed explicitly), offline query list, small shards."""
+    """The demo's settings: serve on loopback (allowed explicitly), offline query list, small shards.
+    A setting the user gave (config file, --set, a flag) is kept even when it equals the default: only
+    the fields left unset are the demo's to choose (pydantic's fields set survive the rebuild)."""
     host = base_url.split("://", 1)[1]
-    data = cfg.model_dump()
-    data["sample"]["base_url"] = base_url
-    if cfg.sample.crawl and not data["crawl"]["seeds"]:  # our own polite crawl of the served web, into WARC
-        data["crawl"].update(seeds=[f"{base_url}/"], max_depth=1, min_interval_s=0.0, max_crawl_delay_s=0.0,
-                             max_pages_per_host=max(data["crawl"]["max_pages_per_host"], 5000))
-    elif not data["crawl"]["seeds"]:
-        data["extract"]["inputs"] = data["extract"]["inputs"] or [join_path(cfg.path("sample"), "crawl.warc.gz")]
-    allow = set(data["download"]["allow_hosts"]) | {host}
-    data["download"]["allow_hosts"] = sorted(allow)
-    if data["download"]["shard_size"] == 10_000:
-        data["download"]["shard_size"] = 500
-    if not data["select"]["decontaminate"]:  # the labelled splits the demo evaluates on must not leak into training
-        data["select"]["decontaminate"] = [join_path(cfg.path("sample"), split) for split in ("eval", "eval_background")]
-    if data["select"]["threshold"] is None and data["select"]["threshold_rule"] == "top_fraction":
-        data["select"]["threshold_rule"] = "valley"  # the cut a user reads off the score histogram
-    if data["select"]["shard_size"] == 10_000:
-        data["select"]["shard_size"] = 500
+    data = cfg.model_dump(exclude_unset=True)
+
+    def unset(section: str, key: str) -> bool:
+        return key not in getattr(cfg, section).model_fields_set
+
+    def put(section: str, key: str, value) -> None:
+        data.setdefault(section, {})[key] = value
+
+    put("sample", "base_url", base_url)
+    if cfg.sample.crawl and not cfg.crawl.seeds:  # our own polite crawl of the served web, into WARC
+        put("crawl", "seeds", [f"{base_url}/"])
+        for key, value in (("max_depth", 1), ("min_interval_s", 0.0), ("max_crawl_delay_s", 0.0),
+                           ("max_pages_per_host", max(cfg.crawl.max_pages_per_host, 5000))):
+            put("crawl", key, value)
+    elif not cfg.crawl.seeds:
+        put("extract", "inputs", cfg.extract.inputs or [join_path(cfg.path("sample"), "crawl.warc.gz")])
+    put("download", "allow_hosts", sorted(set(cfg.download.allow_hosts) | {host}))
+    if unset("download", "shard_size"):
+        put("download", "shard_size", 500)
+    if not cfg.select.decontaminate:  # the labelled splits the demo evaluates on must not leak into training
+        put("select", "decontaminate", [join_path(cfg.path("sample"), split) for split in ("eval", "eval_background")])
+    if cfg.select.threshold is None and unset("select", "threshold_rule"):
+        put("select", "threshold_rule", "valley")  # the cut a user reads off the score histogram
+    if unset("select", "shard_size"):
+        put("select", "shard_size", 500)
     if not cfg.queries.wikipedia and not cfg.queries.path:
         import os
 
         wordnet = ["wordnet"] if os.path.isdir(cfg.queries.wordnet_dir) else []
-        data["queries"]["sources"] = wordnet + ["wordfreq"]
-    if data["balance"]["t"] == 20_000 and data["balance"]["tail_share"] is None:
-        data["balance"]["t"] = 150  # small enough that the head entries (shapes, colours) get capped
-    if data["download"]["timeout_s"] == 10.0:
-        data["download"]["timeout_s"] = 5.0
+        put("queries", "sources", wordnet + ["wordfreq"])
+    if unset("balance", "t") and cfg.balance.tail_share is None:
+        put("balance", "t", 150)  # small enough that the head entries (shapes, colours) get capped
+    if unset("download", "timeout_s"):
+        put("download", "timeout_s", 5.0)
     return RunConfig.model_validate(data)
 
 
@@ -216,9 +226,10 @@ DEMO_EPOCHS = 3
 
 
 def _with_demo_steps(cfg: RunConfig, shards_stats: dict | None) -> RunConfig:
-    """The demo's training steps, unless train.steps was set: DEMO_EPOCHS passes over the pairs downloaded."""
+    """The demo's training steps, unless train.steps was set (even to its default): DEMO_EPOCHS passes
+    over the pairs downloaded."""
     pairs = (shards_stats or {}).get("output_rows") or 0
-    if cfg.train.steps != TrainConfig().steps or not pairs:
+    if "steps" in cfg.train.model_fields_set or not pairs:
         return cfg
     out = cfg.model_copy(deep=True)
     out.train.steps = max(1, math.ceil(DEMO_EPOCHS * pairs / cfg.train.batch_size))

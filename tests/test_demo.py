@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pipeline.config import load_config
-from pipeline.run import DEMO_EPOCHS, _with_demo_steps, curation_verdict, split_results
+from pipeline.run import DEMO_EPOCHS, _demo_config, _with_demo_steps, curation_verdict, split_results
 
 
 def _summary(r1=None, **top1):
@@ -63,6 +63,13 @@ def test_demo_trains_both_models_for_a_few_passes_over_the_unfiltered_pool():
     assert _with_demo_steps(cfg, None).train.steps == cfg.train.steps  # nothing downloaded: the default
     chosen = load_config(overrides={"train.steps": 40})
     assert _with_demo_steps(chosen, {"output_rows": 2136}).train.steps == 40  # the user's steps win
+    default = load_config(overrides={"train.steps": cfg.train.steps})  # set, though to the default: still the user's
+    assert _with_demo_steps(default, {"output_rows": 2136}).train.steps == cfg.train.steps
+    # The demo's own settings fill only what the user left unset, and leave train.steps unset for the rule above.
+    demo = _demo_config(load_config(overrides={"download.shard_size": 10_000}), "http://127.0.0.1:9")
+    assert demo.download.shard_size == 10_000 and demo.select.shard_size == 500 and demo.download.timeout_s == 5.0
+    assert "127.0.0.1:9" in demo.download.allow_hosts and demo.select.threshold_rule == "valley"
+    assert _with_demo_steps(demo, {"output_rows": 2136}).train.steps == steps
     better = split_results(_summary(eval=0.13, eval_background=0.60), _summary(eval=0.14, eval_background=0.80))
     assert "Same model, same 101 steps: " in curation_verdict(better, SELECTION, steps=101)
 
