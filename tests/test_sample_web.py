@@ -509,3 +509,18 @@ def test_wit_serve_cli(sample):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_no_look_alike_is_planted_when_every_try_is_a_picture_drawn_before(tmp_path):
+    """A look-alike labelled distinct must not be the same picture as one drawn before; when every
+    try is (here: every other background of a same_object look-alike is taken), none is planted."""
+    from pipeline.sample_web import scenes
+    from pipeline.sample_web.generate import _Generator
+
+    gen = _Generator(tmp_path, 10, 0, "http://127.0.0.1:9", 1)
+    source = scenes.Scene("star", "red", "blue", 1, "large", ((0.5, 0.5, 0.3, 0.0),))
+    first = gen.look_alike_of(source, "same_object")
+    assert first is not None and first.background not in ("red", "blue") and not gen.clashes(first)
+    for bg in scenes.COLOUR_NAMES:
+        gen.remember(scenes.Scene("star", "red", bg, 1, "large", source.objects))
+    assert gen.look_alike_of(source, "same_object") is None

@@ -257,11 +257,13 @@ class _Page:
         kind = lrng.choice(scenes.LOOK_ALIKE_KINDS)
         if lrng.random() < EVAL_LOOK_ALIKE_SHARE:
             split, rel_eval, source = lrng.choice(g.eval_sources)
-            return g.look_alike_of(source, kind), None, f"{split}/{rel_eval}", kind
-        if not self.n_older:
+            other, of, eval_of = g.look_alike_of(source, kind), None, f"{split}/{rel_eval}"
+        elif self.n_older:
+            pair_id, source, *_ = g.originals[lrng.randrange(self.n_older)]
+            other, of, eval_of = g.look_alike_of(source, kind), pair_id, None
+        else:
             return scene, None, None, None
-        pair_id, source, *_ = g.originals[lrng.randrange(self.n_older)]
-        return g.look_alike_of(source, kind), pair_id, None, kind
+        return (scene, None, None, None) if other is None else (other, of, eval_of, kind)
 
     def add_copy(self, i: int) -> bool:
         """Pair ``i`` shows a copy of a picture from an earlier page or from a labelled split, with
@@ -367,14 +369,14 @@ class _Generator:
     def clashes(self, scene: scenes.Scene) -> bool:
         return any(scenes.same_picture(scene, s) for s in self.drawn[(scene.shape, scene.colour, scene.background, scene.count)])
 
-    def look_alike_of(self, source: scenes.Scene, kind: str) -> scenes.Scene:
-        """A look-alike of ``source`` (scenes.look_alike) that is not the same picture as one drawn before."""
-        other = scenes.look_alike(source, kind, self.look_rng)
-        for _ in range(20):
-            if not self.clashes(other):
-                break
+    def look_alike_of(self, source: scenes.Scene, kind: str) -> scenes.Scene | None:
+        """A look-alike of ``source`` (scenes.look_alike) that is not the same picture as one drawn before,
+        or None when 21 tries all were (then no look-alike is planted: labelled distinct, it would be a copy)."""
+        for _ in range(21):
             other = scenes.look_alike(source, kind, self.look_rng)
-        return other
+            if not self.clashes(other):
+                return other
+        return None
 
     def distinct(self, scene: scenes.Scene) -> scenes.Scene:
         """``scene``, or a redrawn one when it is the same picture as one drawn before; remembered."""
