@@ -57,3 +57,20 @@ def test_a_host_that_asks_for_pauses_counts_them_as_its_work():
     # the limited host's retry and its other URLs come before any fast host's last URL
     last_fast = max(second_round.index(u) for u in fast if u.endswith("/3"))
     assert all(second_round.index(f"http://limited.test/{i}") < last_fast for i in range(1, 4))
+
+
+def test_hosts_not_asked_yet_go_first_those_with_the_most_urls_first():
+    """Before anything is known of a host, its URL count is its work: the first asks go to the hosts with
+    the most URLs (input order among equals), each host once, before any host's second URL."""
+    asked: list[str] = []
+
+    def fetch(url: str) -> FetchResult:
+        asked.append(url)
+        return FetchResult(url, data=b"x", http_status=200, connected=True)
+
+    urls = ["http://a.test/0", "http://b.test/0", "http://c.test/0", "http://b.test/1", "http://d.test/0",
+            "http://c.test/1", "http://b.test/2"]
+    scheduler = HostScheduler(fetch, Politeness(connections=1, retries=0))
+    scheduler.load(urls, lambda u: u)
+    assert len(list(scheduler.run(threads=1, process=None))) == len(urls)
+    assert asked[:4] == ["http://b.test/0", "http://c.test/0", "http://a.test/0", "http://d.test/0"]

@@ -13,16 +13,16 @@ failed before its host was asked (``NOT_ASKED``: robots.txt said no, an unsafe a
 the host's interval.
 
 The task's URLs are queued per host; a thread takes a URL whose host is below its connection cap and
-past its interval: hosts not yet asked first, in input order (so dead hosts and DNS tarpits are found,
-and cost their timeouts, while the healthy work goes on rather than at the end), then the host with the
-most time's work left (its URLs left × the longest of: its response time ÷ its cap, its interval, the
-Retry-After pauses it asked for per request; equal estimates in input order), each host's URLs in input
-order. A slow host's URLs are so asked at its cap from the start, not when the rest of the task reaches
-them in input order (a host answering in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its
-own at the end of the task otherwise). A host that has not answered yet gets one request at a time: a
-dead one then holds one thread, not ``host_connections``. Threads never idle while some host has work it
-may start, and the image work after a fetch (decode, resize) runs outside the host's slot. Each host has
-one keep-alive pool of at most that many connections.
+past its interval: hosts not yet asked first, those with the most URLs first, else in input order (so
+dead hosts and DNS tarpits are found, and cost their timeouts, while the healthy work goes on rather
+than at the end), then the host with the most time's work left (its URLs left × the longest of: its
+response time ÷ its cap, its interval, the Retry-After pauses it asked for per request; equal estimates
+in input order), each host's URLs in input order. A slow host's URLs are so asked at its cap from the
+start, not when the rest of the task reaches them in input order (a host answering in 1.3 s at 2
+connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise). A host that has
+not answered yet gets one request at a time: a dead one then holds one thread, not ``host_connections``.
+Threads never idle while some host has work it may start, and the image work after a fetch (decode,
+resize) runs outside the host's slot. Each host has one keep-alive pool of at most that many connections.
 
 A ``429``, or a ``503`` with ``Retry-After``, pauses the host for the time asked (``Retry-After``
 seconds or date; without it 1 s, doubling) and retries the URL if that fits the sample's budget,
@@ -182,7 +182,7 @@ class HostScheduler:
         self.pace = politeness
         self.failure_limit = politeness.failure_limit if failure_limit is None else failure_limit
         self._hosts: dict[str, _Host] = {}
-        # (asked before?, -its work left in seconds, seq of its next job, host): may start now
+        # (asked before?, -its work left in seconds (not asked: its URLs), seq of its next job, host): may start now
         self._ready: list[tuple[bool, float, int, str]] = []
         self._timers: list[tuple[float, int, str]] = []  # (when, id, host): may start then
         self._ids = itertools.count()
@@ -191,15 +191,19 @@ class HostScheduler:
         self._closed = False
 
     def load(self, items: Iterable, url_of: Callable[[Any], str]) -> None:
+        new: list[str] = []
         for seq, item in enumerate(items):
             url = url_of(item)
             key = host_key(url)
             host = self._hosts.get(key)
             if host is None:
                 host = self._hosts[key] = _Host()
-                heapq.heappush(self._ready, (False, 0.0, seq, key))
+                new.append(key)
             host.fresh.append(_Job(seq, item, url, key))
             self._unfinished += 1
+        for key in new:  # not asked yet: the most URLs first (the most work, before anything is known of it)
+            host = self._hosts[key]
+            heapq.heappush(self._ready, (False, -float(len(host.fresh)), host.fresh[0].seq, key))
 
     def run(self, threads: int, process: Callable[[Any, FetchResult], Any] | None) -> Iterator[tuple[Any, Any]]:
         results: queue.Queue = queue.Queue(maxsize=2 * threads)
