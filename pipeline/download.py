@@ -48,6 +48,7 @@ from pipeline.stage import StageContext, stage
 
 PLAN_FILE = "_plan.json"
 TMP_DIR = "_tmp"
+DRIVER_ORIGINS_MAX_ROWS = 200_000  # a job of at most this many rows lists its origins on the driver
 
 # --- one shard --------------------------------------------------------------------------------------
 
@@ -345,6 +346,15 @@ def _spec_origins(spec: ShardSpec) -> list[str]:
     return sorted(origins_of(r.get("url") for r in read_shard_rows(spec)))
 
 
+def job_origins(sc, specs: list[ShardSpec]) -> list[str]:
+    """The distinct origins of the job's URLs: read on the driver for a job of at most
+    DRIVER_ORIGINS_MAX_ROWS rows (a Spark job and its shuffle cost 2 s there), else by a Spark job."""
+    if sum(s.n_rows for s in specs) <= DRIVER_ORIGINS_MAX_ROWS:
+        return sorted(set().union(*map(_spec_origins, specs)))
+    sc.setJobDescription("wit download: the job's origins")
+    return sc.parallelize(specs, len(specs)).flatMap(_spec_origins).distinct().collect()
+
+
 def _robots_table(ctx: StageContext, specs: list[ShardSpec], dl):
     """The job's robots table (pipeline.fetch.robots_table), broadcast; None with consent off."""
     if not dl.consent:
@@ -352,8 +362,7 @@ def _robots_table(ctx: StageContext, specs: list[ShardSpec], dl):
     from pipeline.fetch import robots_table
 
     sc = ctx.spark.sparkContext
-    sc.setJobDescription("wit download: the job's origins")
-    origins = sc.parallelize(specs, len(specs)).flatMap(_spec_origins).distinct().collect()
+    origins = job_origins(sc, specs)
     records = robots_table.build(ctx.spark, origins, ctx.cfg.path(robots_table.TABLE_DIR), dl, ctx.cfg.robots)
     return sc.broadcast(records)
 
