@@ -16,13 +16,14 @@ The task's URLs are queued per host; a thread takes a URL whose host is below it
 past its interval: hosts not yet asked first, those with the most URLs first, else in input order (so
 dead hosts and DNS tarpits are found, and cost their timeouts, while the healthy work goes on rather
 than at the end), then the host with the most time's work left (its URLs left × the longest of: its
-response time ÷ its cap, its interval, the Retry-After pauses it asked for per request; equal estimates
-in input order), each host's URLs in input order. A slow host's URLs are so asked at its cap from the
-start, not when the rest of the task reaches them in input order (a host answering in 1.3 s at 2
-connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise). A host that has
-not answered yet gets one request at a time: a dead one then holds one thread, not ``host_connections``.
-Threads never idle while some host has work it may start, and the image work after a fetch (decode,
-resize) runs outside the host's slot. Each host has one keep-alive pool of at most that many connections.
+response time ÷ its cap, its interval, the Retry-After pauses it asked for per request; estimates
+equal to the second in input order), each host's URLs in input order. A slow host's URLs are so asked
+at its cap from the start, not when the rest of the task reaches them in input order (a host answering
+in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise). A
+host that has not answered yet gets one request at a time: a dead one then holds one thread, not
+``host_connections``. Threads never idle while some host has work it may start, and the image work after
+a fetch (decode, resize) runs outside the host's slot. Each host has one keep-alive pool of at most that
+many connections.
 
 A ``429``, or a ``503`` with ``Retry-After``, pauses the host for the time asked (``Retry-After``
 seconds or date; without it 1 s, doubling) and retries the URL if that fits the sample's budget,
@@ -182,7 +183,7 @@ class HostScheduler:
         self.pace = politeness
         self.failure_limit = politeness.failure_limit if failure_limit is None else failure_limit
         self._hosts: dict[str, _Host] = {}
-        # (asked before?, -its work left in seconds (not asked: its URLs), seq of its next job, host): may start now
+        # (asked before?, -its whole seconds of work left (not asked: its URLs), seq of its next job, host): may start now
         self._ready: list[tuple[bool, float, int, str]] = []
         self._timers: list[tuple[float, int, str]] = []  # (when, id, host): may start then
         self._ids = itertools.count()
@@ -293,7 +294,7 @@ class HostScheduler:
         if at <= now:
             retry_first = host.later and (host.tripped or not host.fresh or host.later[0][0] <= now)
             seq = host.later[0][1] if retry_first else host.fresh[0].seq
-            heapq.heappush(self._ready, (host.started, -self._work_left(key, host), seq, key))
+            heapq.heappush(self._ready, (host.started, -int(self._work_left(key, host)), seq, key))
             self._cv.notify()
         else:
             if not self._timers or at < self._timers[0][0]:
@@ -301,7 +302,11 @@ class HostScheduler:
             heapq.heappush(self._timers, (at, next(self._ids), key))
 
     def _work_left(self, key: str, host: _Host) -> float:
-        """Seconds the host's queued URLs need at its pace (0 until it has answered): the longest go first."""
+        """Seconds the host's queued URLs need at its pace (0 until it has answered): the longest go first,
+        compared to the whole second, then in input order. The fast hosts, whose work is our CPU and not
+        waiting, so keep input order: their URLs come in runs, which keeps their keep-alive connections in
+        use (ordered finer, they took turns and each task's least recently used pools were closed: a new
+        connection for nearly every request of a slow host)."""
         per_url = max(host.response_s / self.pace.cap(key), self.pace.interval(key), host.paused_s / max(1, host.answers))
         return (len(host.fresh) + len(host.later)) * per_url
 
