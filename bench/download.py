@@ -457,6 +457,21 @@ def memory(tmp: Path, sizes: list[int], shard_size: int) -> dict:
 SETS = ("clean", "faults", "memory", "web", "consent")
 
 
+def _healthy_history(old: dict, res: dict, load_before: tuple) -> dict:
+    """The web set's runs on the healthy hosts alone, one list per UTC day (``healthy_runs_YYYY_MM_DD``), kept
+    from run to run with this run added: the two tools' times swing with the machine, one run proves little."""
+    kept = {k: v for k, v in old.items() if k.startswith("healthy_runs_")}
+    day = time.strftime("healthy_runs_%Y_%m_%d", time.gmtime())
+    ours, theirs = res["ours"]["healthy"], res["img2dataset"]["healthy"]
+    kept.setdefault(day, []).append({
+        "utc": time.strftime("%H:%M", time.gmtime()), "ours_s": ours["seconds"], "img2dataset_s": theirs["seconds"],
+        "ours_images_per_s": ours["images_per_s"], "img2dataset_images_per_s": theirs["images_per_s"],
+        "speedup": round(ours["images_per_s"] / max(theirs["images_per_s"], 1e-9), 2),
+        "load_avg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    })
+    return kept
+
+
 def main(quick: bool = False, sets: tuple[str, ...] = SETS, web_hosts: int | None = None,
          web_images: int | None = None) -> dict:
     """Run ``sets``; bench/results/download.json keeps the latest figures of each set."""
@@ -480,7 +495,10 @@ def main(quick: bool = False, sets: tuple[str, ...] = SETS, web_hosts: int | Non
             hosts = web_hosts or (300 if quick else 2000)
             images = web_images or (3000 if quick else 100_000)
             key = "web" if (hosts, images) == (2000, 100_000) else f"web_{hosts}_hosts_{images}_images"
-            result[key] = {**web(tmp, hosts, images), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
+            load_before = os.getloadavg()
+            res = web(tmp, hosts, images)
+            result[key] = {**res, "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+                           **_healthy_history(result.get(key, {}), res, load_before)}
         if "progress" in sets:  # not in SETS: run it on its own, --sets progress
             result["progress"] = {**progress_cost(tmp, n_pairs, p), "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
         if "consent" in sets:

@@ -76,6 +76,8 @@ def get_spark(cfg: SparkConfig, master: str | None = None, submitted: bool = Fal
         builder = builder.master(chosen)
         if chosen.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no "hostname resolves to loopback" noise
+            if "spark.python.daemon.module" not in cfg.conf:  # workers forked with img2dataset imported
+                builder = builder.config("spark.python.daemon.module", "pipeline.spark_daemon")
     log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
     if cfg.log_level in ("ERROR", "WARN") and "spark.driver.extraJavaOptions" not in cfg.conf:
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")

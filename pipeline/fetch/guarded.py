@@ -89,7 +89,8 @@ class _Watchdog:
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="fetch-watchdog", daemon=True).start()
             heapq.heappush(self._heap, (att.deadline, next(self._ids), att))
-            self._cv.notify()
+            if self._heap[0][2] is att:  # the earliest deadline now: the thread sleeps until a later one
+                self._cv.notify()  # (else it would wake for nothing: a context switch per attempt)
 
     def _run(self) -> None:
         while True:

@@ -12,13 +12,18 @@ Crawl-delay learned during a host's first request (robots.txt is read then) spac
 failed before its host was asked (``NOT_ASKED``: robots.txt said no, an unsafe address) spends none of
 the host's interval.
 
-The task's URLs are queued per host; a thread takes the earliest URL (input order) whose host is below
-its connection cap and past its interval, hosts not yet asked first
-(so dead hosts and DNS tarpits are found, and cost their timeouts, while the healthy work goes on
-rather than at the end). A host that has not answered yet gets one request at a time: a dead one then
-holds one thread, not ``host_connections``. Threads never idle while some host has work it may start,
-and the image work after a fetch (decode, resize) runs outside the host's slot. Each host has one
-keep-alive pool of at most that many connections.
+The task's URLs are queued per host; a thread takes a URL whose host is below its connection cap and
+past its interval: hosts not yet asked first, those with the most URLs first, else in input order (so
+dead hosts and DNS tarpits are found, and cost their timeouts, while the healthy work goes on rather
+than at the end), then the host with the most time's work left (its URLs left × the longest of: its
+response time ÷ its cap, its interval, the Retry-After pauses it asked for per request; estimates
+equal to the second in input order), each host's URLs in input order. A slow host's URLs are so asked
+at its cap from the start, not when the rest of the task reaches them in input order (a host answering
+in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise). A
+host that has not answered yet gets one request at a time: a dead one then holds one thread, not
+``host_connections``. Threads never idle while some host has work it may start, and the image work after
+a fetch (decode, resize) runs outside the host's slot. Each host has one keep-alive pool of at most that
+many connections.
 
 A ``429``, or a ``503`` with ``Retry-After``, pauses the host for the time asked (``Retry-After``
 seconds or date; without it 1 s, doubling) and retries the URL if that fits the sample's budget,
@@ -145,7 +150,8 @@ class _Job:
 
 
 class _Host:
-    __slots__ = ("fresh", "later", "active", "started", "answered", "failures", "tripped", "rate_hits")
+    __slots__ = ("fresh", "later", "active", "started", "answered", "failures", "tripped", "rate_hits", "response_s",
+                 "answers", "paused_s")
 
     def __init__(self):
         self.fresh: deque[_Job] = deque()  # never tried, in input order
@@ -156,6 +162,10 @@ class _Host:
         self.failures = 0  # consecutive attempts that could not reach the host
         self.tripped: str | None = None  # its remaining URLs fail at once with this reason
         self.rate_hits = 0  # consecutive rate-limit answers
+        # what orders the hosts (HostScheduler._work_left):
+        self.response_s = 0.0  # its answers' time (moving average, weight 0.3 to the newest)
+        self.answers = 0  # attempts that got a status line
+        self.paused_s = 0.0  # the Retry-After pauses it asked for, in all
 
     def has_work(self) -> bool:
         return bool(self.fresh or self.later)
@@ -173,7 +183,8 @@ class HostScheduler:
         self.pace = politeness
         self.failure_limit = politeness.failure_limit if failure_limit is None else failure_limit
         self._hosts: dict[str, _Host] = {}
-        self._ready: list[tuple[bool, int, str]] = []  # (asked before?, seq of its next job, host): may start now
+        # (asked before?, -its whole seconds of work left (not asked: its URLs), seq of its next job, host): may start now
+        self._ready: list[tuple[bool, float, int, str]] = []
         self._timers: list[tuple[float, int, str]] = []  # (when, id, host): may start then
         self._ids = itertools.count()
         self._cv = threading.Condition()
@@ -181,15 +192,19 @@ class HostScheduler:
         self._closed = False
 
     def load(self, items: Iterable, url_of: Callable[[Any], str]) -> None:
+        new: list[str] = []
         for seq, item in enumerate(items):
             url = url_of(item)
             key = host_key(url)
             host = self._hosts.get(key)
             if host is None:
                 host = self._hosts[key] = _Host()
-                heapq.heappush(self._ready, (False, seq, key))
+                new.append(key)
             host.fresh.append(_Job(seq, item, url, key))
             self._unfinished += 1
+        for key in new:  # not asked yet: the most URLs first (the most work, before anything is known of it)
+            host = self._hosts[key]
+            heapq.heappush(self._ready, (False, -float(len(host.fresh)), host.fresh[0].seq, key))
 
     def run(self, threads: int, process: Callable[[Any, FetchResult], Any] | None) -> Iterator[tuple[Any, Any]]:
         results: queue.Queue = queue.Queue(maxsize=2 * threads)
@@ -254,7 +269,7 @@ class HostScheduler:
                 while self._timers and self._timers[0][0] <= now:
                     self._wake(heapq.heappop(self._timers)[2], now)
                 while self._ready:
-                    job = self._take(heapq.heappop(self._ready)[2], now)
+                    job = self._take(heapq.heappop(self._ready)[-1], now)
                     if job is not None:
                         if self._ready:
                             self._cv.notify()
@@ -279,12 +294,21 @@ class HostScheduler:
         if at <= now:
             retry_first = host.later and (host.tripped or not host.fresh or host.later[0][0] <= now)
             seq = host.later[0][1] if retry_first else host.fresh[0].seq
-            heapq.heappush(self._ready, (host.started, seq, key))
+            heapq.heappush(self._ready, (host.started, -int(self._work_left(key, host)), seq, key))
             self._cv.notify()
         else:
             if not self._timers or at < self._timers[0][0]:
                 self._cv.notify_all()  # the waiting threads sleep until the earliest timer: there is an earlier one
             heapq.heappush(self._timers, (at, next(self._ids), key))
+
+    def _work_left(self, key: str, host: _Host) -> float:
+        """Seconds the host's queued URLs need at its pace (0 until it has answered): the longest go first,
+        compared to the whole second, then in input order. The fast hosts, whose work is our CPU and not
+        waiting, so keep input order: their URLs come in runs, which keeps their keep-alive connections in
+        use (ordered finer, they took turns and each task's least recently used pools were closed: a new
+        connection for nearly every request of a slow host)."""
+        per_url = max(host.response_s / self.pace.cap(key), self.pace.interval(key), host.paused_s / max(1, host.answers))
+        return (len(host.fresh) + len(host.later)) * per_url
 
     def _take(self, key: str, now: float) -> _Job | None:
         host = self._hosts[key]
@@ -343,8 +367,11 @@ class HostScheduler:
         elif result.connected or result.http_status is not None:
             host.failures = 0  # reached: a slow URL is that URL's timeout, not the host's failure
             if result.http_status is not None:
+                took = now - job.started
+                host.response_s = took if not host.answered else 0.7 * host.response_s + 0.3 * took
+                host.answers += 1
                 host.answered = True
-                self.pace.answered(job.host, now - job.started)
+                self.pace.answered(job.host, took)
             if host.tripped == "host_unreachable":
                 host.tripped = None
         if reason == "rate_limited":
@@ -353,6 +380,7 @@ class HostScheduler:
             if wait is None:
                 wait = RATE_LIMIT_WAIT_S * 2 ** min(host.rate_hits - 1, 10)
             wait = max(wait, self.pace.backoff_s)
+            host.paused_s += wait
             self.pace.paused_until[job.host] = max(self.pace.paused_until.get(job.host, 0.0), now + wait)
             if wait > self.pace.budget_s:  # longer than any URL of the host may wait
                 host.tripped = "rate_limited"
