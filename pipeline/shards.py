@@ -11,7 +11,6 @@ No torch here, so Spark workers that only move bytes stay light.
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections.abc import Iterator
