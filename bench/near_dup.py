@@ -11,7 +11,7 @@ JPEG 95, then ``near_dup.stored_signature``), as select sees it:
 For each (distance, colour tolerance): recall per kind of copy, the pairs of different pictures
 that would match ("false pairs", out of all pairs), and for the sample web the pictures a
 connected-components clustering would wrongly drop. Then the two-step rule select runs (candidates on the pHash keys
-(whole, inner, zoomed: near_dup.KEY_PAIRS) within select.near_dup_distance, confirmed by pipeline/copy_detect.py): recall per kind,
+(whole, inner, zoomed, colour: near_dup.KEY_PAIRS) within select.near_dup_distance, confirmed by pipeline/copy_detect.py): recall per kind,
 false pairs that confirm, the sample web's planted look-alikes merged, and for the photos copy
 detection alone over every pair of 60 different photos (its own precision) with its cost per pair.
 
@@ -204,8 +204,8 @@ def _key_distance(ha: int, ta: bytes, hb: int, tb: bytes) -> int:
 
 def _two_step(copies: dict, confirmed: dict, false_pairs: np.ndarray, thumbs: list) -> dict:
     """At the configured pHash distance (pHash only, select's default): recall per kind of copy of
-    candidate (whole or inner pHash) and confirm together, and the whole-pHash candidate pairs of
-    different pictures that confirm."""
+    candidate (any pair of keys, near_dup.key_distances) and confirm together, and the whole-pHash
+    candidate pairs of different pictures that confirm."""
     from pipeline.config import SelectConfig
 
     d = SelectConfig().near_dup_distance

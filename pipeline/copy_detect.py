@@ -59,10 +59,10 @@ def thumbnail(img) -> bytes:
     return buf.getvalue()
 
 
-def _aspect_of(comment: bytes) -> float | None:
+def _aspect_of(comment) -> float | None:
     """The aspect ratio a thumbnail's JPEG comment keeps, or None when it keeps none (a thumbnail
     written before the aspect was kept): then any crop may line it up."""
-    if not comment.startswith(ASPECT_TAG.encode()):
+    if not isinstance(comment, bytes) or not comment.startswith(ASPECT_TAG.encode()):
         return None
     try:
         aspect = float(comment[len(ASPECT_TAG):])

@@ -73,7 +73,7 @@ def _writer_class(output_format: str):
 
         def write(self, img_str, key, caption, meta):
             if img_str is not None:
-                members = {self.encode_format: img_str, "json": sample_json(meta)}
+                members = {self.encode_format: img_str, "json": _sample_json(meta)}
                 if self.save_caption:
                     members["txt"] = (str(caption) if caption is not None else "").encode()
                 self._tar.write(key, members)
@@ -87,52 +87,9 @@ def _writer_class(output_format: str):
     return WebDatasetWriter if output_format == "webdataset" else ParquetSampleWriter
 
 
-def sample_json(meta: dict[str, Any]) -> bytes:
-    """A sample's key.json: ``json.dumps(meta without its binary values, indent=4)``, byte for byte.
-
-    With ``indent`` the json module encodes in Python; a flat row of strings, numbers, None and lists of
-    them (the shard metadata) is laid out here with the C string encoder instead, in half the time, and
-    anything else by json.dumps itself (a test compares the two on random rows)."""
-    lines = []
-    for k, v in meta.items():
-        if type(v) is bytes:
-            continue
-        if type(k) is not str:
-            return _json_dumps_indent(meta)
-        if type(v) is list:
-            if not all(type(x) in _JSON_SCALARS for x in v):
-                return _json_dumps_indent(meta)
-            text = "[\n        " + ",\n        ".join(map(_json_scalar, v)) + "\n    ]" if v else "[]"
-        elif type(v) in _JSON_SCALARS:
-            text = _json_scalar(v)
-        else:
-            return _json_dumps_indent(meta)
-        lines.append(f"    {_json_str(k)}: {text}")
-    return ("{\n" + ",\n".join(lines) + "\n}" if lines else "{}").encode()
-
-
-def _json_dumps_indent(meta: dict[str, Any]) -> bytes:
+def _sample_json(meta: dict[str, Any]) -> bytes:
+    """A sample's key.json: its metadata without the binary values (the signature's thumbnail)."""
     return json.dumps({k: v for k, v in meta.items() if not isinstance(v, bytes)}, indent=4).encode()
-
-
-_json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for strings (ensure_ascii)
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-_JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
-
-
-def _json_scalar(v) -> str:
-    """json.dumps of one str, int, float, bool or None (its Python encoder's rules: NaN, Infinity)."""
-    if type(v) is str:
-        return _json_str(v)
-    if v is None or v is True or v is False:
-        return _JSON_CONSTANTS[v]
-    if type(v) is int:
-        return int.__repr__(v)
-    if v != v:
-        return "NaN"
-    if v in (float("inf"), float("-inf")):
-        return "Infinity" if v > 0 else "-Infinity"
-    return float.__repr__(v)
 
 
 def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:

@@ -77,6 +77,10 @@ def test_thumbnail_keeps_the_aspect_ratio_and_a_stretched_picture_is_no_copy():
     bare = io.BytesIO()
     Image.fromarray(np.asarray(read_thumbnail(stretched)[0])).save(bare, "JPEG", quality=95, subsampling=0)  # no comment
     assert read_thumbnail(bare.getvalue())[1] is None and is_copy(t, bare.getvalue(), THRESHOLDS)
+    for comment in (b"aspect=nan", b"aspect=-1", b"aspect=", b"aspect=abc", b"a caption"):  # no usable aspect: any crop
+        odd = io.BytesIO()
+        read_thumbnail(t)[0].save(odd, "JPEG", quality=95, subsampling=0, comment=comment)
+        assert read_thumbnail(odd.getvalue())[1] is None and is_copy(t, odd.getvalue(), THRESHOLDS)
 
 
 def test_the_peak_allowed_grows_with_the_residual_up_to_the_cap():
