@@ -237,13 +237,19 @@ class CopyThresholds:
         return residual <= self.max_residual and peak <= allowed_peak and corr >= MIN_CORRELATION
 
 
-def is_copy(thumb_a: bytes | None, thumb_b: bytes | None, thresholds: CopyThresholds) -> bool:
-    """Whether the pair is a copy: in one direction, its scores within ``thresholds``. A missing or
-    unreadable thumbnail never confirms."""
+def copy_verdict(thumb_a: bytes | None, thumb_b: bytes | None, thresholds: CopyThresholds) -> bool | None:
+    """Whether the pair is a copy: in one direction, its scores within ``thresholds``. None when it cannot
+    be told (a thumbnail missing, e.g. shards downloaded before thumbnails were kept, or unreadable): the
+    caller counts those pairs, they are never silently taken for copies or for distinct pictures."""
     if thumb_a is None or thumb_b is None:
-        return False
+        return None
     try:
         scores = copy_scores(thumb_a, thumb_b)
     except ValueError:
-        return False
+        return None
     return any(thresholds.allows(*score) for score in scores)
+
+
+def is_copy(thumb_a: bytes | None, thumb_b: bytes | None, thresholds: CopyThresholds) -> bool:
+    """``copy_verdict`` as a yes/no: a pair that cannot be told is no copy."""
+    return bool(copy_verdict(thumb_a, thumb_b, thresholds))

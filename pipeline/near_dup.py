@@ -364,18 +364,31 @@ def candidate_pairs(left, right, distance: int, bands: int, colour_tolerance: in
 
 
 def confirm_pairs(pairs, left_thumbs, right_thumbs, thresholds: CopyThresholds):
-    """The candidate ``pairs`` (left_id, right_id, …) that copy detection confirms: the two images'
-    thumbnails (DataFrames (id, copy_thumb)) line up under some crop (pipeline/copy_detect.py). A pair
-    without both thumbnails is not confirmed. Runs in the Python workers, one pair at a time."""
+    """(the candidate ``pairs`` (left_id, right_id, …) that copy detection confirms, how many could not be
+    compared): a pair is confirmed when the two images' thumbnails (DataFrames (id, copy_thumb)) line up
+    under some crop (pipeline/copy_detect.py); a pair missing a thumbnail, or with one unreadable, is not
+    confirmed and is counted. Runs in the Python workers, one pair at a time, once (checkpointed)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from pipeline.copy_detect import is_copy
+    from pipeline.copy_detect import copy_verdict
 
-    check = F.udf(lambda a, b: is_copy(a, b, thresholds), T.BooleanType())
+    check = F.udf(lambda a, b: copy_verdict(a, b, thresholds), T.BooleanType())
     lt = left_thumbs.select(F.col("id").alias("left_id"), F.col("copy_thumb").alias("_lt"))
     rt = right_thumbs.select(F.col("id").alias("right_id"), F.col("copy_thumb").alias("_rt"))
-    return pairs.join(lt, "left_id").join(rt, "right_id").where(check("_lt", "_rt")).drop("_lt", "_rt")
+    judged = (pairs.join(lt, "left_id", "left").join(rt, "right_id", "left")
+              .withColumn("_copy", check("_lt", "_rt")).drop("_lt", "_rt").localCheckpoint())
+    return judged.where(F.col("_copy")).drop("_copy"), judged.where(F.col("_copy").isNull()).count()
+
+
+def warn_unconfirmable(n: int, what: str) -> None:
+    """Say that ``n`` candidate pairs of ``what`` could not be compared (kept as distinct pictures)."""
+    from pipeline import log
+
+    if n:
+        log.warn(f"select: {n} {what} candidate pair(s) could not be compared by copy detection (a copy "
+                 "thumbnail missing or unreadable: shards downloaded before thumbnails were kept?) and count as "
+                 "distinct pictures; download again, or set select.copy_confirm=false to match on hashes alone")
 
 
 # --- reference sets: evaluation images and blocklists ----------------------------------------------

@@ -337,7 +337,8 @@ def _drop_hash_matches(spark, df, sel, extra: dict):
         ref_rows = refs.select(F.col("source").alias("id"), "phash", "colour_grid", "copy_thumb")
         if sel.copy_confirm:  # the hashes propose, copy detection confirms (pipeline/copy_detect.py)
             pairs = near_dup.candidate_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
-            pairs = near_dup.confirm_pairs(pairs, rows, ref_rows, CopyThresholds.of(sel))
+            pairs, extra["eval_unconfirmable"] = near_dup.confirm_pairs(pairs, rows, ref_rows, CopyThresholds.of(sel))
+            near_dup.warn_unconfirmable(extra["eval_unconfirmable"], "eval_overlap")
         else:
             pairs = near_dup.match_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
         hits = (pairs.join(refs.select(F.col("source").alias("right_id"), "set"), "right_id")
@@ -368,7 +369,7 @@ def _drop_near_duplicates(df, sel, extra: dict):
     bands = sel.near_dup_bands or near_dup.choose_bands(n, d)
     info = {"distance": d, "colour_tolerance": tol, "bands": bands, "copy_confirm": sel.copy_confirm,
             "copy_max_residual": sel.copy_max_residual, "copy_max_peak": sel.copy_max_peak,
-            "copy_peak_floor": sel.copy_peak_floor, "copy_peak_per_residual": sel.copy_peak_per_residual, "candidates": 0, "unguarded": 0, "exhaustive": bands > d, "hashed": n,
+            "copy_peak_floor": sel.copy_peak_floor, "copy_peak_per_residual": sel.copy_peak_per_residual, "candidates": 0, "unconfirmable": 0, "unguarded": 0, "exhaustive": bands > d, "hashed": n,
             "unhashed": counts["all"] - n, "pairs": 0, "clusters": 0, "rounds": 0, "dropped": 0}
     extra["near_dup"] = info
     if n < 2:
@@ -379,7 +380,8 @@ def _drop_near_duplicates(df, sel, extra: dict):
     if sel.copy_confirm:  # clusters from confirmed edges only
         pairs = near_dup.candidate_pairs(nodes, nodes, d, bands, tol, same=True).localCheckpoint()
         info["candidates"] = pairs.count()
-        pairs = near_dup.confirm_pairs(pairs, thumbs, thumbs, CopyThresholds.of(sel))
+        pairs, info["unconfirmable"] = near_dup.confirm_pairs(pairs, thumbs, thumbs, CopyThresholds.of(sel))
+        near_dup.warn_unconfirmable(info["unconfirmable"], "near_duplicate")
     else:
         pairs = near_dup.match_pairs(nodes, nodes, d, bands, tol, same=True).cache()
         info["candidates"] = pairs.count()
@@ -391,8 +393,8 @@ def _drop_near_duplicates(df, sel, extra: dict):
         losers = labels.where(F.col("label.key") != F.col("id")).select(
             F.col("id").alias("key"), F.col("label.key").alias("_best"))
         if sel.copy_confirm:  # chain guard: a member goes only when it is a copy of the member that stays
-            guard = near_dup.confirm_pairs(losers.select(F.col("key").alias("left_id"), F.col("_best").alias("right_id")),
-                                           thumbs, thumbs, CopyThresholds.of(sel))
+            chained = losers.select(F.col("key").alias("left_id"), F.col("_best").alias("right_id"))
+            guard, _ = near_dup.confirm_pairs(chained, thumbs, thumbs, CopyThresholds.of(sel))
             kept_by_guard = losers.count()
             losers = guard.select(F.col("left_id").alias("key"), F.col("right_id").alias("_best"))
         losers = losers.cache()

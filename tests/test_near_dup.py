@@ -239,6 +239,7 @@ def test_select_drops_blocklisted_eval_copies_and_near_duplicates(spark, tmp_pat
     nd = extra["near_dup"]
     assert nd["clusters"] == 2 and nd["dropped"] == 4 and nd["unhashed"] == 1 and nd["exhaustive"]
     assert nd["distance"] == 12 and nd["colour_tolerance"] is None and nd["copy_confirm"]
+    assert nd["unconfirmable"] == 0 and extra["eval_unconfirmable"] == 0
     assert all(m["phash"] is not None for m in manifest if m["text"] != "no hash")
     json.dumps(stats)  # _stats.json material
     dropped = pq.read_table(tmp_path / "final" / "dropped.parquet")
@@ -254,6 +255,35 @@ def test_select_drops_blocklisted_eval_copies_and_near_duplicates(spark, tmp_pat
     # Off switches: nothing hash-based is dropped.
     off = load_config(overrides={"output_dir": str(tmp_path), "select.top_fraction": 1.0, "select.near_dup": False})
     assert run_select(off, spark, overwrite=True)["drops"] == {}
+
+
+def test_pairs_without_a_readable_thumbnail_are_counted_and_kept(spark, tmp_path, capfd):
+    """Shards written before copy thumbnails were kept (none) or with a damaged one: the hash proposes the
+    pair, copy detection cannot compare it; it is counted and said, and both pictures stay."""
+    a, b = photo(1), photo(2)
+    samples = [("a", a), ("a copy, no thumbnail", resized(a)), ("b", b), ("b copy, damaged thumbnail", resized(b))]
+    shard_samples = [{"text": t, "image": jpg(img), "width": 400, "height": 300} for t, img in samples]
+    rows = write_shards(tmp_path / "shards", shard_samples, shard_size=10)
+    add_signatures(tmp_path / "shards", rows, {r["key"]: s["image"] for r, s in zip(rows, shard_samples, strict=True)})
+    broken = {rows[1]["key"]: None, rows[3]["key"]: b"\xff\xd8\xff not a thumbnail"}
+    for path in sorted((tmp_path / "shards").glob("*.parquet")):
+        t = pq.read_table(path)
+        thumbs = [broken.get(k, th) for k, th in zip(t.column("key").to_pylist(), t.column("copy_thumb").to_pylist(), strict=True)]
+        pq.write_table(t.set_column(t.schema.get_field_index("copy_thumb"), "copy_thumb", pa.array(thumbs, pa.binary())), path)
+    write_scores(tmp_path / "scores", rows, {r["key"]: 0.5 for r in rows})
+    (tmp_path / "eval" / "cls").mkdir(parents=True)
+    (tmp_path / "eval" / "cls" / "b.jpg").write_bytes(jpg(b))
+
+    cfg = load_config(overrides={"output_dir": str(tmp_path), "select.top_fraction": 1.0, "select.min_side": 0,
+                                 "select.decontaminate": [str(tmp_path / "eval")]})
+    stats = run_select(cfg, spark)
+    assert stats["drops"] == {"eval_overlap": 1}  # "b" itself; its copy could not be compared
+    assert stats["extra"]["eval_unconfirmable"] == 1 and stats["extra"]["near_dup"]["unconfirmable"] == 1
+    manifest, _ = read_final(tmp_path / "final")
+    assert sorted(m["text"] for m in manifest) == ["a", "a copy, no thumbnail", "b copy, damaged thumbnail"]
+    err = capfd.readouterr().err
+    assert "1 eval_overlap candidate pair(s) could not be compared" in err
+    assert "1 near_duplicate candidate pair(s) could not be compared" in err
 
 
 def test_bad_lists_and_sets_are_clear_errors(spark, tmp_path):
