@@ -147,6 +147,16 @@ def test_any_host_string_gets_its_own_hashed_slot_files_in_the_folder(tmp_path, 
     assert len(names) == 3 and all(re.fullmatch(r"[0-9a-f]{32}\.[0-9]+", n) for n in names)
 
 
+def test_a_pause_is_seen_through_any_slot_of_the_host_and_only_lengthened(tmp_path):
+    slots = HostSlots(str(tmp_path), 2)
+    slots.pause("limited.test", 30)
+    slots.pause("limited.test", 5)  # a shorter one later does not shorten it
+    tokens = [slots.try_acquire("limited.test") for _ in range(2)]
+    assert all(25 < slots.paused_for(t) <= 30 for t in tokens)
+    other = slots.try_acquire("other.test")
+    assert slots.paused_for(other) == 0.0
+
+
 def test_bad_settings_and_a_missing_folder_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         HostSlots(str(tmp_path), 0)
@@ -221,6 +231,32 @@ def test_two_schedulers_share_the_cap_and_a_crawl_delay_host_gets_one_request_at
         t.join()
     assert [len(r) for r in results] == [24, 24] and all(r.ok for got in results for _, r in got)
     assert fetch.most["many.test"] <= 3 and fetch.most["delay.test"] == 1
+
+
+def test_a_retry_after_answered_to_one_task_pauses_the_host_for_the_others(tmp_path):
+    """Task A's 429 (Retry-After 0.5 s) pauses the host for task B too: B's first request to it waits for
+    the pause (a lower bound); a pause longer than B's budget fails B's URLs of the host at once."""
+    starts: dict[str, float] = {}
+
+    def fetch(url: str) -> FetchResult:
+        starts.setdefault(url, time.monotonic())
+        if url == "http://limited.test/a":
+            return FetchResult(url, reason="rate_limited", http_status=429, connected=True, retry_after=0.5)
+        return FetchResult(url, data=b"x", http_status=200, connected=True)
+
+    def task(urls: list[str], budget_s: float = 0.2) -> dict[str, str]:
+        scheduler = HostScheduler(fetch, Politeness(connections=2, retries=0, budget_s=budget_s),
+                                  slots=HostSlots(str(tmp_path), 2))
+        scheduler.load(urls, lambda u: u)
+        return {url: r.reason or "ok" for url, r in scheduler.run(threads=2, process=None)}
+
+    t0 = time.monotonic()
+    assert task(["http://limited.test/a"]) == {"http://limited.test/a": "rate_limited"}  # 0.5 s > its budget
+    assert task(["http://limited.test/b", "http://free.test/b"]) == {"http://limited.test/b": "rate_limited",
+                                                                    "http://free.test/b": "ok"}
+    assert "http://limited.test/b" not in starts  # failed without a request: the pause outlasts its budget
+    assert task(["http://limited.test/c"], budget_s=30) == {"http://limited.test/c": "ok"}
+    assert starts["http://limited.test/c"] - t0 >= 0.5  # asked once the shared pause was over
 
 
 def test_two_processes_never_exceed_the_cap_at_a_real_server(tmp_path, server):

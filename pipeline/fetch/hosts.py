@@ -19,7 +19,11 @@ than at the end), then the host with the most time's work left (its URLs left ×
 response time ÷ its cap, its interval, the Retry-After pauses it asked for per request; estimates
 equal to the second in input order), each host's URLs in input order. A slow host's URLs are so asked
 at its cap from the start, not when the rest of the task reaches them in input order (a host answering
-in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise). A
+in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise).
+A rate limit shows only under load, so a host with ``PROBE_URLS`` or more URLs left is probed first: its
+next ``cap`` requests go before every other answered host's, at once; a host answering 429 to them is
+then paced by its pauses from its first seconds (one with 89 URLs at 4 requests/s is a 21 s tail when
+its pages are reached in input order, its pauses found only then). A
 host that has not answered yet gets one request at a time: a dead one then holds one thread, not
 ``host_connections``. Threads never idle while some host has work it may start, and the image work after
 a fetch (decode, resize) runs outside the host's slot. Each host has one keep-alive pool of at most that
@@ -40,7 +44,8 @@ Heritrix and Nutch count it): one hanging URL does not close a healthy host.
 one machine) every request start also takes one of its host's machine-wide slots, without waiting: when
 the other tasks hold them all, the host is tried again ``SLOT_WAIT_S`` later (a timer, as for an
 interval) while the threads serve other hosts, and the slot is given back as soon as the attempt ends,
-before the image work. A Crawl-delay host uses its first slot only: one request at a time on the whole
+before the image work. A Retry-After pause is the machine's: written with the slots, read with each
+slot taken. A Crawl-delay host uses its first slot only: one request at a time on the whole
 machine. How the tasks of a job share one per-host cap (slots, or the static ``task_host_cap`` split on
 a cluster) is described in ``pipeline.fetch``'s docstring.
 """
@@ -62,6 +67,7 @@ from urllib.parse import urlsplit
 from pipeline.fetch.outcome import NOT_ASKED, RETRY_NOW, FetchResult
 
 RATE_LIMIT_WAIT_S = 1.0  # a 429 without Retry-After pauses its host this long, doubling while they repeat
+PROBE_URLS = 16  # a host with this many URLs left is asked at its cap as soon as it answers (the probe)
 SLOT_WAIT_S = 0.025  # a host whose machine-wide slots are all held by other tasks is tried again this much later
 
 
@@ -356,13 +362,17 @@ class HostScheduler:
         heapq.heappush(self._timers, (at, next(self._ids), key))
 
     def _work_left(self, key: str, host: _Host) -> float:
-        """Seconds the host's queued URLs need at its pace (0 until it has answered): the longest go first,
+        """Seconds the host's queued URLs need at its pace (0 until it has answered; the probe's hosts
+        count as the most, see the module docstring): the longest go first,
         compared to the whole second, then in input order. The fast hosts, whose work is our CPU and not
         waiting, so keep input order: their URLs come in runs, which keeps their keep-alive connections in
         use (ordered finer, they took turns and each task's least recently used pools were closed: a new
         connection for nearly every request of a slow host)."""
-        per_url = max(host.response_s / self.pace.cap(key), self.pace.interval(key), host.paused_s / max(1, host.answers))
-        return (len(host.fresh) + len(host.later)) * per_url
+        left, cap = len(host.fresh) + len(host.later), self.pace.cap(key)
+        if host.answers <= cap and left >= PROBE_URLS:
+            return 1e9  # the probe: before every other answered host
+        per_url = max(host.response_s / cap, self.pace.interval(key), host.paused_s / max(1, host.answers))
+        return left * per_url
 
     def _take(self, key: str, now: float) -> _Job | None:
         host = self._hosts[key]
@@ -379,6 +389,14 @@ class HostScheduler:
                 if host.slot_retry_at <= now:
                     host.slot_retry_at = now + SLOT_WAIT_S
                     self._timer(host.slot_retry_at, key)
+                return None
+            if (wait := self.slots.paused_for(slot)) > 0:  # another task's Retry-After: this task's too
+                self.slots.release(slot)
+                if wait > self.pace.budget_s:  # longer than any URL may wait (as _judge has it)
+                    host.tripped = "rate_limited"
+                else:
+                    self.pace.paused_until[key] = max(self.pace.paused_until.get(key, 0.0), now + wait)
+                self._wake(key, now)
                 return None
         if host.later and (host.tripped or not host.fresh or host.later[0][0] <= now):  # as _wake ordered it
             job = heapq.heappop(host.later)[2]
@@ -444,6 +462,8 @@ class HostScheduler:
             wait = max(wait, self.pace.backoff_s)
             host.paused_s += wait
             self.pace.paused_until[job.host] = max(self.pace.paused_until.get(job.host, 0.0), now + wait)
+            if self.slots is not None:
+                self.slots.pause(job.host, wait)  # every task on the machine waits for it too
             if wait > self.pace.budget_s:  # longer than any URL of the host may wait
                 host.tripped = "rate_limited"
                 return True

@@ -10,7 +10,12 @@ A slot is ``fcntl.flock`` on its own open of the slot's file: flock locks belong
 description, so two threads of one process exclude each other as two processes do, and the kernel
 drops the lock when the holder's descriptor closes, also when the process dies (a killed task leaks
 no slot). Files are named by a hash of the host (any host string: empty, long, unicode) and slot
-number, made on first use and removed with the folder. Local disk only: the tasks must share the
+number, made on first use and removed with the folder.
+
+A host's Retry-After pause is shared the same way: ``pause`` writes its end (wall-clock time) into
+each of the host's slot files, and ``paused_until`` reads it through the slot just taken (one read
+per request), so a 429 to one task pauses the host for every task on the machine instead of the
+others asking on (each 429 of theirs a wasted request, and URLs that run out of their retry budget). Local disk only: the tasks must share the
 machine (Spark's local master); on a cluster the static split, ``pipeline.fetch.hosts.task_host_cap``,
 stays.
 """
@@ -23,7 +28,9 @@ import fcntl
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
+import time
 from collections.abc import Iterator
 
 
@@ -62,6 +69,29 @@ class HostSlots:
     def release(self, token: int) -> None:
         """Give a slot back (closing its descriptor drops the lock)."""
         os.close(token)
+
+    def pause(self, host: str, seconds: float) -> None:
+        """Pause ``host`` for every task sharing the folder (its Retry-After), unless paused longer already."""
+        until = time.time() + seconds
+        for slot in range(self.per_host):
+            fd = os.open(self.path(host, slot), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if _pause_of(fd) < until:
+                    os.pwrite(fd, _PAUSE.pack(until), 0)
+            finally:
+                os.close(fd)
+
+    def paused_for(self, token: int) -> float:
+        """Seconds the host of a slot just taken stays paused (0: not paused)."""
+        return max(0.0, _pause_of(token) - time.time())
+
+
+_PAUSE = struct.Struct("<d")  # a slot file's content: the end of its host's pause (time.time()), or nothing
+
+
+def _pause_of(fd: int) -> float:
+    data = os.pread(fd, _PAUSE.size, 0)
+    return _PAUSE.unpack(data)[0] if len(data) == _PAUSE.size else 0.0
 
 
 @contextlib.contextmanager
