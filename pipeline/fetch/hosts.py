@@ -20,11 +20,11 @@ response time ÷ its cap, its interval, the Retry-After pauses it asked for per 
 equal to the second in input order), each host's URLs in input order. A slow host's URLs are so asked
 at its cap from the start, not when the rest of the task reaches them in input order (a host answering
 in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise).
-A rate limit shows only under load, so a host with ``PROBE_URLS`` or more URLs left is probed first: its
-next ``cap`` requests go before every other answered host's, at once; a host answering 429 to them is
-then paced by its pauses from its first seconds (one with 89 URLs at 4 requests/s is a 21 s tail when
-its pages are reached in input order, its pauses found only then). A
-host that has not answered yet gets one request at a time: a dead one then holds one thread, not
+A rate limit shows only under load, so a host with ``PROBE_URLS`` or more URLs left is probed: once it
+has answered, its next ``cap`` or so requests go before every other answered host's; a host answering
+429 to them is then ordered by its pauses from its first seconds (on the many-host bench a host allowing
+4 requests/s, 63 URLs in one shard, sat idle for 4 s after its first answer until input order reached
+its next page, and was that shard's tail). A host that has not answered yet gets one request at a time: a dead one then holds one thread, not
 ``host_connections``. Threads never idle while some host has work it may start, and the image work after
 a fetch (decode, resize) runs outside the host's slot. Each host has one keep-alive pool of at most that
 many connections.
@@ -299,7 +299,7 @@ class HostScheduler:
                 while self._ready:
                     job = self._take(heapq.heappop(self._ready)[-1], now)
                     if job is not None:
-                        if self._ready or self._timers and not self._timekeeper:
+                        if self._ready or (self._timers and not self._timekeeper):
                             self._wake_one()  # another thread takes the next ready host, or keeps the timers
                         return job
                 self._idle()
@@ -362,12 +362,12 @@ class HostScheduler:
         heapq.heappush(self._timers, (at, next(self._ids), key))
 
     def _work_left(self, key: str, host: _Host) -> float:
-        """Seconds the host's queued URLs need at its pace (0 until it has answered; the probe's hosts
-        count as the most, see the module docstring): the longest go first,
-        compared to the whole second, then in input order. The fast hosts, whose work is our CPU and not
-        waiting, so keep input order: their URLs come in runs, which keeps their keep-alive connections in
-        use (ordered finer, they took turns and each task's least recently used pools were closed: a new
-        connection for nearly every request of a slow host)."""
+        """Seconds the host's queued URLs need at its pace (0 until it has answered; a host being probed
+        counts as the most): the longest go first, compared to the whole second, then in input order.
+        The fast hosts, whose work is our CPU and not waiting, so keep input order: their URLs come in
+        runs, which keeps their keep-alive connections in use (ordered finer, they took turns and each
+        task's least recently used pools were closed: a new connection for nearly every request of a
+        slow host)."""
         left, cap = len(host.fresh) + len(host.later), self.pace.cap(key)
         if host.answers <= cap and left >= PROBE_URLS:
             return 1e9  # the probe: before every other answered host
