@@ -25,11 +25,13 @@ whole input to split it (img2dataset issue #338).
 addresses with names, 100,000 tiny images in pages of 4–16 per host; 5% of hosts dead, 2% DNS
 tarpits, 5% rate-limiting with 429 + Retry-After, 5% slow). Both tools get the same threads,
 processes, shard size, timeout (5 s) and retries; ours asks the simulated web's DNS server
-(download.dns_servers) and keeps at most 4 connections per host for the whole job
-(download.job_host_connections); img2dataset resolves like glibc does by default (bench/_simweb.py).
+(download.dns_servers) and keeps at most 4 requests at once per host for the whole job
+(download.job_host_connections, shared at run time by the two tasks: Spark's master is local);
+img2dataset resolves like glibc does by default (bench/_simweb.py).
 Each tool runs on all URLs and on the healthy hosts' URLs alone (same order), each run against a
 fresh server. Reported: images/s, the share of healthy-host images fetched, the most connections
-any host saw at once, and total time over the time of the healthy work alone.
+any host saw at once, total time over the time of the healthy work alone, and ours' shard tasks'
+[start, end] seconds (``shard_spans_s``).
 
 "consent": ours with the sites' consent checks on (the default: robots.txt and tdmrep.json once per
 origin through the job's robots table, the opt-out headers) and off (download.consent=false), on the
@@ -87,6 +89,14 @@ def _outcomes_ours(folder: Path) -> dict[str, str]:
         for r in pq.read_table(f, columns=["uid", "status", "error_message"]).to_pylist():
             out[r["uid"]] = r["status"] if r["status"] == "success" else r["error_message"]
     return out
+
+
+def _shard_spans(folder: Path) -> list[list[float]]:
+    """Each shard's task as [start, end] seconds after the first one started (ours: NNNNN_stats.json),
+    in shard order: when each task ends, and so what held the run's end."""
+    stats = [json.loads(f.read_text()) for f in sorted(folder.glob("[0-9]*_stats.json"))]
+    first = min((s["start_time"] for s in stats), default=0.0)
+    return [[round(s["start_time"] - first, 1), round(s["end_time"] - first, 1)] for s in stats]
 
 
 def _shard_rate(folder: Path, duration_key: str) -> float:
@@ -299,6 +309,8 @@ def web(tmp: Path, n_hosts: int, n_images: int, p: dict = WEB) -> dict:
                  "answered_429": sum(s["too_many"] for s in w.stats.values())}
         if reasons:
             entry["failures_by_kind_and_reason"] = dict(sorted(reasons.items()))
+        if who == "ours":
+            entry["shard_spans_s"] = _shard_spans(out / "shards")
         res.setdefault(who, {})[inp] = entry
         print(f"  web {inp:7s} {who:11s} {secs:7.1f}s  {ok}/{len(rows)} ok  {ok / secs:7.1f} images/s  healthy-host "
               f"images fetched {entry['healthy_share']:.1%}  most connections to one host {most} "

@@ -231,12 +231,14 @@ class DownloadConfig(Section):
     allow_hosts: list[str] = Field(default_factory=list, description="host or host:port allowed despite private IP")
     retry_failed: bool = False
     # Politeness and DNS (pipeline/fetch/hosts.py and dns.py say how they work together).
-    host_connections: int = Field(2, ge=1, description="concurrent connections to one host from one task")
+    host_connections: int = Field(2, ge=1, description="concurrent connections to one host from one task "
+                                  "(without job_host_connections, or a task's most on a cluster)")
     job_host_connections: int | None = Field(
-        None, ge=1, description="concurrent connections to one host from the whole job: each task gets "
-        "max(1, this // concurrent_tasks) of host_connections; None = host_connections per task")
+        None, ge=1, description="concurrent requests to one host from the whole job: on a local master the "
+        "running tasks share them as they need them (slot files, pipeline/fetch/slots.py); on a cluster each "
+        "task gets max(1, this // concurrent_tasks) of host_connections; None = host_connections per task")
     concurrent_tasks: int | None = Field(
-        None, ge=1, description="download tasks running at once, for job_host_connections; None = Spark's "
+        None, ge=1, description="download tasks running at once, for job_host_connections on a cluster; None = Spark's "
         "default parallelism (capped by the number of shards), filled in by `wit download`")
     host_min_interval_s: float = Field(0.0, ge=0, description="least time between two requests to one host (per task)")
     host_failure_limit: int = Field(

@@ -27,6 +27,7 @@ host_unreachable) of complete shards and rewrites those shards.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -40,7 +41,7 @@ import pyarrow.parquet as pq
 
 from pipeline import inputs, log, near_dup, progress, storage
 from pipeline.errors import UserError
-from pipeline.fetch import TRANSIENT, Fetcher
+from pipeline.fetch import TRANSIENT, Fetcher, HostSlots, job_slots_folder
 from pipeline.images import RESIZER_REASONS, inspect_image, make_resizer
 from pipeline.shard_plan import ShardSpec, carried_schema, check_input_schema, input_files, plan_shards, read_shard_rows
 from pipeline.shards import sample_key, shard_digits, shard_name
@@ -101,11 +102,13 @@ def _meta(row: dict[str, Any], key: str, shard: int) -> dict[str, Any]:
 class ShardJob:
     """Download one shard: threads fetch, check headers, resize and hash; this thread writes."""
 
-    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int, robots=None, robots_table=()):
+    def __init__(self, dl, out: str, spec: ShardSpec, n_shards: int, robots=None, robots_table=(),
+                 host_slots: str | None = None):
         from PIL import Image
 
         self.dl, self.robots, self.out, self.spec = dl, robots, out.rstrip("/"), spec
         self.robots_table = robots_table  # the job's OriginRecords (pipeline.fetch.robots_table)
+        self.host_slots = host_slots  # the job's host slots folder (tasks on one machine share the host cap)
         self.name = shard_name(spec.shard, n_shards)
         self.digits = shard_digits(n_shards)  # img2dataset's writers name the files with it
         self.key_of = lambda index: sample_key(spec.shard, index, n_shards, dl.shard_size)
@@ -161,7 +164,8 @@ class ShardJob:
     def _download(self, todo, writer, counts: Counter, totals: Counter) -> None:
         """Fetch host by host (pipeline.fetch.HostScheduler: per-host cap, Retry-After, circuit
         breaker); the image work runs in the fetch threads after the host's connection is free."""
-        fetcher = Fetcher.from_config(self.dl, self.robots)
+        slots = HostSlots(self.host_slots, self.dl.job_host_connections) if self.host_slots else None
+        fetcher = Fetcher.from_config(self.dl, self.robots, host_slots=slots)
         if fetcher.robots is not None:
             fetcher.robots.preload(self.robots_table)
         resizer = make_resizer(self.dl)
@@ -291,9 +295,10 @@ def _shard_task(args: tuple) -> dict[str, Any]:
     """Spark task: one shard (module-level so it pickles by reference)."""
     from pipeline.config import DownloadConfig, RobotsConfig
 
-    dl_dict, robots_dict, out, spec, n_shards, retry_failed, table = args
+    dl_dict, robots_dict, out, spec, n_shards, retry_failed, table, host_slots = args
     dl, robots = DownloadConfig.model_validate(dl_dict), RobotsConfig.model_validate(robots_dict)
-    return ShardJob(dl, out, spec, n_shards, robots, table.value if table is not None else ()).run(retry_failed)
+    table = table.value if table is not None else ()
+    return ShardJob(dl, out, spec, n_shards, robots, table, host_slots).run(retry_failed)
 
 
 def _spec_origins(spec: ShardSpec) -> list[str]:
@@ -352,14 +357,18 @@ def run_download(ctx: StageContext, retry_failed: bool | None = None) -> None:
     if specs:
         sc = ctx.spark.sparkContext
         sc.setJobDescription(f"wit download: {len(specs)} shards")
-        if dl.job_host_connections and dl.concurrent_tasks is None:  # each task's share of the job-wide host cap
+        # The job-wide host cap: slots shared at run time by the tasks when they all run on this machine
+        # (a local master), else each task's static share (pipeline.fetch's docstring).
+        share = dl.job_host_connections is not None and sc.master.startswith("local")
+        if dl.job_host_connections and dl.concurrent_tasks is None and not share:
             dl = dl.model_copy(update={"concurrent_tasks": min(len(specs), sc.defaultParallelism)})
         robots = ctx.cfg.robots.model_dump(mode="json")
         table = _robots_table(ctx, specs, dl)  # each origin's robots.txt and tdmrep.json, once per job
         sc.setJobDescription(f"wit download: {len(specs)} shards")
-        tasks = [(dl.model_dump(mode="json"), robots, out, s, len(specs), retry, table) for s in specs]
-        with progress.watch_folder("download", n_rows, out, pattern="[0-9]*_stats.json"):  # shards' own stats files
-            results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
+        with job_slots_folder() if share else contextlib.nullcontext() as slots:
+            tasks = [(dl.model_dump(mode="json"), robots, out, s, len(specs), retry, table, slots) for s in specs]
+            with progress.watch_folder("download", n_rows, out, pattern="[0-9]*_stats.json"):  # shards' stats files
+                results = sc.parallelize(tasks, len(tasks)).map(_shard_task).collect()
     wall = time.perf_counter() - t0
     storage.remove(f"{out}/{TMP_DIR}")
     _aggregate(ctx.stats, results, wall, n_rows, dl)

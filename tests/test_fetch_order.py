@@ -76,3 +76,27 @@ def test_hosts_not_asked_yet_go_first_those_with_the_most_urls_first():
     scheduler.load(urls, lambda u: u)
     assert len(list(scheduler.run(threads=1, process=None))) == len(urls)
     assert asked[:4] == ["http://b.test/0", "http://c.test/0", "http://a.test/0", "http://d.test/0"]
+
+
+def test_a_host_with_many_urls_is_probed_at_its_cap_as_soon_as_it_answers():
+    """A rate limit shows only under load: once every host was asked, a host with PROBE_URLS URLs or more
+    (last in the input) gets its next `cap` requests before any other host's second URL, then input order
+    again; a host with fewer URLs keeps input order."""
+    from pipeline.fetch.hosts import PROBE_URLS
+
+    asked: list[str] = []
+
+    def fetch(url: str) -> FetchResult:
+        asked.append(url)
+        return FetchResult(url, data=b"x", http_status=200, connected=True)
+
+    others = [f"http://f{h}.test/{i}" for i in range(3) for h in range(4)]
+    urls = [*others, *(f"http://many.test/{i}" for i in range(PROBE_URLS + 4)), "http://few.test/0", "http://few.test/1"]
+    scheduler = HostScheduler(fetch, Politeness(connections=3, retries=0))
+    scheduler.load(urls, lambda u: u)
+    assert len(list(scheduler.run(threads=1, process=None))) == len(urls)
+    first_asks = ["http://many.test/0"] + [f"http://f{h}.test/0" for h in range(4)] + ["http://few.test/0"]
+    assert asked[:6] == first_asks  # every host once, the most URLs first
+    assert asked[6:9] == [f"http://many.test/{i}" for i in range(1, 4)]  # the probe: its cap's worth at once
+    assert asked.index("http://f0.test/1") < asked.index(f"http://many.test/{PROBE_URLS + 3}")  # then input order
+    assert asked.index("http://few.test/1") > asked.index("http://f0.test/1")

@@ -64,6 +64,7 @@ class Fetcher:
     tdmrep: bool = True  # TDMRep: tdmrep.json per origin (with respect_robots_txt), tdm-reservation header
     max_url_length: int = MAX_URL_LENGTH
     host_connections: int = 2
+    host_slots: Any = None  # a HostSlots shared with the other tasks on this machine (pipeline.fetch.slots)
     host_min_interval_s: float = 0.0
     host_failure_limit: int = 3
     max_crawl_delay_s: float = 10.0  # a robots.txt Crawl-delay raises its host's interval up to this
@@ -100,17 +101,21 @@ class Fetcher:
         )
 
     @classmethod
-    def from_config(cls, dl, robots=None, **overrides) -> Fetcher:
-        """From a pipeline.config.DownloadConfig and RobotsConfig (the per-host cap is this task's share of
-        the job's); ``overrides`` set any other field (the crawler's). ``download.consent`` off switches
-        off robots.txt, tdmrep.json and the opt-out headers together."""
+    def from_config(cls, dl, robots=None, host_slots=None, **overrides) -> Fetcher:
+        """From a pipeline.config.DownloadConfig and RobotsConfig; ``overrides`` set any other field (the
+        crawler's). The per-host cap: with ``host_slots`` (the job's, shared by the tasks on this machine)
+        the whole job's, each request holding one of its host's slots; else this task's static share of
+        the job's (``task_host_cap``). ``download.consent`` off switches off robots.txt, tdmrep.json and
+        the opt-out headers together."""
+        cap = (host_slots.per_host if host_slots is not None
+               else task_host_cap(dl.host_connections, dl.job_host_connections, dl.concurrent_tasks))
         ua = dl.user_agent + (f" (+{dl.contact_url})" if dl.contact_url else "")
         settings = dict(
             timeout_s=dl.timeout_s, max_bytes=dl.max_bytes, max_redirects=dl.max_redirects, retries=dl.retries,
             user_agent=ua, allow_hosts=tuple(dl.allow_hosts), respect_robots_txt=dl.consent, tdmrep=dl.consent,
             opt_out_directives=frozenset(dl.disallowed_header_directives if dl.consent else ()),
             ai_tokens=tuple(dl.ai_tokens if dl.honour_ai_tokens else ()),
-            host_connections=task_host_cap(dl.host_connections, dl.job_host_connections, dl.concurrent_tasks),
+            host_connections=cap, host_slots=host_slots,
             host_min_interval_s=dl.host_min_interval_s, host_failure_limit=dl.host_failure_limit,
             dns_servers=tuple(dl.dns_servers), dns_negative_ttl_s=dl.dns_negative_ttl_s,
         )
@@ -143,7 +148,8 @@ class Fetcher:
 
     def fetch(self, url: str) -> FetchResult:
         """Fetch one URL: retries of 5xx and timeouts with exponential backoff, 429/Retry-After waits."""
-        scheduler = HostScheduler(self.fetch_once, self.politeness, failure_limit=0)  # one URL: no circuit to open
+        scheduler = HostScheduler(self.fetch_once, self.politeness, failure_limit=0,  # one URL: no circuit to open
+                                  slots=self.host_slots)
         out: list = []
         scheduler.load([url], lambda u: u)
         scheduler.work(None, out.append)
@@ -154,7 +160,7 @@ class Fetcher:
         """Fetch every item's URL on ``threads`` threads, host by host; yields (item, result) as they
         finish, where result is ``process(item, fetch_result)`` (run in the fetch thread, after the
         host's connection is free) or the FetchResult itself. At most 2×threads results wait."""
-        scheduler = HostScheduler(self.fetch_once, self.politeness)
+        scheduler = HostScheduler(self.fetch_once, self.politeness, slots=self.host_slots)
         scheduler.load(items, url_of)
         return scheduler.run(threads, process)
 

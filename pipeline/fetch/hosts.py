@@ -19,8 +19,12 @@ than at the end), then the host with the most time's work left (its URLs left ×
 response time ÷ its cap, its interval, the Retry-After pauses it asked for per request; estimates
 equal to the second in input order), each host's URLs in input order. A slow host's URLs are so asked
 at its cap from the start, not when the rest of the task reaches them in input order (a host answering
-in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise). A
-host that has not answered yet gets one request at a time: a dead one then holds one thread, not
+in 1.3 s at 2 connections needs 20 s for 30 URLs: a tail of its own at the end of the task otherwise).
+A rate limit shows only under load, so a host with ``PROBE_URLS`` or more URLs left is probed: once it
+has answered, its next ``cap`` or so requests go before every other answered host's; a host answering
+429 to them is then ordered by its pauses from its first seconds (on the many-host bench a host allowing
+4 requests/s, 63 URLs in one shard, sat idle for 4 s after its first answer until input order reached
+its next page, and was that shard's tail). A host that has not answered yet gets one request at a time: a dead one then holds one thread, not
 ``host_connections``. Threads never idle while some host has work it may start, and the image work after
 a fetch (decode, resize) runs outside the host's slot. Each host has one keep-alive pool of at most that
 many connections.
@@ -36,7 +40,14 @@ timeout. A slow answer on a connected socket is that URL's ``timeout``, not the 
 Heritrix and Nutch count it): one hanging URL does not close a healthy host.
 ``rate_limited`` and ``host_unreachable`` are transient: ``wit download --retry-failed`` tries again.
 
-How the tasks of a job share one per-host cap (``task_host_cap``) is described in ``pipeline.fetch``'s docstring.
+**Across tasks.** With ``slots`` (a ``pipeline.fetch.slots.HostSlots``, shared by the tasks running on
+one machine) every request start also takes one of its host's machine-wide slots, without waiting: when
+the other tasks hold them all, the host is tried again ``SLOT_WAIT_S`` later (a timer, as for an
+interval) while the threads serve other hosts, and the slot is given back as soon as the attempt ends,
+before the image work. A Retry-After pause is the machine's: written with the slots, read with each
+slot taken. A Crawl-delay host uses its first slot only: one request at a time on the whole
+machine. How the tasks of a job share one per-host cap (slots, or the static ``task_host_cap`` split on
+a cluster) is described in ``pipeline.fetch``'s docstring.
 """
 
 from __future__ import annotations
@@ -56,6 +67,8 @@ from urllib.parse import urlsplit
 from pipeline.fetch.outcome import NOT_ASKED, RETRY_NOW, FetchResult
 
 RATE_LIMIT_WAIT_S = 1.0  # a 429 without Retry-After pauses its host this long, doubling while they repeat
+PROBE_URLS = 16  # a host with this many URLs left is asked at its cap as soon as it answers (the probe)
+SLOT_WAIT_S = 0.025  # a host whose machine-wide slots are all held by other tasks is tried again this much later
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -137,7 +150,8 @@ class Politeness:
 class _Job:
     """One URL until its outcome is final."""
 
-    __slots__ = ("seq", "item", "url", "host", "attempts", "retries", "first_start", "started", "before", "skip")
+    __slots__ = ("seq", "item", "url", "host", "attempts", "retries", "first_start", "started", "before", "skip",
+                 "slot")
 
     def __init__(self, seq: int, item: Any, url: str, host: str):
         self.seq, self.item, self.url, self.host = seq, item, url, host
@@ -147,11 +161,12 @@ class _Job:
         self.started = 0.0  # when its latest attempt started
         self.before: float | None = None  # the host's latest start before it
         self.skip: str | None = None  # fail without a request, for this reason
+        self.slot: int | None = None  # the machine-wide host slot its running attempt holds (HostSlots token)
 
 
 class _Host:
     __slots__ = ("fresh", "later", "active", "started", "answered", "failures", "tripped", "rate_hits", "response_s",
-                 "answers", "paused_s")
+                 "answers", "paused_s", "slot_retry_at")
 
     def __init__(self):
         self.fresh: deque[_Job] = deque()  # never tried, in input order
@@ -166,6 +181,7 @@ class _Host:
         self.response_s = 0.0  # its answers' time (moving average, weight 0.3 to the newest)
         self.answers = 0  # attempts that got a status line
         self.paused_s = 0.0  # the Retry-After pauses it asked for, in all
+        self.slot_retry_at = 0.0  # when its machine-wide slots are tried again (one such timer at a time)
 
     def has_work(self) -> bool:
         return bool(self.fresh or self.later)
@@ -176,18 +192,25 @@ _DONE = object()
 
 class HostScheduler:
     """Runs ``fetch(url) -> FetchResult`` over a task's URLs on a few threads, host by host (see the
-    module docstring): per-host cap and interval, Retry-After, retries with backoff, the breaker."""
+    module docstring): per-host cap and interval, Retry-After, retries with backoff, the breaker; with
+    ``slots`` (``HostSlots``) each request also holds one of its host's slots shared with other tasks."""
 
-    def __init__(self, fetch: Callable[[str], FetchResult], politeness: Politeness, failure_limit: int | None = None):
+    def __init__(self, fetch: Callable[[str], FetchResult], politeness: Politeness, failure_limit: int | None = None,
+                 slots: Any = None):
         self.fetch = fetch
         self.pace = politeness
+        self.slots = slots
         self.failure_limit = politeness.failure_limit if failure_limit is None else failure_limit
         self._hosts: dict[str, _Host] = {}
         # (asked before?, -its whole seconds of work left (not asked: its URLs), seq of its next job, host): may start now
         self._ready: list[tuple[bool, float, int, str]] = []
         self._timers: list[tuple[float, int, str]] = []  # (when, id, host): may start then
         self._ids = itertools.count()
-        self._cv = threading.Condition()
+        lock = threading.RLock()
+        self._cv = threading.Condition(lock)  # idle threads sleep here until woken for a ready host ...
+        self._clock = threading.Condition(lock)  # ... but one, the timekeeper, which waits for the earliest timer
+        self._sleepers = 0  # threads asleep on _cv and not yet woken
+        self._timekeeper = False
         self._unfinished = 0
         self._closed = False
 
@@ -244,7 +267,7 @@ class HostScheduler:
     def close(self) -> None:
         with self._cv:
             self._closed = True
-            self._cv.notify_all()
+            self._wake_all()
 
     def work(self, process, put) -> None:
         """One thread's loop: take a URL whose host may be asked now, fetch, judge, hand the outcome on."""
@@ -252,7 +275,12 @@ class HostScheduler:
             if job.skip is not None:
                 result = FetchResult(job.url, reason=job.skip, detail="host skipped", attempts=job.attempts)
             else:
-                result = self.fetch(job.url)
+                try:
+                    result = self.fetch(job.url)
+                finally:
+                    if job.slot is not None:  # the host's connection is free: its slot too, before the image work
+                        self.slots.release(job.slot)
+                        job.slot = None
                 job.attempts += 1
                 result.attempts = job.attempts
             if self._done(job, result):
@@ -271,10 +299,36 @@ class HostScheduler:
                 while self._ready:
                     job = self._take(heapq.heappop(self._ready)[-1], now)
                     if job is not None:
-                        if self._ready:
-                            self._cv.notify()
+                        if self._ready or (self._timers and not self._timekeeper):
+                            self._wake_one()  # another thread takes the next ready host, or keeps the timers
                         return job
-                self._cv.wait(self._timers[0][0] - now if self._timers else None)
+                self._idle()
+
+    def _idle(self) -> None:
+        """Wait for work: one thread (the timekeeper) until the earliest timer, the others until woken for
+        a ready host, so frequent timers (slot waits) wake one thread, never all of them."""
+        if self._timers and not self._timekeeper:
+            self._timekeeper = True
+            try:
+                self._clock.wait(self._timers[0][0] - time.monotonic())
+            finally:
+                self._timekeeper = False
+        else:
+            self._sleepers += 1
+            self._cv.wait()
+
+    def _wake_one(self) -> None:
+        """Wake one idle thread: a sleeper, else the timekeeper."""
+        if self._sleepers:
+            self._sleepers -= 1
+            self._cv.notify()
+        elif self._timekeeper:
+            self._clock.notify()
+
+    def _wake_all(self) -> None:
+        self._sleepers = 0
+        self._cv.notify_all()
+        self._clock.notify_all()
 
     def _start_at(self, key: str, host: _Host, now: float) -> float | None:
         """When the host's next job may start (None: it has none, or is at its cap)."""
@@ -295,20 +349,30 @@ class HostScheduler:
             retry_first = host.later and (host.tripped or not host.fresh or host.later[0][0] <= now)
             seq = host.later[0][1] if retry_first else host.fresh[0].seq
             heapq.heappush(self._ready, (host.started, -int(self._work_left(key, host)), seq, key))
-            self._cv.notify()
+            self._wake_one()
         else:
-            if not self._timers or at < self._timers[0][0]:
-                self._cv.notify_all()  # the waiting threads sleep until the earliest timer: there is an earlier one
-            heapq.heappush(self._timers, (at, next(self._ids), key))
+            self._timer(at, key)
+
+    def _timer(self, at: float, key: str) -> None:
+        if not self._timers or at < self._timers[0][0]:  # the timekeeper sleeps until the earliest: an earlier one
+            if self._timekeeper:
+                self._clock.notify()
+            else:
+                self._wake_one()  # a sleeper becomes the timekeeper
+        heapq.heappush(self._timers, (at, next(self._ids), key))
 
     def _work_left(self, key: str, host: _Host) -> float:
-        """Seconds the host's queued URLs need at its pace (0 until it has answered): the longest go first,
-        compared to the whole second, then in input order. The fast hosts, whose work is our CPU and not
-        waiting, so keep input order: their URLs come in runs, which keeps their keep-alive connections in
-        use (ordered finer, they took turns and each task's least recently used pools were closed: a new
-        connection for nearly every request of a slow host)."""
-        per_url = max(host.response_s / self.pace.cap(key), self.pace.interval(key), host.paused_s / max(1, host.answers))
-        return (len(host.fresh) + len(host.later)) * per_url
+        """Seconds the host's queued URLs need at its pace (0 until it has answered; a host being probed
+        counts as the most): the longest go first, compared to the whole second, then in input order.
+        The fast hosts, whose work is our CPU and not waiting, so keep input order: their URLs come in
+        runs, which keeps their keep-alive connections in use (ordered finer, they took turns and each
+        task's least recently used pools were closed: a new connection for nearly every request of a
+        slow host)."""
+        left, cap = len(host.fresh) + len(host.later), self.pace.cap(key)
+        if host.answers <= cap and left >= PROBE_URLS:
+            return 1e9  # the probe: before every other answered host
+        per_url = max(host.response_s / cap, self.pace.interval(key), host.paused_s / max(1, host.answers))
+        return left * per_url
 
     def _take(self, key: str, now: float) -> _Job | None:
         host = self._hosts[key]
@@ -318,6 +382,22 @@ class HostScheduler:
         if at > now:
             self._wake(key, now)
             return None
+        slot = None
+        if self.slots is not None and not host.tripped:
+            slot = self.slots.try_acquire(key, self.pace.cap(key))
+            if slot is None:  # other tasks hold all of the host's slots: try again shortly, serve others meanwhile
+                if host.slot_retry_at <= now:
+                    host.slot_retry_at = now + SLOT_WAIT_S
+                    self._timer(host.slot_retry_at, key)
+                return None
+            if (wait := self.slots.paused_for(slot)) > 0:  # another task's Retry-After: this task's too
+                self.slots.release(slot)
+                if wait > self.pace.budget_s:  # longer than any URL may wait (as _judge has it)
+                    host.tripped = "rate_limited"
+                else:
+                    self.pace.paused_until[key] = max(self.pace.paused_until.get(key, 0.0), now + wait)
+                self._wake(key, now)
+                return None
         if host.later and (host.tripped or not host.fresh or host.later[0][0] <= now):  # as _wake ordered it
             job = heapq.heappop(host.later)[2]
         else:
@@ -329,7 +409,7 @@ class HostScheduler:
             host.started = True
             if job.first_start is None:
                 job.first_start = now
-            job.started, job.before = now, self.pace.last_start.get(key)
+            job.started, job.before, job.slot = now, self.pace.last_start.get(key), slot
             self.pace.last_start[key] = now
         self._wake(key, now)  # more of this host may start (below its cap, or skipped)
         return job
@@ -348,7 +428,7 @@ class HostScheduler:
             if final:
                 self._unfinished -= 1
                 if self._unfinished == 0:
-                    self._cv.notify_all()
+                    self._wake_all()
             self._wake(job.host, now)
             return final
 
@@ -382,6 +462,8 @@ class HostScheduler:
             wait = max(wait, self.pace.backoff_s)
             host.paused_s += wait
             self.pace.paused_until[job.host] = max(self.pace.paused_until.get(job.host, 0.0), now + wait)
+            if self.slots is not None:
+                self.slots.pause(job.host, wait)  # every task on the machine waits for it too
             if wait > self.pace.budget_s:  # longer than any URL of the host may wait
                 host.tripped = "rate_limited"
                 return True
