@@ -340,6 +340,7 @@ def _drop_hash_matches(spark, df, sel, extra: dict):
             pairs, extra["eval_unconfirmable"] = near_dup.confirm_pairs(pairs, rows, ref_rows, CopyThresholds.of(sel))
             near_dup.warn_unconfirmable(extra["eval_unconfirmable"], "eval_overlap")
         else:
+            extra["eval_unconfirmable"] = 0  # nothing to compare: the hashes decide
             pairs = near_dup.match_pairs(rows, ref_rows, d, bands, sel.near_dup_colour_tolerance)
         hits = (pairs.join(refs.select(F.col("source").alias("right_id"), "set"), "right_id")
                 .select(F.col("left_id").alias("key"), "set").distinct().localCheckpoint())

@@ -133,10 +133,10 @@ class Politeness:
         return max(self.min_interval_s, self.crawl_delay(host), adaptive)
 
     def answered(self, host: str, seconds: float) -> None:
-        """Record how long the host took to answer a request (its moving average, weight 0.3 to the new one)."""
-        if self.delay_factor:
-            before = self.response_s.get(host)
-            self.response_s[host] = seconds if before is None else 0.7 * before + 0.3 * seconds
+        """Record how long the host took to answer a request (its moving average, weight 0.3 to the new one):
+        the adaptive interval (with ``delay_factor``) and the scheduler's host order read it."""
+        before = self.response_s.get(host)
+        self.response_s[host] = seconds if before is None else 0.7 * before + 0.3 * seconds
 
     def next_start(self, host: str) -> float:
         """When the host may be asked again: its interval after its latest request, and not paused."""
@@ -165,8 +165,8 @@ class _Job:
 
 
 class _Host:
-    __slots__ = ("fresh", "later", "active", "started", "answered", "failures", "tripped", "rate_hits", "response_s",
-                 "answers", "paused_s", "slot_retry_at")
+    __slots__ = ("fresh", "later", "active", "started", "answered", "failures", "tripped", "rate_hits", "answers",
+                 "paused_s", "slot_retry_at")
 
     def __init__(self):
         self.fresh: deque[_Job] = deque()  # never tried, in input order
@@ -177,8 +177,7 @@ class _Host:
         self.failures = 0  # consecutive attempts that could not reach the host
         self.tripped: str | None = None  # its remaining URLs fail at once with this reason
         self.rate_hits = 0  # consecutive rate-limit answers
-        # what orders the hosts (HostScheduler._work_left):
-        self.response_s = 0.0  # its answers' time (moving average, weight 0.3 to the newest)
+        # what orders the hosts (HostScheduler._work_left, with the host's response time in Politeness):
         self.answers = 0  # attempts that got a status line
         self.paused_s = 0.0  # the Retry-After pauses it asked for, in all
         self.slot_retry_at = 0.0  # when its machine-wide slots are tried again (one such timer at a time)
@@ -371,7 +370,7 @@ class HostScheduler:
         left, cap = len(host.fresh) + len(host.later), self.pace.cap(key)
         if host.answers <= cap and left >= PROBE_URLS:
             return 1e9  # the probe: before every other answered host
-        per_url = max(host.response_s / cap, self.pace.interval(key), host.paused_s / max(1, host.answers))
+        per_url = max(self.pace.response_s.get(key, 0.0) / cap, self.pace.interval(key), host.paused_s / max(1, host.answers))
         return left * per_url
 
     def _take(self, key: str, now: float) -> _Job | None:
@@ -447,11 +446,9 @@ class HostScheduler:
         elif result.connected or result.http_status is not None:
             host.failures = 0  # reached: a slow URL is that URL's timeout, not the host's failure
             if result.http_status is not None:
-                took = now - job.started
-                host.response_s = took if not host.answered else 0.7 * host.response_s + 0.3 * took
                 host.answers += 1
                 host.answered = True
-                self.pace.answered(job.host, took)
+                self.pace.answered(job.host, now - job.started)
             if host.tripped == "host_unreachable":
                 host.tripped = None
         if reason == "rate_limited":
