@@ -68,6 +68,7 @@ from pipeline.fetch.outcome import NOT_ASKED, RETRY_NOW, FetchResult
 
 RATE_LIMIT_WAIT_S = 1.0  # a 429 without Retry-After pauses its host this long, doubling while they repeat
 PROBE_URLS = 16  # a host with this many URLs left is asked at its cap as soon as it answers (the probe)
+PROBE_WORK_S = 1e9  # the work left a probed host counts as: more than any host's, so it goes first
 SLOT_WAIT_S = 0.025  # a host whose machine-wide slots are all held by other tasks is tried again this much later
 
 
@@ -369,7 +370,7 @@ class HostScheduler:
         slow host)."""
         left, cap = len(host.fresh) + len(host.later), self.pace.cap(key)
         if host.answers <= cap and left >= PROBE_URLS:
-            return 1e9  # the probe: before every other answered host
+            return PROBE_WORK_S  # the probe: before every other answered host
         per_url = max(self.pace.response_s.get(key, 0.0) / cap, self.pace.interval(key), host.paused_s / max(1, host.answers))
         return left * per_url
 
